@@ -1,0 +1,108 @@
+"""`python -m datasets_build COMMAND`: one sub-command per job; each maps its flags onto a dataclass config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from datasets_build.configs import build_config, parse_overrides
+from datasets_build.errors import ToolkitError
+
+
+def _demo_episodes(args: argparse.Namespace) -> int:
+    from datasets_build.demo_episodes import DemoEpisodesConfig, record_demo_episodes
+
+    flags = {
+        "out": args.out,
+        "episodes": args.episodes,
+        "seed": args.seed,
+        "workers": args.workers,
+        "overwrite": args.overwrite,
+        "video": args.video,
+    }
+    if args.tasks:
+        flags["tasks"] = args.tasks
+    if args.noise is not None:
+        flags["noise"] = args.noise
+    cfg = build_config(DemoEpisodesConfig, flags, parse_overrides(args.overrides), where="demo-episodes")
+    summary = record_demo_episodes(cfg)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _expert_eval(args: argparse.Namespace) -> int:
+    from datasets_build.sim.evaluate import ExpertEvalConfig, evaluate_expert, format_table
+
+    flags: dict[str, Any] = {"episodes_per_task": args.episodes_per_task, "seed": args.seed, "workers": args.workers}
+    if args.tasks:
+        flags["tasks"] = args.tasks
+    if args.noise is not None:
+        flags["noise"] = args.noise
+    cfg = build_config(ExpertEvalConfig, flags, parse_overrides(args.overrides), where="expert-eval")
+    results = evaluate_expert(cfg)
+    print(json.dumps(results, indent=2) if args.json else format_table(results))
+    worst = min((r["success_rate"] for r in results.values()), default=0.0)
+    if args.min_success is not None and worst < args.min_success:
+        print(f"error: a task family is below --min-success {args.min_success} ({worst:.2f})", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every datasets_build command."""
+    parser = argparse.ArgumentParser(prog="python -m datasets_build", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo-episodes",
+        help="record scripted-expert episodes of the demo tabletop sim (LeRobot v3.0 with geometry)",
+        description="Record scripted-expert episodes of the demo sim as a LeRobot v3.0 dataset with depth, "
+        "segmentation, cameras and object poses as extra features.",
+    )
+    demo.add_argument("--out", required=True, help="output dataset folder (must not exist or be empty)")
+    demo.add_argument("--episodes", type=int, default=12, help="number of episodes (tasks cycle) [12]")
+    demo.add_argument("--seed", type=int, default=0, help="first seed; episode i uses seed+i [0]")
+    demo.add_argument("--workers", type=int, default=1, help="rollout processes [1]")
+    demo.add_argument("--tasks", nargs="*", help="task families (default: all)")
+    demo.add_argument("--noise", type=float, help="expert action noise (default: the expert's)")
+    demo.add_argument("--video", action="store_true", help="store RGB as AV1 mp4 instead of PNG")
+    demo.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    demo.add_argument("overrides", nargs="*", metavar="key=value", help="other DemoEpisodesConfig fields")
+    demo.set_defaults(func=_demo_episodes)
+
+    ev = sub.add_parser(
+        "expert-eval",
+        help="success rate of the demo sim's scripted expert per task family",
+        description="Roll out the scripted expert on N seeds per task family and report the success rate.",
+    )
+    ev.add_argument("--episodes-per-task", type=int, default=30, help="seeds per family [30]")
+    ev.add_argument("--seed", type=int, default=0, help="first seed [0]")
+    ev.add_argument("--workers", type=int, default=1, help="processes [1]")
+    ev.add_argument("--tasks", nargs="*", help="task families (default: all)")
+    ev.add_argument("--noise", type=float, help="expert action noise (default: the expert's)")
+    ev.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ev.add_argument("--min-success", type=float, help="exit 1 if any family is below this rate")
+    ev.add_argument("overrides", nargs="*", metavar="key=value", help="other ExpertEvalConfig fields")
+    ev.set_defaults(func=_expert_eval)
+    return parser
+
+
+def run_cli(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a command; expected errors become one line on stderr and exit code 2."""
+    try:
+        return func(args)
+    except ToolkitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m datasets_build`."""
+    args = build_parser().parse_args(argv)
+    return run_cli(args.func, args)

@@ -1,0 +1,153 @@
+"""Run a recipe: `recipes/NAME.yaml` -> typed stage configs -> stages in order.
+
+A recipe is a YAML mapping with `vars` (free values, usable as `${vars.x}`) and `stages`, an
+ordered mapping from stage name to that stage's config; `uses: KIND` picks the stage kind when the
+name is not itself a kind. Overrides `STAGE.KEY=VALUE` or `vars.KEY=VALUE` (or `KEY=VALUE` for a
+var) are applied before validation; unknown keys are errors. Called by `recipes/run.sh`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from datasets_build.configs import build_config, config_to_dict, load_yaml, parse_overrides
+from datasets_build.errors import ConfigError, ToolkitError
+
+RECIPES_DIR = Path(__file__).resolve().parent
+TOP_LEVEL_KEYS = {"description", "vars", "stages"}
+
+
+@dataclass(frozen=True)
+class StageKind:
+    """A stage: its config dataclass and the function that runs it, as "module:attribute" strings."""
+
+    config: str
+    run: str
+    help: str
+
+    def load(self, ref: str) -> Any:
+        module, _, attr = ref.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+# Later stages (build, sft, vla, evaluation) register here as their packages land.
+STAGE_KINDS: dict[str, StageKind] = {
+    "demo_episodes": StageKind(
+        "datasets_build.demo_episodes:DemoEpisodesConfig",
+        "datasets_build.demo_episodes:record_demo_episodes",
+        "record scripted-expert episodes of the demo sim (LeRobot v3.0 + geometry)",
+    ),
+    "expert_eval": StageKind(
+        "datasets_build.sim.evaluate:ExpertEvalConfig",
+        "datasets_build.sim.evaluate:evaluate_expert",
+        "success rate of the demo sim's scripted expert per task family",
+    ),
+}
+
+
+@dataclass
+class PlannedStage:
+    """One resolved stage of a recipe."""
+
+    name: str
+    kind: str
+    config: Any
+
+
+def _route_overrides(recipe: dict[str, Any], overrides: list[str], where: str) -> dict[str, Any]:
+    stages = recipe.get("stages") or {}
+    variables = recipe.get("vars") or {}
+    routed: list[str] = []
+    for item in overrides:
+        key = item.partition("=")[0]
+        head = key.split(".")[0]
+        if head in ("vars", "stages"):
+            routed.append(item)
+        elif head in stages:
+            routed.append(f"stages.{item}")
+        elif head in variables and "." not in key:
+            routed.append(f"vars.{item}")
+        else:
+            raise ConfigError(f"{where}: override {key!r}: unknown key (not a stage of this recipe nor a var)")
+    return parse_overrides(routed, where)
+
+
+def plan_recipe(path: Path, overrides: list[str], only: list[str] | None = None) -> list[PlannedStage]:
+    """Load, override, interpolate and validate a recipe into typed stage configs."""
+    where = str(path)
+    raw = load_yaml(path)
+    unknown = set(raw) - TOP_LEVEL_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown top-level key(s) {sorted(unknown)} (allowed: {sorted(TOP_LEVEL_KEYS)})")
+    if not isinstance(raw.get("stages"), dict) or not raw["stages"]:
+        raise ConfigError(f"{where}: stages: must be a non-empty mapping of stage name -> config")
+    try:
+        merged = OmegaConf.merge(OmegaConf.create(raw), OmegaConf.create(_route_overrides(raw, overrides, where)))
+        resolved = OmegaConf.to_container(merged, resolve=True)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{where}: {str(exc).splitlines()[0]}") from exc
+    assert isinstance(resolved, dict)
+    plan: list[PlannedStage] = []
+    for name, raw_body in resolved["stages"].items():
+        body = dict(raw_body or {})
+        kind = body.pop("uses", name)
+        if kind not in STAGE_KINDS:
+            raise ConfigError(f"{where}: stages.{name}: unknown stage kind {kind!r}; known: {sorted(STAGE_KINDS)}")
+        spec = STAGE_KINDS[kind]
+        config = build_config(spec.load(spec.config), body, where=f"{where}: stages.{name}")
+        plan.append(PlannedStage(name, kind, config))
+    if only:
+        missing = set(only) - {p.name for p in plan}
+        if missing:
+            raise ConfigError(f"{where}: --stage {sorted(missing)} not in this recipe")
+        plan = [p for p in plan if p.name in only]
+    return plan
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `recipes/run.sh`."""
+    parser = argparse.ArgumentParser(
+        prog="recipes/run.sh",
+        description="Run the stages of recipes/NAME.yaml in order, with key=value overrides.",
+        epilog="Recipes: " + ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))),
+    )
+    parser.add_argument("name", help="recipe name (recipes/NAME.yaml) or a path to a YAML file")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="STAGE.KEY=VALUE or vars.KEY=VALUE")
+    parser.add_argument("--dry-run", action="store_true", help="print the resolved plan and exit")
+    parser.add_argument("--stage", action="append", help="run only this stage (repeatable)")
+    args = parser.parse_intermixed_args(argv)
+    path = Path(args.name) if args.name.endswith((".yaml", ".yml")) else RECIPES_DIR / f"{args.name}.yaml"
+    try:
+        plan = plan_recipe(path, args.overrides, args.stage)
+        if args.dry_run:
+            doc = {p.name: {"uses": p.kind, **config_to_dict(p.config)} for p in plan}
+            print(f"# recipe {path} ({len(plan)} stages, in order)")
+            print(yaml.safe_dump(doc, sort_keys=False), end="")
+            return 0
+        for i, stage in enumerate(plan, 1):
+            print(f"[recipe] stage {i}/{len(plan)}: {stage.name} ({stage.kind})", flush=True)
+            start = time.perf_counter()
+            spec = STAGE_KINDS[stage.kind]
+            result = spec.load(spec.run)(stage.config)
+            if result is not None:
+                print(json.dumps(result, indent=2, default=str))
+            print(f"[recipe] {stage.name} done in {time.perf_counter() - start:.1f} s", flush=True)
+    except ToolkitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

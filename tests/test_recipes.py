@@ -1,0 +1,84 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "recipes"))
+import runner  # noqa: E402
+
+from datasets_build.errors import ConfigError  # noqa: E402
+
+
+def _recipe(tmp_path, text):
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    return path
+
+
+GOOD = """
+vars:
+  run_dir: /tmp/x
+stages:
+  demo_episodes:
+    out: ${vars.run_dir}/eps
+    episodes: 3
+  second:
+    uses: demo_episodes
+    out: ${vars.run_dir}/eps2
+"""
+
+
+def test_plan_resolves_vars_overrides_and_uses(tmp_path):
+    plan = runner.plan_recipe(_recipe(tmp_path, GOOD), ["run_dir=/data", "demo_episodes.episodes=5"])
+    assert [(p.name, p.kind) for p in plan] == [("demo_episodes", "demo_episodes"), ("second", "demo_episodes")]
+    assert plan[0].config.out == "/data/eps"
+    assert plan[0].config.episodes == 5
+    assert plan[1].config.out == "/data/eps2"
+    assert plan[1].config.episodes == 12  # default
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "match"),
+    [
+        (GOOD, ["demo_episodes.epsiodes=3"], r"stages.demo_episodes: epsiodes: unknown key"),
+        (GOOD, ["nope=1"], r"override 'nope': unknown key"),
+        ("stages:\n  demo_episodes:\n    episodes: many\n", [], "episodes"),
+        ("stages:\n  bake_cake: {}\n", [], "unknown stage kind 'bake_cake'"),
+        ("stagez: {}\n", [], "unknown top-level key"),
+        ("stages: [a\n", [], "malformed YAML"),
+    ],
+)
+def test_bad_recipes_are_one_line_errors(tmp_path, text, overrides, match):
+    with pytest.raises(ConfigError, match=match) as err:
+        runner.plan_recipe(_recipe(tmp_path, text), overrides)
+    assert "\n" not in str(err.value)
+    assert "r.yaml" in str(err.value)
+
+
+def test_every_shipped_recipe_plans():
+    for path in sorted((ROOT / "recipes").glob("*.yaml")):
+        assert runner.plan_recipe(path, []), path
+
+
+def test_run_sh_dry_run_and_error_exit():
+    out = subprocess.run(
+        ["bash", "recipes/run.sh", "demo", "--dry-run", "demo_episodes.episodes=2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "episodes: 2" in out.stdout
+    bad = subprocess.run(
+        ["bash", "recipes/run.sh", "demo", "--dry-run", "demo_episodes.bogus=2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count("\n") == 0
+    assert "bogus: unknown key" in bad.stderr
