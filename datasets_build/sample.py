@@ -19,7 +19,7 @@ from PIL import Image
 from datasets_build.errors import DataError
 
 SCHEMA_VERSION = 1
-_KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
+_KEY_RE = re.compile(r"^[A-Za-z0-9_\-]{1,80}$")  # tar member names hold <= 100 bytes
 ROLES = ("system", "user", "assistant")
 ImageFormat = Literal["jpg", "png"]
 
@@ -92,7 +92,7 @@ class Sample:
 
     def __post_init__(self) -> None:
         if not _KEY_RE.match(self.key):
-            raise DataError("keys may hold only letters, digits, '_' and '-'", f"sample {self.key!r}", "__key__")
+            raise DataError("keys are 1-80 letters, digits, '_' or '-'", f"sample {self.key!r}", "__key__")
         self.images = [_to_pil(im) for im in self.images]
         if self.target is not None:
             self.target = _to_pil(self.target)
@@ -142,9 +142,18 @@ class Sample:
 
     @classmethod
     def decode(cls, record: dict[str, Any], where: str = "shard") -> Sample:
-        """Inverse of `encode` from raw bytes as webdataset yields them (no decoder applied)."""
+        """Inverse of `encode` from raw webdataset bytes; any failure is a DataError naming shard and key."""
+        here = f"{where}:{record.get('__key__', '')}"
+        try:
+            return cls._decode(record, here)
+        except DataError:
+            raise
+        except (KeyError, TypeError, ValueError, OSError, SyntaxError) as exc:
+            raise DataError(f"cannot decode record ({type(exc).__name__}: {exc})", here) from exc
+
+    @classmethod
+    def _decode(cls, record: dict[str, Any], here: str) -> Sample:
         key = str(record.get("__key__", ""))
-        here = f"{where}:{key}"
         if "json" not in record:
             raise DataError("record has no .json member", here, "json")
         try:

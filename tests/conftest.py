@@ -1,20 +1,28 @@
-"""Session-wide test settings: never touch the network, keep caches inside the test's temp space."""
+"""Session-wide test settings: never touch the network, keep HF caches in a temporary folder.
+
+Set at import time, before any test module imports huggingface_hub (which reads them once).
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+_HF_HOME = tempfile.mkdtemp(prefix="vlm4vla-hf-")
+os.environ["HF_HOME"] = _HF_HOME
+os.environ["HF_DATASETS_CACHE"] = os.path.join(_HF_HOME, "datasets")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _offline_hub(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Point the HF caches at a session temp folder so tests never read or write the user's cache."""
-    home = tmp_path_factory.mktemp("hf_home")
-    os.environ["HF_HOME"] = str(home)
-    os.environ["HF_DATASETS_CACHE"] = str(home / "datasets")
+def _clean_hf_home() -> Iterator[None]:
+    """Remove the temporary HF cache after the session."""
+    yield
+    shutil.rmtree(_HF_HOME, ignore_errors=True)

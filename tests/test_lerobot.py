@@ -92,9 +92,14 @@ def test_existing_output_and_interrupted_write(tmp_path):
     other = tmp_path / "other"
     ep = synthetic_episode()
     sizes = {c: f.shape[1:3] for c, f in ep.frames.items()}
-    with pytest.raises(RuntimeError), LeRobotWriter(other, fps=10, features=demo_features(sizes, 4, 7)) as w:
-        w.add_episode(*episode_to_columns(ep, 4)[:1], task="t")
-        raise RuntimeError("boom")
+
+    def interrupted_write():
+        with LeRobotWriter(other, fps=10, features=demo_features(sizes, 4, 7)) as w:
+            w.add_episode(episode_to_columns(ep, 4)[0], task="t")
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        interrupted_write()
     assert not other.exists()
     assert not list(tmp_path.glob(".*partial"))
 
