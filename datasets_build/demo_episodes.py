@@ -11,7 +11,7 @@ from typing import Any
 from tqdm import tqdm
 
 from datasets_build.episode import Episode
-from datasets_build.errors import ConfigError, DataError
+from datasets_build.errors import ConfigError
 from datasets_build.lerobot import LeRobotWriter
 from datasets_build.lerobot.writer import check_output
 from datasets_build.sources.demo import demo_features, episode_to_columns
@@ -79,12 +79,6 @@ def iter_expert_episodes(cfg: DemoEpisodesConfig) -> Iterator[Episode]:
         yield from pool.imap(_record_one, jobs)
 
 
-def _state_dim(episode: Episode) -> int:
-    if episode.state is None:
-        raise DataError("demo episodes must carry the robot state", episode.episode_id, "state")
-    return int(episode.state.shape[1])
-
-
 def record_demo_episodes(cfg: DemoEpisodesConfig) -> dict[str, Any]:
     """Record `cfg.episodes` expert episodes into `cfg.out`; return a summary (episodes, steps, successes)."""
     plan = _plan(cfg)
@@ -98,7 +92,7 @@ def record_demo_episodes(cfg: DemoEpisodesConfig) -> dict[str, Any]:
                 writer = LeRobotWriter(
                     Path(cfg.out),
                     fps=round(episode.fps),
-                    features=demo_features(sizes, cfg.max_objects, _state_dim(episode), video=cfg.video),
+                    features=demo_features(sizes, cfg.max_objects, video=cfg.video),
                     robot_type="franka_panda_pybullet",
                     overwrite=cfg.overwrite,
                 )

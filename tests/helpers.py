@@ -39,7 +39,7 @@ def synthetic_episode(length: int = 6, size: int = 32, seed: int = 0, episode_id
         frames={"static": frames, "wrist": wrist},
         actions=actions,
         instruction="pick up the red block",
-        state=rng.normal(size=(length, 7)).astype(np.float32),
+        state=rng.normal(size=(length, 8)).astype(np.float32),
         depth={"static": depth, "wrist": depth[:, : size // 2, : size // 2].copy()},
         segmentation={"static": seg, "wrist": seg[:, : size // 2, : size // 2].copy()},
         camera={"static": cam, "wrist": wrist_cam},

@@ -13,7 +13,7 @@ from tests.helpers import synthetic_episode
 
 def _write(root, episodes, video=False, **kw):
     sizes = {c: f.shape[1:3] for c, f in episodes[0].frames.items()}
-    with LeRobotWriter(root, fps=10, features=demo_features(sizes, 4, 7, video=video), **kw) as w:
+    with LeRobotWriter(root, fps=10, features=demo_features(sizes, 4, video=video), **kw) as w:
         for ep in episodes:
             cols, extra = episode_to_columns(ep, 4)
             w.add_episode(cols, task=ep.instruction, extra=extra)
@@ -94,7 +94,7 @@ def test_existing_output_and_interrupted_write(tmp_path):
     sizes = {c: f.shape[1:3] for c, f in ep.frames.items()}
 
     def interrupted_write():
-        with LeRobotWriter(other, fps=10, features=demo_features(sizes, 4, 7)) as w:
+        with LeRobotWriter(other, fps=10, features=demo_features(sizes, 4)) as w:
             w.add_episode(episode_to_columns(ep, 4)[0], task="t")
             raise RuntimeError("boom")
 

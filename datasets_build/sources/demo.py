@@ -18,11 +18,10 @@ from datasets_build.actions import ACTION_NAMES
 from datasets_build.camera import CameraModel
 from datasets_build.episode import Episode, ObjectInfo
 from datasets_build.errors import DataError
+from datasets_build.sim.env import CAMERAS, STATE_NAMES
 from datasets_build.sources.base import register_source
 from datasets_build.sources.lerobot import LeRobotMapping, LeRobotSource
 
-CAMERAS = ("static", "wrist")
-STATE_NAMES = ("tcp_x", "tcp_y", "tcp_z", "tcp_roll", "tcp_pitch", "tcp_yaw", "gripper_width")
 POSE_NAMES = ("x", "y", "z", "qx", "qy", "qz", "qw")
 DEPTH_SCALE = 0.001  # depth is stored as uint16 PNG in millimetres
 EXTRA_PREFIX = "demo/"
@@ -41,14 +40,11 @@ def _keys(camera: str) -> dict[str, str]:
 OBJECT_POSES = "observation.objects.pose"
 
 
-def demo_features(
-    image_sizes: dict[str, tuple[int, int]], max_objects: int, state_dim: int = len(STATE_NAMES), video: bool = False
-) -> dict[str, Any]:
+def demo_features(image_sizes: dict[str, tuple[int, int]], max_objects: int, video: bool = False) -> dict[str, Any]:
     """LeRobot feature dict of a demo recording; `image_sizes` maps camera -> (height, width)."""
-    state_names = list(STATE_NAMES) if state_dim == len(STATE_NAMES) else None
     features: dict[str, Any] = {
         "action": {"dtype": "float32", "shape": [len(ACTION_NAMES)], "names": list(ACTION_NAMES)},
-        "observation.state": {"dtype": "float32", "shape": [state_dim], "names": state_names},
+        "observation.state": {"dtype": "float32", "shape": [len(STATE_NAMES)], "names": list(STATE_NAMES)},
         OBJECT_POSES: {
             "dtype": "float32",
             "shape": [max_objects * len(POSE_NAMES)],
