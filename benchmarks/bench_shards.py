@@ -22,118 +22,31 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image
 
 from datasets_build.sample import Sample, assistant_turn, user_turn
 from datasets_build.shards import ShardSet, ShardWriter
+from datasets_build.sim import TASK_FAMILIES, TabletopConfig, TabletopEnv, rollout_expert
 
 JPEG_QUALITY = 95
 TARGET_RATIO = 0.6
 
 
 # -- images -----------------------------------------------------------------------------------------
-def _find_rgb(obj: Any) -> np.ndarray | None:
-    """First uint8 (H, W, 3) array inside an observation (dict / list / array)."""
-    if isinstance(obj, np.ndarray) and obj.dtype == np.uint8 and obj.ndim == 3 and obj.shape[-1] == 3:
-        return obj
-    if isinstance(obj, dict):
-        for value in obj.values():
-            found = _find_rgb(value)
-            if found is not None:
-                return found
-    if isinstance(obj, list | tuple):
-        for value in obj:
-            found = _find_rgb(value)
-            if found is not None:
-                return found
-    return None
-
-
-def _load_sim() -> tuple[Any, Any]:
-    """(TabletopEnv, TabletopConfig or None) from `datasets_build.sim` (its package or its env module)."""
-    from datasets_build import sim
-
-    env_cls = getattr(sim, "TabletopEnv", None)
-    config_cls = getattr(sim, "TabletopConfig", None)
-    if env_cls is None:
-        from datasets_build.sim import env as sim_env  # the package may not re-export it yet
-
-        env_cls = sim_env.TabletopEnv
-        config_cls = getattr(sim_env, "TabletopConfig", None)
-    return env_cls, config_cls
-
-
-def _sim_images(n: int, size: int, distinct: int = 64) -> list[np.ndarray]:
-    """Static-camera frames of the demo tabletop sim under seeded random actions, `distinct` of them cycled to n."""
-    env_cls, config_cls = _load_sim()
-    env = env_cls(config_cls(image_size=size)) if config_cls is not None else env_cls()
+def make_images(n: int, size: int, distinct: int = 64) -> tuple[list[np.ndarray], str]:
+    """n static-camera frames of the demo sim's expert rollouts (`distinct` of them, cycled) and their origin."""
+    env = TabletopEnv(TabletopConfig(image_size=size))
     frames: list[np.ndarray] = []
     try:
-        space = getattr(env, "action_space", None)
-        if space is not None:
-            space.seed(0)
-        episode = 0
+        seed = 0
         while len(frames) < min(n, distinct):
-            obs = env.reset(seed=episode)
-            obs = obs[0] if isinstance(obs, tuple) else obs
-            for _ in range(8):
-                rgb = obs.get("rgb_static") if isinstance(obs, dict) else None
-                rgb = rgb if rgb is not None else _find_rgb(obs)
-                if rgb is None:
-                    raise RuntimeError("TabletopEnv observation holds no uint8 RGB image")
-                image = Image.fromarray(rgb)
-                if image.size != (size, size):
-                    image = image.resize((size, size), Image.Resampling.BICUBIC)
-                frames.append(np.asarray(image))
-                action = space.sample() if space is not None else np.zeros(7, np.float32)
-                result = env.step(action)
-                obs = result[0] if isinstance(result, tuple) else result
-            episode += 1
+            task = sorted(TASK_FAMILIES)[seed % len(TASK_FAMILIES)]
+            frames.extend(rollout_expert(env, task, seed).frames["static"][::4])
+            seed += 1
     finally:
-        close = getattr(env, "close", None)
-        if callable(close):
-            close()
-    return [frames[i % len(frames)] for i in range(n)]
-
-
-def _synthetic_image(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A tabletop-like picture: wall/table gradients, shaded blocks and discs, soft edges; no noise."""
-    y = np.linspace(0.0, 1.0, size)[:, None, None]
-    x = np.linspace(0.0, 1.0, size)[None, :, None]
-    wall, table = rng.uniform(120, 230, 3), rng.uniform(60, 180, 3)
-    horizon = rng.uniform(0.25, 0.45)
-    base = np.where(y < horizon, wall * (0.8 + 0.2 * y / horizon), table * (0.7 + 0.3 * y))
-    base = base * (0.9 + 0.1 * x)
-    image = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(image)
-    for _ in range(int(rng.integers(3, 7))):
-        color = tuple(int(c) for c in rng.uniform(20, 255, 3))
-        cx, cy = rng.uniform(0.1, 0.9) * size, rng.uniform(horizon + 0.05, 0.95) * size
-        r = rng.uniform(0.04, 0.12) * size
-        box = (cx - r, cy - r, cx + r, cy + r)
-        if rng.random() < 0.5:
-            draw.rectangle(box, fill=color)
-            shade = tuple(max(0, c - 60) for c in color)
-            draw.rectangle((box[0], box[3] - r * 0.3, box[2], box[3]), fill=shade)
-        else:
-            draw.ellipse(box, fill=color, outline=tuple(max(0, c - 80) for c in color), width=2)
-    return np.asarray(image.filter(ImageFilter.GaussianBlur(radius=0.8)))
-
-
-def make_images(n: int, size: int) -> tuple[list[np.ndarray], str]:
-    """n RGB uint8 images of size x size and a description of where they came from.
-
-    Demo-sim frames when `datasets_build.sim.TabletopEnv` exists and runs; smooth synthetic scenes otherwise.
-    """
-    try:
-        images = _sim_images(n, size)
-        return images, f"demo sim frames (TabletopEnv static camera, {min(n, 64)} distinct, cycled)"
-    except Exception as exc:  # the sim is optional here: fall back, and say why
-        reason = f"demo sim unavailable ({type(exc).__name__}: {exc})"
-    rng = np.random.default_rng(0)
-    distinct = [_synthetic_image(rng, size) for _ in range(min(n, 64))]
-    images = [distinct[i % len(distinct)] for i in range(n)]
-    return images, f"synthetic tabletop-like images ({len(distinct)} distinct, cycled); {reason}"
+        env.close()
+    frames = frames[: min(n, distinct)]
+    return [frames[i % len(frames)] for i in range(n)], f"demo sim expert frames ({len(frames)} distinct, cycled)"
 
 
 # -- measured bodies ---------------------------------------------------------------------------------
@@ -144,7 +57,7 @@ def _samples(images: list[np.ndarray]) -> Iterator[Sample]:
             messages=[user_turn("What is on the table?"), assistant_turn("A red block left of a blue bowl.")],
             images=[image],
             task="bench",
-            source="synthetic",
+            source="demo",
             meta={"i": i},
         )
 
