@@ -13,7 +13,6 @@ import json
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -22,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from datasets_build.atomic import CommitOrAbort
 from datasets_build.errors import DataError, OutputExistsError
 from datasets_build.lerobot import layout
 from datasets_build.lerobot.video import VideoStreamWriter
@@ -71,7 +71,7 @@ def prepare_output(root: Path, overwrite: bool) -> Path:
     return tmp
 
 
-class LeRobotWriter:
+class LeRobotWriter(CommitOrAbort):
     """Append episodes to a new LeRobot v3.0 dataset at `root`.
 
     `features` is LeRobot's feature dict without the default columns (added here). Frame columns
@@ -275,14 +275,3 @@ class LeRobotWriter:
             stream.abort()
         shutil.rmtree(self._tmp, ignore_errors=True)
         self._closed = True
-
-    def __enter__(self) -> LeRobotWriter:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()

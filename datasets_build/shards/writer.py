@@ -22,11 +22,11 @@ import tarfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
 from webdataset import TarWriter
 
+from datasets_build.atomic import CommitOrAbort
 from datasets_build.errors import ConfigError, DataError, OutputExistsError
 from datasets_build.sample import Sample
 from datasets_build.shards.card import CARD_NAME, DatasetCard, ShardEntry, fingerprint_path, to_jsonable
@@ -104,7 +104,7 @@ class _OpenShard:
         self.tmp.unlink(missing_ok=True)
 
 
-class ShardWriter:
+class ShardWriter(CommitOrAbort):
     """Write Samples into size- and count-limited webdataset shards and, on success, the dataset card.
 
     Use as a context manager; `write(sample)` per record, `skip(reason)` to count a dropped input.
@@ -172,16 +172,6 @@ class ShardWriter:
             raise DataError("output folder is not writable", out)
 
     # -- writing ------------------------------------------------------------------------------
-    def __enter__(self) -> ShardWriter:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
     @property
     def num_samples(self) -> int:
