@@ -56,13 +56,21 @@ if [[ ! -x "$venv/bin/python" ]]; then
   echo "[bootstrap] creating $venv"
   "$python" -m venv "$venv"
 fi
-pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
+log="$venv/bootstrap-pip.log"
+: > "$log"
+pip_install() {  # pip's output goes to a log, shown only when it fails
+  if ! "$venv/bin/python" -m pip install --disable-pip-version-check "$@" >>"$log" 2>&1; then
+    tail -n 40 "$log" >&2
+    echo "[bootstrap] error: pip install $* failed (full log: $log)" >&2
+    exit 1
+  fi
+}
 
 if ! "$venv/bin/python" -c "import torch, torchvision" >/dev/null 2>&1; then
   echo "[bootstrap] installing $torch_pins"
-  "${pip[@]}" $torch_pins
+  pip_install $torch_pins
 fi
 echo "[bootstrap] installing the toolkit with extras [$extras]"
-"${pip[@]}" -e "$root[$extras]"
+pip_install -e "$root[$extras]"
 echo "$want" > "$stamp_file"
 echo "[bootstrap] ready: $venv"

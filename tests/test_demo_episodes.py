@@ -55,6 +55,15 @@ def test_existing_output_is_refused(recorded, capsys):
     assert "\n" not in err
 
 
+def test_unwritable_output_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["demo-episodes", "--out", str(blocker / "eps"), "--episodes", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert str(blocker) in err
+    assert "\n" not in err
+
+
 def test_unknown_task_and_key(tmp_path, capsys):
     assert main(["demo-episodes", "--out", str(tmp_path / "x"), "--tasks", "juggle"]) == 2
     assert "juggle" in capsys.readouterr().err

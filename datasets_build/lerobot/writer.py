@@ -9,6 +9,7 @@ final name.
 from __future__ import annotations
 
 import io
+import os
 import json
 import shutil
 from collections.abc import Mapping
@@ -50,9 +51,18 @@ def _arrow_type(feature: Mapping[str, Any]) -> pa.DataType:
 
 
 def check_output(root: Path, overwrite: bool) -> None:
-    """Refuse an existing non-empty `root` unless `overwrite` (checked before any work starts)."""
-    if root.exists() and (not root.is_dir() or any(root.iterdir())) and not overwrite:
+    """Refuse an unwritable `root`, or an existing non-empty one unless `overwrite` (checked before any work)."""
+    if root.exists() and not root.is_dir():
+        raise DataError("output exists and is not a folder", root)
+    if root.exists() and any(root.iterdir()) and not overwrite:
         raise OutputExistsError(f"{root}: output exists and is not empty (pass --overwrite to replace it)")
+    ancestor = root.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise DataError("is not a folder, so the output folder cannot be created there", ancestor)
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise DataError("folder is not writable", ancestor)
 
 
 def prepare_output(root: Path, overwrite: bool) -> Path:

@@ -6,8 +6,10 @@ Episode i of a family uses layout seed `cfg.seed + i`, so results do not depend 
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+from tqdm import tqdm
 
 from datasets_build.errors import ConfigError
 from datasets_build.sim.env import TabletopConfig, TabletopEnv
@@ -52,29 +54,25 @@ def _run_job(job: tuple[str, int, float]) -> ExpertResult:
     return play_expert(_worker_env, task, seed, noise)
 
 
-def evaluate_expert(
-    cfg: ExpertEvalConfig, progress: Callable[[ExpertResult], None] | None = None
-) -> dict[str, dict[str, float]]:
-    """Per family: episodes, successes, success_rate and mean_steps; `progress` is called per episode."""
-    jobs = [(task, cfg.seed + i, cfg.noise) for task in cfg.tasks for i in range(cfg.episodes_per_task)]
-    results: list[ExpertResult] = []
+def _play_all(cfg: ExpertEvalConfig, jobs: list[tuple[str, int, float]]) -> Iterator[ExpertResult]:
     if cfg.workers == 1:
         env = TabletopEnv(TabletopConfig(render=cfg.render))
         try:
             for task, seed, noise in jobs:
-                results.append(play_expert(env, task, seed, noise))
-                if progress is not None:
-                    progress(results[-1])
+                yield play_expert(env, task, seed, noise)
         finally:
             env.close()
-    else:
-        # spawn: a fresh pybullet per process, safe beside threads; callers need a __main__ guard.
-        context = multiprocessing.get_context("spawn")
-        with context.Pool(cfg.workers, initializer=_init_worker, initargs=(cfg.render,)) as pool:
-            for result in pool.imap(_run_job, jobs, chunksize=4):
-                results.append(result)
-                if progress is not None:
-                    progress(result)
+        return
+    # spawn: a fresh pybullet per process, safe beside threads; callers need a __main__ guard.
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(cfg.workers, initializer=_init_worker, initargs=(cfg.render,)) as pool:
+        yield from pool.imap(_run_job, jobs, chunksize=4)
+
+
+def evaluate_expert(cfg: ExpertEvalConfig, progress: bool = True) -> dict[str, dict[str, float]]:
+    """Per family: episodes, successes, success_rate and mean_steps (a progress bar on stderr unless disabled)."""
+    jobs = [(task, cfg.seed + i, cfg.noise) for task in cfg.tasks for i in range(cfg.episodes_per_task)]
+    results = list(tqdm(_play_all(cfg, jobs), total=len(jobs), desc="expert episodes", unit="ep", disable=not progress))
     summary: dict[str, dict[str, float]] = {}
     for task in cfg.tasks:
         mine = [r for r in results if r.task == task]
