@@ -9,8 +9,8 @@ final name.
 from __future__ import annotations
 
 import io
-import os
 import json
+import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
