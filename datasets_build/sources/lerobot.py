@@ -7,7 +7,7 @@ of its data parquet (and its span of each mp4) at a time.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from datasets_build.episode import Episode
 from datasets_build.errors import DataError
 from datasets_build.lerobot import layout
 from datasets_build.lerobot.video import decode_video
-from datasets_build.sources.base import check_partition, register_source
+from datasets_build.sources.base import EpisodeSummary, Source, register_source
 
 
 @dataclass
@@ -50,13 +50,13 @@ def decode_image_cell(cell: dict[str, Any], where: str) -> np.ndarray:
 
 
 @register_source("lerobot")
-class LeRobotSource:
+class LeRobotSource(Source):
     """A LeRobot v3.0 dataset folder."""
 
     name = "lerobot"
 
     def __init__(self, path: Path, mapping: LeRobotMapping | None = None, skip_bad: bool = False) -> None:
-        self.path = Path(path)
+        super().__init__(path, skip_bad)
         self.info = layout.LeRobotInfo.load(self.path)
         if self.info.version != "v3.0":
             raise DataError(
@@ -69,8 +69,6 @@ class LeRobotSource:
             self.mapping.cameras = {
                 k.split(".")[-1]: k for k in self.info.keys_of("image", "video") if k.startswith("observation.images.")
             }
-        self.skip_bad = skip_bad
-        self.skipped = 0
         self._episodes = self._load_episode_table()
         self._tasks = self._load_tasks()
 
@@ -91,8 +89,31 @@ class LeRobotSource:
         frame = pq.read_table(path).to_pandas()
         return {int(i): str(task) for task, i in zip(frame.index, frame["task_index"], strict=True)}
 
-    def __len__(self) -> int:
-        return len(self._episodes)
+    def episode_keys(self) -> list[Any]:
+        """The episodes' `meta/episodes` rows, in episode order."""
+        return self._episodes
+
+    def load_episode(self, key: Any) -> Episode:
+        """The Episode of one `meta/episodes` row."""
+        return self.to_episode(key, self.read_frames(key))
+
+    def summarize_episode(self, key: Any) -> EpisodeSummary:
+        """Actions, state and task without decoding any image."""
+        table = self.read_frames(key)
+        m = self.mapping
+        actions = self.feature_array(table, key, m.action).astype(np.float32)
+        features = self.info.features
+        cameras = {cam: tuple(int(d) for d in features[k]["shape"]) for cam, k in m.cameras.items()}
+        geometry = [name for name, keys in (("depth", m.depth), ("segmentation", m.segmentation)) if keys]
+        return EpisodeSummary(
+            episode_id=f"{int(key['episode_index']):06d}",
+            length=len(actions),
+            actions=actions,
+            state=self.feature_array(table, key, m.state) if m.state and m.state in features else None,
+            instructions=[self._tasks.get(int(i), "") for i in sorted(set(table.column("task_index").to_pylist()))],
+            cameras=cameras,  # type: ignore[arg-type]
+            geometry=geometry,
+        )
 
     def episode_rows(self) -> list[dict[str, Any]]:
         """The `meta/episodes` rows (one dict per episode, extra columns included)."""
@@ -167,16 +188,3 @@ class LeRobotSource:
         if extra is not None:
             fields.update(extra(self, row, table))
         return Episode(**fields)
-
-    def episodes(self, num_shards: int = 1, shard_index: int = 0) -> Iterator[Episode]:
-        """Stream Episodes of this partition in episode order."""
-        check_partition(num_shards, shard_index)
-        for i, row in enumerate(self._episodes):
-            if i % num_shards != shard_index:
-                continue
-            try:
-                yield self.to_episode(row, self.read_frames(row))
-            except DataError:
-                if not self.skip_bad:
-                    raise
-                self.skipped += 1
