@@ -51,6 +51,54 @@ def _expert_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open(args: argparse.Namespace) -> Any:
+    from datasets_build.errors import ConfigError
+    from datasets_build.sources import open_source
+
+    options = parse_overrides(args.options, where=f"{args.command} options")
+    try:
+        return open_source(args.source, args.path, skip_bad=args.skip_bad, **options)
+    except TypeError as exc:  # an option the source does not take
+        raise ConfigError(f"{args.command}: bad option for source {args.source!r} ({exc})") from exc
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from datasets_build.inspection import format_inspection, inspect_source
+
+    info = inspect_source(_open(args), args.max_episodes, args.num_shards, args.shard_index)
+    print(json.dumps(info) if args.json else format_inspection(info))
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from datasets_build.errors import DataError
+    from datasets_build.inspection import source_stats
+
+    stats = source_stats(_open(args), args.num_shards, args.shard_index)
+    if not stats:
+        raise DataError("no episodes to compute statistics from", args.path)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(stats, indent=2))
+    tmp.replace(out)
+    print(f"wrote {out} ({stats['action']['count'][0]} steps)")
+    return 0
+
+
+def _add_source_args(parser: argparse.ArgumentParser) -> None:
+    from datasets_build.sources import available_sources
+
+    parser.add_argument("source", choices=available_sources(), help="source format")
+    parser.add_argument("path", help="dataset folder or file")
+    parser.add_argument("--skip-bad", action="store_true", help="skip and count bad episodes instead of failing")
+    parser.add_argument("--num-shards", type=int, default=1, help="split episodes into this many parts [1]")
+    parser.add_argument("--shard-index", type=int, default=0, help="which part to read [0]")
+    parser.add_argument("options", nargs="*", metavar="key=value", help="source options (e.g. mode=segments)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every datasets_build command."""
     parser = argparse.ArgumentParser(prog="python -m datasets_build", description=__doc__)
@@ -87,6 +135,25 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--min-success", type=float, help="exit 1 if any family is below this rate")
     ev.add_argument("overrides", nargs="*", metavar="key=value", help="other ExpertEvalConfig fields")
     ev.set_defaults(func=_expert_eval)
+
+    ins = sub.add_parser(
+        "inspect",
+        help="episodes, steps, cameras, action ranges, instructions and geometry of a robot dataset",
+        description="Summarise a robot dataset through its source reader (images are not decoded where avoidable).",
+    )
+    _add_source_args(ins)
+    ins.add_argument("--json", action="store_true", help="print one JSON object")
+    ins.add_argument("--max-episodes", type=int, help="stop after this many episodes")
+    ins.set_defaults(func=_inspect)
+
+    st = sub.add_parser(
+        "stats",
+        help="per-dimension action/state statistics (LeRobot meta/stats.json layout)",
+        description="One streaming pass: mean, std, min, max, count and quantiles q01..q99 of actions and state.",
+    )
+    _add_source_args(st)
+    st.add_argument("--out", required=True, help="output JSON file")
+    st.set_defaults(func=_stats)
     return parser
 
 

@@ -26,7 +26,7 @@ from datasets_build.atomic import CommitOrAbort
 from datasets_build.errors import DataError, OutputExistsError
 from datasets_build.lerobot import layout
 from datasets_build.lerobot.video import VideoStreamWriter
-from datasets_build.stats import feature_stats
+from datasets_build.stats import RunningStats, feature_stats
 
 _NUMERIC = {"float32", "float64", "int64", "int32", "bool"}
 
@@ -123,7 +123,9 @@ class LeRobotWriter(CommitOrAbort):
         self._video_file: dict[str, int] = {}
         self._episodes: list[dict[str, Any]] = []
         self._tasks: dict[str, int] = {}
-        self._numeric: dict[str, list[np.ndarray]] = {k: [] for k, f in self.features.items() if f["dtype"] in _NUMERIC}
+        self._numeric = {
+            k: RunningStats(int(np.prod(f["shape"]))) for k, f in self.features.items() if f["dtype"] in _NUMERIC
+        }
         self._frames = 0
         self._closed = False
 
@@ -195,7 +197,7 @@ class LeRobotWriter(CommitOrAbort):
                 row.update(self._add_video(key, np.asarray(columns[key])))
         for key in self._numeric:
             values = np.asarray(columns[key], dtype=np.float64).reshape(length, -1)
-            self._numeric[key].append(values)
+            self._numeric[key].update(values)
             for name, value in feature_stats(values).items():
                 row[f"stats/{key}/{name}"] = value
         row["meta/episodes/chunk_index"] = 0
@@ -247,7 +249,7 @@ class LeRobotWriter(CommitOrAbort):
         episodes_path = self._tmp / layout.EPISODES_PATH.format(chunk_index=0, file_index=0)
         episodes_path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pylist(self._episodes), episodes_path)
-        stats = {k: feature_stats(np.concatenate(v)) for k, v in self._numeric.items() if v}
+        stats = {k: v.result() for k, v in self._numeric.items() if v.count}
         (self._tmp / layout.STATS_PATH).write_text(json.dumps(stats, indent=2))
         features = {}
         for key, feature in self.all_features.items():

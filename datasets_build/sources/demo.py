@@ -19,7 +19,7 @@ from datasets_build.camera import CameraModel
 from datasets_build.episode import Episode, ObjectInfo
 from datasets_build.errors import DataError
 from datasets_build.sim.env import CAMERAS, STATE_NAMES
-from datasets_build.sources.base import register_source
+from datasets_build.sources.base import EpisodeSummary, register_source
 from datasets_build.sources.lerobot import LeRobotMapping, LeRobotSource
 
 POSE_NAMES = ("x", "y", "z", "qx", "qy", "qz", "qw")
@@ -139,6 +139,12 @@ class DemoSource(LeRobotSource):
         self.mapping.depth = {c: _keys(c)["depth"] for c in cameras}
         self.mapping.segmentation = {c: _keys(c)["segmentation"] for c in cameras}
         self.mapping.depth_scale = DEPTH_SCALE
+
+    def summarize_episode(self, key: Any) -> EpisodeSummary:
+        """The LeRobot summary plus the geometry every demo recording carries."""
+        summary = super().summarize_episode(key)
+        summary.geometry = ["depth", "segmentation", "camera", "objects"]
+        return summary
 
     def to_episode(self, row: dict[str, Any], table: pa.Table, extra: Any = None) -> Episode:
         """Add cameras, objects, task family, success and recording meta to the generic episode."""

@@ -98,9 +98,9 @@ class LeRobotSource(Source):
         return self.to_episode(key, self.read_frames(key))
 
     def summarize_episode(self, key: Any) -> EpisodeSummary:
-        """Actions, state and task without decoding any image."""
-        table = self.read_frames(key)
+        """Actions, state and task without reading any image."""
         m = self.mapping
+        table = self.read_frames(key, columns=[k for k in (m.action, m.state) if k and k in self.info.features])
         actions = self.feature_array(table, key, m.action).astype(np.float32)
         features = self.info.features
         cameras = {cam: tuple(int(d) for d in features[k]["shape"]) for cam, k in m.cameras.items()}
@@ -119,15 +119,19 @@ class LeRobotSource(Source):
         """The `meta/episodes` rows (one dict per episode, extra columns included)."""
         return self._episodes
 
-    def read_frames(self, row: dict[str, Any]) -> pa.Table:
-        """The data-parquet rows of one episode."""
+    def read_frames(self, row: dict[str, Any], columns: list[str] | None = None) -> pa.Table:
+        """The data-parquet rows of one episode (only `columns` plus the index columns, when given)."""
         path = self.path / self.info.raw["data_path"].format(
             chunk_index=int(row["data/chunk_index"]), file_index=int(row["data/file_index"])
         )
         if not path.is_file():
             raise DataError("data file missing", path)
         try:
-            table = pq.read_table(path, filters=[("episode_index", "=", int(row["episode_index"]))])
+            table = pq.read_table(
+                path,
+                columns=None if columns is None else sorted({*columns, "episode_index", "frame_index", "task_index"}),
+                filters=[("episode_index", "=", int(row["episode_index"]))],
+            )
         except (OSError, pa.ArrowInvalid) as exc:
             raise DataError(f"cannot read parquet ({exc})", path) from exc
         if table.num_rows != int(row["length"]):
