@@ -3,11 +3,13 @@
 from datasets_build.sources.base import Source, available_sources, open_source, register_source
 from datasets_build.sources.demo import DemoSource
 from datasets_build.sources.lerobot import LeRobotMapping, LeRobotSource
+from datasets_build.sources.libero import LiberoSource
 
 __all__ = [
     "DemoSource",
     "LeRobotMapping",
     "LeRobotSource",
+    "LiberoSource",
     "Source",
     "available_sources",
     "open_source",

@@ -1,12 +1,15 @@
-"""LeRobot v3.0 datasets -> Episode, through a mapping from LeRobot feature keys to Episode fields.
+"""LeRobot v3.0 and v2.1 datasets -> Episode, through a mapping from LeRobot feature keys to Episode fields.
 
-Reads `meta/info.json`, `meta/tasks.parquet`, `meta/episodes/*/*.parquet`, then one episode's rows
-of its data parquet (and its span of each mp4) at a time.
+v3.0: `meta/info.json`, `meta/tasks.parquet`, `meta/episodes/*/*.parquet`, many episodes per data
+parquet and mp4. v2.1: `meta/episodes.jsonl`, `meta/tasks.jsonl`, one parquet (and one mp4 per video
+key) per episode. v2.1 episode rows are normalised to v3.0's columns on load, so everything after
+that reads both the same way: one episode's rows of its data parquet (and its span of each mp4).
 """
 
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,16 +20,36 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from datasets_build.actions import (
+    ACTION_DIM,
+    GRIPPER,
+    gripper_from_continuous,
+    gripper_from_relative_closedness,
+    gripper_from_signed,
+)
 from datasets_build.episode import Episode
-from datasets_build.errors import DataError
+from datasets_build.errors import ConfigError, DataError
 from datasets_build.lerobot import layout
 from datasets_build.lerobot.video import decode_video
 from datasets_build.sources.base import EpisodeSummary, Source, register_source
 
+# How a dataset's stored gripper value maps to the convention (1 open, 0 closed), by LeRobotMapping.gripper.
+GRIPPER_MODES: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
+    "binary_open": lambda g, _t: g,  # already the convention: kept, checked by Episode
+    "signed_open_positive": lambda g, _t: gripper_from_signed(g, open_value=1.0),  # +1 open, -1 close (CALVIN)
+    "signed_close_positive": lambda g, _t: gripper_from_signed(g, open_value=-1.0),  # -1 open, +1 close (LIBERO)
+    "continuous": lambda g, t: gripper_from_continuous(g, threshold=t),  # openness in [0, 1]
+    "relative": lambda g, _t: gripper_from_relative_closedness(g),  # +1 close, -1 open, 0 keep (Fractal)
+}
+
 
 @dataclass
 class LeRobotMapping:
-    """Which LeRobot keys become which Episode fields. Empty camera maps mean "every image/video feature"."""
+    """Which LeRobot keys become which Episode fields, and how the stored action maps to the convention.
+
+    Empty camera maps mean "every image/video feature". `action_dims` picks 7 columns of a longer
+    stored action (in convention order, gripper last); `gripper` names the stored gripper's meaning.
+    """
 
     action: str = "action"
     state: str | None = "observation.state"
@@ -34,6 +57,40 @@ class LeRobotMapping:
     depth: dict[str, str] = field(default_factory=dict)  # camera -> feature key (uint16 mm PNG or float m)
     segmentation: dict[str, str] = field(default_factory=dict)
     depth_scale: float = 0.001  # metres per stored depth unit
+    gripper: str = "binary_open"  # a key of GRIPPER_MODES
+    gripper_threshold: float = 0.5  # "continuous": openness above this is open
+    action_dims: tuple[int, ...] | None = None  # stored action columns -> the 7 convention dims
+
+    def __post_init__(self) -> None:
+        if self.gripper not in GRIPPER_MODES:
+            raise ConfigError(f"unknown gripper mode {self.gripper!r}; available: {', '.join(GRIPPER_MODES)}")
+        if self.action_dims is not None:
+            self.action_dims = tuple(int(d) for d in self.action_dims)
+            if len(self.action_dims) != ACTION_DIM or min(self.action_dims) < 0:
+                raise ConfigError(
+                    f"action_dims must be {ACTION_DIM} non-negative column indices, got {self.action_dims}"
+                )
+
+    def convert_actions(self, stored: np.ndarray, where: str) -> np.ndarray:
+        """Stored action (T, D) -> float32 (T, 7) in the convention (DataError naming `where` and the key)."""
+        stored = np.asarray(stored, dtype=np.float32)
+        if stored.ndim != 2:
+            raise DataError(f"expected (T, D), got {stored.shape}", where, self.action)
+        if self.action_dims is not None:
+            if max(self.action_dims) >= stored.shape[1]:
+                raise DataError(
+                    f"action_dims {self.action_dims} outside the stored {stored.shape[1]} dims", where, self.action
+                )
+            stored = stored[:, list(self.action_dims)]
+        elif stored.shape[1] != ACTION_DIM:
+            raise DataError(
+                f"stored action has {stored.shape[1]} dims; set LeRobotMapping.action_dims to pick {ACTION_DIM}",
+                where,
+                self.action,
+            )
+        actions = np.array(stored, dtype=np.float32)  # a copy: the gripper column is rewritten
+        actions[:, GRIPPER] = GRIPPER_MODES[self.gripper](stored[:, GRIPPER], self.gripper_threshold)
+        return actions
 
 
 def decode_image_cell(cell: dict[str, Any], where: str) -> np.ndarray:
@@ -51,19 +108,21 @@ def decode_image_cell(cell: dict[str, Any], where: str) -> np.ndarray:
 
 @register_source("lerobot")
 class LeRobotSource(Source):
-    """A LeRobot v3.0 dataset folder."""
+    """A LeRobot v3.0 or v2.1 dataset folder."""
 
     name = "lerobot"
 
-    def __init__(self, path: Path, mapping: LeRobotMapping | None = None, skip_bad: bool = False) -> None:
+    def __init__(
+        self, path: Path, mapping: LeRobotMapping | dict[str, Any] | None = None, skip_bad: bool = False
+    ) -> None:
+        """`mapping` may be a dict of LeRobotMapping fields (as a recipe states it)."""
         super().__init__(path, skip_bad)
-        self.info = layout.LeRobotInfo.load(self.path)
-        if self.info.version != "v3.0":
-            raise DataError(
-                f"LeRobot {self.info.version} is read by issue-4's converter path, not yet here",
-                self.path / layout.INFO_PATH,
-                "codebase_version",
-            )
+        self.info = layout.LeRobotInfo.load(self.path)  # DataError for a version other than v3.0/v2.1
+        if isinstance(mapping, dict):
+            try:
+                mapping = LeRobotMapping(**mapping)
+            except TypeError as exc:
+                raise ConfigError(f"bad LeRobot mapping ({exc})") from exc
         self.mapping = mapping or LeRobotMapping()
         if not self.mapping.cameras:
             self.mapping.cameras = {
@@ -72,22 +131,69 @@ class LeRobotSource(Source):
         self._episodes = self._load_episode_table()
         self._tasks = self._load_tasks()
 
+    @property
+    def is_v21(self) -> bool:
+        """Whether this is a v2.1 dataset (one file per episode, jsonl metadata)."""
+        return self.info.version == "v2.1"
+
     def _load_episode_table(self) -> list[dict[str, Any]]:
-        files = sorted((self.path / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
-        if not files:
-            raise DataError("no episode metadata (meta/episodes/chunk-*/file-*.parquet)", self.path)
-        rows: list[dict[str, Any]] = []
-        for file in files:
-            rows.extend(pq.read_table(file).to_pylist())
+        if self.is_v21:
+            rows = [self._v3_row(r) for r in _read_jsonl(self.path / layout.LEGACY_EPISODES_PATH)]
+        else:
+            files = sorted((self.path / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
+            if not files:
+                raise DataError("no episode metadata (meta/episodes/chunk-*/file-*.parquet)", self.path)
+            rows = []
+            for file in files:
+                rows.extend(pq.read_table(file).to_pylist())
         rows.sort(key=lambda r: int(r["episode_index"]))
         return rows
 
+    def _v3_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A v2.1 `episodes.jsonl` row with v3.0's file/span columns added (its file is its own, chunked by index)."""
+        where = self.path / layout.LEGACY_EPISODES_PATH
+        for key in ("episode_index", "length"):
+            if key not in row:
+                raise DataError("missing in an episode row", where, key)
+        index = int(row["episode_index"])
+        chunk = index // int(self.info.raw.get("chunks_size", layout.DEFAULT_CHUNK_SIZE))
+        out = dict(row)
+        out["data/chunk_index"], out["data/file_index"] = chunk, index
+        for key in self.info.keys_of("video"):
+            out[f"videos/{key}/chunk_index"], out[f"videos/{key}/file_index"] = chunk, index
+            out[f"videos/{key}/from_timestamp"] = 0.0
+            out[f"videos/{key}/to_timestamp"] = int(row["length"]) / self.info.fps
+        return out
+
     def _load_tasks(self) -> dict[int, str]:
+        if self.is_v21:
+            rows = _read_jsonl(self.path / layout.LEGACY_TASKS_PATH)
+            try:
+                return {int(r["task_index"]): str(r["task"]) for r in rows}
+            except KeyError as exc:
+                raise DataError("missing in a task row", self.path / layout.LEGACY_TASKS_PATH, str(exc)) from exc
         path = self.path / layout.TASKS_PATH
         if not path.is_file():
             raise DataError("missing tasks table", path)
         frame = pq.read_table(path).to_pandas()
         return {int(i): str(task) for task, i in zip(frame.index, frame["task_index"], strict=True)}
+
+    def _file_path(self, template_key: str, row: dict[str, Any], prefix: str, video_key: str = "") -> Path:
+        """Fill info.json's `data_path`/`video_path`, whichever version's placeholders it uses."""
+        chunk, file = int(row[f"{prefix}/chunk_index"]), int(row[f"{prefix}/file_index"])
+        try:
+            relative = self.info.raw[template_key].format(
+                chunk_index=chunk,
+                file_index=file,
+                episode_chunk=chunk,  # v2.1 names
+                episode_index=int(row["episode_index"]),
+                video_key=video_key,
+            )
+        except (KeyError, IndexError, ValueError) as exc:
+            raise DataError(
+                f"cannot fill the path template ({exc})", self.path / layout.INFO_PATH, template_key
+            ) from exc
+        return self.path / relative
 
     def episode_keys(self) -> list[Any]:
         """The episodes' `meta/episodes` rows, in episode order."""
@@ -101,7 +207,8 @@ class LeRobotSource(Source):
         """Actions, state and task without reading any image."""
         m = self.mapping
         table = self.read_frames(key, columns=[k for k in (m.action, m.state) if k and k in self.info.features])
-        actions = self.feature_array(table, key, m.action).astype(np.float32)
+        where = f"{self.path}:episode {key['episode_index']}"
+        actions = m.convert_actions(self.feature_array(table, key, m.action), where)
         features = self.info.features
         cameras = {cam: tuple(int(d) for d in features[k]["shape"]) for cam, k in m.cameras.items()}
         geometry = [name for name, keys in (("depth", m.depth), ("segmentation", m.segmentation)) if keys]
@@ -121,9 +228,7 @@ class LeRobotSource(Source):
 
     def read_frames(self, row: dict[str, Any], columns: list[str] | None = None) -> pa.Table:
         """The data-parquet rows of one episode (only `columns` plus the index columns, when given)."""
-        path = self.path / self.info.raw["data_path"].format(
-            chunk_index=int(row["data/chunk_index"]), file_index=int(row["data/file_index"])
-        )
+        path = self._file_path("data_path", row, "data")
         if not path.is_file():
             raise DataError("data file missing", path)
         try:
@@ -145,11 +250,7 @@ class LeRobotSource(Source):
         if feature is None:
             raise DataError("feature not in meta/info.json", where, key)
         if feature["dtype"] == "video":
-            video = self.path / self.info.raw["video_path"].format(
-                video_key=key,
-                chunk_index=int(row[f"videos/{key}/chunk_index"]),
-                file_index=int(row[f"videos/{key}/file_index"]),
-            )
+            video = self._file_path("video_path", row, f"videos/{key}", video_key=key)
             return decode_video(
                 video,
                 float(row[f"videos/{key}/from_timestamp"]),
@@ -175,7 +276,7 @@ class LeRobotSource(Source):
             "episode_id": f"{int(row['episode_index']):06d}",
             "source": self.name,
             "frames": {cam: self.feature_array(table, row, key) for cam, key in m.cameras.items()},
-            "actions": actions.astype(np.float32),
+            "actions": m.convert_actions(actions, where),
             "instruction": self._tasks.get(int(task_ids[0]), ""),
             "fps": self.info.fps,
             "state": self.feature_array(table, row, m.state).astype(np.float32)
@@ -192,3 +293,21 @@ class LeRobotSource(Source):
         if extra is not None:
             fields.update(extra(self, row, table))
         return Episode(**fields)
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSON-lines file (DataError naming the file and line when one is not a JSON object)."""
+    if not path.is_file():
+        raise DataError("missing", path)
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise DataError(f"invalid JSON ({exc})", f"{path}:{number}") from exc
+        if not isinstance(row, dict):
+            raise DataError("expected a JSON object per line", f"{path}:{number}")
+        rows.append(row)
+    return rows
