@@ -1,11 +1,13 @@
 """Robot-data sources: each reads one on-disk format and yields `Episode`s; chosen by name."""
 
 from datasets_build.sources.base import Source, available_sources, open_source, register_source
+from datasets_build.sources.calvin import CalvinSource
 from datasets_build.sources.demo import DemoSource
 from datasets_build.sources.lerobot import LeRobotMapping, LeRobotSource
 from datasets_build.sources.libero import LiberoSource
 
 __all__ = [
+    "CalvinSource",
     "DemoSource",
     "LeRobotMapping",
     "LeRobotSource",
