@@ -78,3 +78,19 @@ def test_running_stats_exact_then_reservoir():
     np.testing.assert_allclose(approx["mean"], exact["mean"], atol=1e-9)  # moments stay exact
     np.testing.assert_allclose(approx["q50"], exact["q50"], atol=0.15)  # quantiles from a 1000-row sample
     np.testing.assert_allclose(approx["q99"], exact["q99"], atol=0.4)
+
+
+def test_skip_bad_through_the_cli(tmp_path, capsys):
+    from tests.calvin_fixtures import write_calvin
+
+    fixture = write_calvin(tmp_path / "calvin")
+    bad = fixture.split_dir / fixture.name_format.format(fixture.frames[3])  # inside the first annotation
+    bad.write_bytes(bad.read_bytes()[:100])
+    assert main(["inspect", "calvin", str(fixture.root), "--json"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar: one error line
+    assert last.startswith("error: ")
+    assert bad.name in last
+    assert main(["inspect", "calvin", str(fixture.root), "--json", "--skip-bad"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert sum(info["skipped"].values()) == 1
+    assert info["episodes"] == len(fixture.annotations) - 1

@@ -5,6 +5,7 @@ from datasets_build.sources.calvin import CalvinSource
 from datasets_build.sources.demo import DemoSource
 from datasets_build.sources.lerobot import LeRobotMapping, LeRobotSource
 from datasets_build.sources.libero import LiberoSource
+from datasets_build.sources.rlds import RLDSMapping, RLDSSource
 
 __all__ = [
     "CalvinSource",
@@ -12,6 +13,8 @@ __all__ = [
     "LeRobotMapping",
     "LeRobotSource",
     "LiberoSource",
+    "RLDSMapping",
+    "RLDSSource",
     "Source",
     "available_sources",
     "open_source",
