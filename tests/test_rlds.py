@@ -364,3 +364,26 @@ def test_image_size_must_match_features_json(tmp_path):
     src = RLDSSource(path)
     with pytest.raises(DataError, match=r"steps/observation/image_0: image is \(24, 32, 3\)"):
         src.load_episode(src.episode_keys()[0])
+
+
+def test_shards_written_by_the_tfrecord_package_read_back(bridge, tmp_path):
+    """An independent writer (PyPI `tfrecord`: real protobuf serialization, its own CRC32C) as the reference."""
+    import tfrecord as tfrecord_pkg  # dev extra
+
+    copy = shutil.copytree(bridge, tmp_path / "bridge_dataset" / "1.0.0")
+    episodes = fx.bridge_v2_episodes()
+    spec = fx.bridge_v2_spec(H, W)
+    kinds = {"bytes": "byte", "float": "float", "int64": "int"}
+    shards = sorted(copy.glob("*.tfrecord-*"))
+    for shard, members in zip(shards, [episodes[:2], episodes[2:]], strict=True):
+        writer = tfrecord_pkg.TFRecordWriter(str(shard))
+        for episode in members:
+            features = fx._record_features(spec, episode, int(episode["_length"]))
+            writer.write({key: (list(values), kinds[kind]) for key, (kind, values) in features.items()})
+        writer.close()
+    ours = list(RLDSSource(bridge).episodes())
+    theirs = list(RLDSSource(copy).episodes())
+    assert [e.instruction for e in theirs] == [e.instruction for e in ours]
+    for a, b in zip(ours, theirs, strict=True):
+        np.testing.assert_array_equal(a.actions, b.actions)
+        np.testing.assert_array_equal(a.frames["image_0"], b.frames["image_0"])
