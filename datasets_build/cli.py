@@ -88,6 +88,37 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build(args: argparse.Namespace) -> int:
+    from datasets_build.corpora import BuildConfig, build_corpus
+
+    flags: dict[str, Any] = {
+        "name": args.name,
+        "source": args.source,
+        "input": args.input,
+        "out": args.out,
+        "max_samples": args.max_samples,
+        "seed": args.seed,
+        "workers": args.workers,
+        "num_shards": args.num_shards,
+        "shard_index": args.shard_index,
+        "image_size": args.image_size,
+        "skip_bad": args.skip_bad,
+        "overwrite": args.overwrite,
+        "options": parse_overrides(args.options, where=f"corpus {args.name} options"),
+    }
+    cfg = build_config(BuildConfig, flags, where="build")
+    print(json.dumps(build_corpus(cfg), indent=2))
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from datasets_build.corpora import verify_corpus
+
+    report = verify_corpus(args.path, args.name)
+    print(json.dumps(report, indent=2))
+    return 1 if report["errors"] else 0
+
+
 def _add_source_args(parser: argparse.ArgumentParser) -> None:
     from datasets_build.sources import available_sources
 
@@ -154,6 +185,37 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source_args(st)
     st.add_argument("--out", required=True, help="output JSON file")
     st.set_defaults(func=_stats)
+
+    bd = sub.add_parser(
+        "build",
+        help="build an auxiliary corpus (e.g. robo2vlm) from a robot dataset into webdataset shards",
+        description="Stream episodes from a source through a corpus builder into shards with a dataset card. "
+        "Same inputs and seed give byte-identical shards, whatever --workers.",
+    )
+    bd.add_argument("name", help="corpus name (e.g. robo2vlm)")
+    bd.add_argument("--source", required=True, help="source format (demo, calvin, libero, lerobot, rlds, ...)")
+    bd.add_argument("--input", required=True, help="dataset folder or file")
+    bd.add_argument("--out", required=True, help="output shard folder (must not exist or be empty)")
+    bd.add_argument("--max-samples", type=int, help="stop after this many samples")
+    bd.add_argument("--seed", type=int, default=0, help="seed of every per-episode generator [0]")
+    bd.add_argument("--workers", type=int, default=1, help="builder processes (output is identical) [1]")
+    bd.add_argument("--num-shards", type=int, default=1, help="split episodes into this many parts [1]")
+    bd.add_argument("--shard-index", type=int, default=0, help="which part to build [0]")
+    bd.add_argument("--image-size", type=int, default=224, help="longer image side in pixels [224]")
+    bd.add_argument("--skip-bad", action="store_true", help="skip and count bad episodes instead of failing")
+    bd.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    bd.add_argument("options", nargs="*", metavar="key=value", help="corpus options (e.g. per_type=3)")
+    bd.set_defaults(func=_build)
+
+    vf = sub.add_parser(
+        "verify",
+        help="re-check every answer of a built corpus from its recorded facts (exit 1 on any error)",
+        description="Re-derive every sample's answer from its meta with the corpus's verify; print per-task "
+        "error rates as JSON.",
+    )
+    vf.add_argument("path", help="shard folder with dataset_card.json")
+    vf.add_argument("--name", help="corpus name (default: the card's build_config.name)")
+    vf.set_defaults(func=_verify)
     return parser
 
 
@@ -171,5 +233,11 @@ def run_cli(func: Callable[[argparse.Namespace], int], args: argparse.Namespace)
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m datasets_build`."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    keyed = next((name for name in ("options", "overrides") if hasattr(args, name)), None)
+    if extra and keyed and all("=" in e and not e.startswith("-") for e in extra):
+        setattr(args, keyed, [*getattr(args, keyed), *extra])  # key=value given between or after flags
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return run_cli(args.func, args)

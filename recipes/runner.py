@@ -53,6 +53,11 @@ STAGE_KINDS: dict[str, StageKind] = {
         "datasets_build.sim.evaluate:evaluate_expert",
         "success rate of the demo sim's scripted expert per task family",
     ),
+    "build": StageKind(
+        "datasets_build.corpora.build:BuildConfig",
+        "datasets_build.corpora.build:build_corpus",
+        "build an auxiliary corpus (e.g. robo2vlm) from a robot dataset into shards",
+    ),
 }
 
 

@@ -1,0 +1,26 @@
+"""Auxiliary corpora built from robot episodes: a registry of builders (`register_corpus`) and `build_corpus`."""
+
+from datasets_build.corpora import robo2vlm  # noqa: F401  (registers the built-in corpora)
+from datasets_build.corpora.base import (
+    CorpusBuilder,
+    EpisodeContext,
+    EpisodeResult,
+    available_corpora,
+    episode_rng,
+    make_builder,
+    register_corpus,
+)
+from datasets_build.corpora.build import BuildConfig, build_corpus, verify_corpus
+
+__all__ = [
+    "BuildConfig",
+    "CorpusBuilder",
+    "EpisodeContext",
+    "EpisodeResult",
+    "available_corpora",
+    "build_corpus",
+    "episode_rng",
+    "make_builder",
+    "register_corpus",
+    "verify_corpus",
+]

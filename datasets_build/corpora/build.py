@@ -1,0 +1,162 @@
+"""`build`: stream episodes from a source through a corpus builder into shards; `verify`: re-check built answers.
+
+Output depends only on the inputs, the seed and the corpus options: each episode gets a generator
+derived from (seed, source, episode_id), workers return results in episode order, and the card
+records the config without execution-only fields (out, workers, overwrite).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from collections import Counter, deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from datasets_build.configs import config_to_dict
+from datasets_build.corpora.base import CorpusBuilder, EpisodeContext, EpisodeResult, episode_rng, make_builder
+from datasets_build.episode import Episode
+from datasets_build.errors import ConfigError, DataError
+from datasets_build.shards import ShardSet, ShardWriter
+from datasets_build.sources import open_source
+
+_EXECUTION_ONLY = ("out", "workers", "overwrite")
+_HISTORY = 64  # distinct instructions remembered from earlier episodes (task-question distractors)
+
+
+@dataclass
+class BuildConfig:
+    """One corpus build: which corpus, from which source, into which folder; `options` are the corpus's own."""
+
+    name: str = "robo2vlm"
+    source: str = "demo"
+    input: str = "runs/demo/episodes"
+    out: str = "runs/demo/corpora/robo2vlm"
+    max_samples: int | None = None
+    seed: int = 0
+    workers: int = 1
+    num_shards: int = 1
+    shard_index: int = 0
+    image_size: int = 224
+    skip_bad: bool = False
+    overwrite: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+_WORKER_BUILDER: CorpusBuilder | None = None
+
+
+def _init_worker(name: str, options: dict[str, Any], image_size: int) -> None:
+    global _WORKER_BUILDER  # noqa: PLW0603  (one builder per worker process)
+    _WORKER_BUILDER = make_builder(name, options, image_size)
+
+
+def _run_job(job: tuple[Episode, int, tuple[str, ...]]) -> EpisodeResult:
+    episode, seed, seen = job
+    assert _WORKER_BUILDER is not None
+    rng = episode_rng(seed, episode.episode_id, episode.source)
+    return _WORKER_BUILDER.build(episode, EpisodeContext(rng, seen))
+
+
+def _instructions(episode: Episode) -> list[str]:
+    found = [episode.instruction] if episode.instruction else []
+    return found + [w.instruction for w in episode.language if w.instruction and w.instruction not in found]
+
+
+def _jobs(episodes: Iterator[Episode], seed: int) -> Iterator[tuple[Episode, int, tuple[str, ...]]]:
+    """Each episode with the distinct instructions of the episodes before it (bounded, in stream order)."""
+    history: deque[str] = deque(maxlen=_HISTORY)
+    for episode in episodes:
+        yield episode, seed, tuple(history)
+        for text in _instructions(episode):
+            if text not in history:
+                history.append(text)
+
+
+def build_corpus(cfg: BuildConfig) -> dict[str, Any]:
+    """Build corpus `cfg.name` from `cfg.source` at `cfg.input` into shards at `cfg.out`; return a summary."""
+    if cfg.workers < 1:
+        raise ConfigError(f"workers: must be >= 1, got {cfg.workers}")
+    if cfg.max_samples is not None and cfg.max_samples < 1:
+        raise ConfigError(f"max_samples: must be >= 1, got {cfg.max_samples}")
+    if cfg.image_size < 8:
+        raise ConfigError(f"image_size: must be >= 8, got {cfg.image_size}")
+    builder = make_builder(cfg.name, cfg.options, cfg.image_size)  # validates name and options up front
+    source = open_source(cfg.source, cfg.input, skip_bad=cfg.skip_bad)
+    episodes = source.episodes(cfg.num_shards, cfg.shard_index)
+    record = {k: v for k, v in config_to_dict(cfg).items() if k not in _EXECUTION_ONLY}
+    record["options"] = config_to_dict(builder.config)
+    summary: dict[str, Any] = {"name": cfg.name, "out": cfg.out, "episodes": 0, "samples": 0}
+    with ShardWriter(cfg.out, cfg.name, overwrite=cfg.overwrite, build_config=record, inputs=[cfg.input]) as writer:
+        jobs = _jobs(episodes, cfg.seed)
+        pool = None
+        if cfg.workers > 1:
+            pool = mp.get_context("spawn").Pool(
+                cfg.workers, initializer=_init_worker, initargs=(cfg.name, dict(cfg.options), cfg.image_size)
+            )
+            results: Iterator[EpisodeResult] = pool.imap(_run_job, jobs)
+        else:
+            results = (
+                builder.build(ep, EpisodeContext(episode_rng(seed, ep.episode_id, ep.source), seen))
+                for ep, seed, seen in jobs
+            )
+        try:
+            bar = tqdm(results, desc=f"build {cfg.name}", unit="ep")
+            for result in bar:
+                summary["episodes"] += 1
+                for reason in result.skipped:
+                    writer.skip(reason)
+                for sample in result.samples:
+                    if cfg.max_samples is not None and writer.num_samples >= cfg.max_samples:
+                        break
+                    writer.write(sample)
+                bar.set_postfix(samples=writer.num_samples)
+                if cfg.max_samples is not None and writer.num_samples >= cfg.max_samples:
+                    break
+        finally:
+            if pool is not None:
+                pool.terminate()
+                pool.join()
+        for reason, count in sorted(source.skipped.items()):
+            writer.skip(f"source:{reason}", count)
+    card = writer.card
+    assert card is not None
+    summary["samples"] = card.num_samples
+    summary["per_task"] = dict(sorted(card.counts_per_task.items()))
+    summary["skipped"] = dict(sorted(card.skipped.items()))
+    summary["shards"] = len(card.shards)
+    return summary
+
+
+def verify_corpus(path: str | Path, name: str | None = None) -> dict[str, Any]:
+    """Re-check every sample's answer with its corpus's `verify`: totals and error rate per task."""
+    shard_set = ShardSet(path)
+    card = shard_set.card
+    corpus = name or (str(card.build_config.get("name", "")) if card is not None else "")
+    if not corpus:
+        raise DataError("cannot tell which corpus built this folder (no build_config.name in the card)", path)
+    options = card.build_config.get("options", {}) if card is not None else {}
+    builder = make_builder(corpus, options if isinstance(options, dict) else {})
+    per_task: dict[str, Counter[str]] = {}
+    failed: list[str] = []
+    for sample in shard_set:
+        counts = per_task.setdefault(sample.task, Counter())
+        counts["samples"] += 1
+        if not builder.verify(sample):
+            counts["errors"] += 1
+            failed.append(sample.key)
+    report: dict[str, Any] = {
+        "name": corpus,
+        "path": str(path),
+        "samples": sum(c["samples"] for c in per_task.values()),
+        "errors": len(failed),
+        "per_task": {
+            task: {"samples": c["samples"], "errors": c["errors"], "error_rate": c["errors"] / c["samples"]}
+            for task, c in sorted(per_task.items())
+        },
+        "failed_keys": failed[:20],
+    }
+    return report

@@ -1,0 +1,1 @@
+"""Importers of published auxiliary corpora into the toolkit's shard format."""
