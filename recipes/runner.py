@@ -58,6 +58,11 @@ STAGE_KINDS: dict[str, StageKind] = {
         "datasets_build.corpora.build:build_corpus",
         "build an auxiliary corpus (e.g. robo2vlm) from a robot dataset into shards",
     ),
+    "verify": StageKind(
+        "datasets_build.corpora.build:VerifyConfig",
+        "datasets_build.corpora.build:run_verify",
+        "re-check every answer of a built corpus against the facts in its meta",
+    ),
 }
 
 

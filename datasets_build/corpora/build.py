@@ -160,3 +160,21 @@ def verify_corpus(path: str | Path, name: str | None = None) -> dict[str, Any]:
         "failed_keys": failed[:20],
     }
     return report
+
+
+@dataclass
+class VerifyConfig:
+    """Re-check a built corpus; the stage fails when the error rate exceeds `max_error_rate`."""
+
+    path: str = "runs/demo/corpora/robo2vlm"
+    name: str | None = None  # corpus name; None = from the dataset card
+    max_error_rate: float = 0.0
+
+
+def run_verify(cfg: VerifyConfig) -> dict[str, Any]:
+    """`verify_corpus` as a recipe stage: DataError when too many answers fail."""
+    report = verify_corpus(cfg.path, cfg.name)
+    rate = report["errors"] / max(1, report["samples"])
+    if rate > cfg.max_error_rate:
+        raise DataError(f"{report['errors']} of {report['samples']} answers fail verification", cfg.path)
+    return report
