@@ -119,14 +119,19 @@ def _verify(args: argparse.Namespace) -> int:
     return 1 if report["errors"] else 0
 
 
+def _add_partition_args(parser: argparse.ArgumentParser) -> None:
+    """--skip-bad and the deterministic --num-shards/--shard-index split of episodes (for job arrays)."""
+    parser.add_argument("--skip-bad", action="store_true", help="skip and count bad episodes instead of failing")
+    parser.add_argument("--num-shards", type=int, default=1, help="split episodes into this many parts [1]")
+    parser.add_argument("--shard-index", type=int, default=0, help="which part to read [0]")
+
+
 def _add_source_args(parser: argparse.ArgumentParser) -> None:
     from datasets_build.sources import available_sources
 
     parser.add_argument("source", choices=available_sources(), help="source format")
     parser.add_argument("path", help="dataset folder or file")
-    parser.add_argument("--skip-bad", action="store_true", help="skip and count bad episodes instead of failing")
-    parser.add_argument("--num-shards", type=int, default=1, help="split episodes into this many parts [1]")
-    parser.add_argument("--shard-index", type=int, default=0, help="which part to read [0]")
+    _add_partition_args(parser)
     parser.add_argument("options", nargs="*", metavar="key=value", help="source options (e.g. mode=segments)")
 
 
@@ -199,10 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--max-samples", type=int, help="stop after this many samples")
     bd.add_argument("--seed", type=int, default=0, help="seed of every per-episode generator [0]")
     bd.add_argument("--workers", type=int, default=1, help="builder processes (output is identical) [1]")
-    bd.add_argument("--num-shards", type=int, default=1, help="split episodes into this many parts [1]")
-    bd.add_argument("--shard-index", type=int, default=0, help="which part to build [0]")
     bd.add_argument("--image-size", type=int, default=224, help="longer image side in pixels [224]")
-    bd.add_argument("--skip-bad", action="store_true", help="skip and count bad episodes instead of failing")
+    _add_partition_args(bd)
     bd.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     bd.add_argument("options", nargs="*", metavar="key=value", help="corpus options (e.g. per_type=3)")
     bd.set_defaults(func=_build)
