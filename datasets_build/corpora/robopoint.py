@@ -1,0 +1,380 @@
+"""`robopoint`: RoboPoint-style pointing questions answered from ground-truth segmentation.
+
+Answers are lists of normalised points `[(x, y), ...]` (x = column / width, y = row / height, 3 decimals)
+sampled at pixel centres of a target region of the chosen frame's segmentation:
+
+- `object`: "Point to the red block." -> points inside the object's mask eroded by `erode` px;
+- `left` / `right` / `front` / `behind`: free table pixels (table mask, eroded) beside an object. Directions
+  are IMAGE terms for the camera (the static one by default): left = smaller column, right = larger column,
+  front = lower in the image (larger row, closer to the camera), behind = higher in the image. "Left of A"
+  keeps the rows of A's mask bounding box and the columns from `margin` to `margin + reach` pixels left of
+  it (`reach` = `reach_factor` times the box's longer side); the other sides are the same rotated;
+- `between`: free table pixels in a band around the segment joining the centroids of two objects' masks
+  (parameter along the segment in [0.2, 0.8], half width = half the smaller box side, at least 2 px);
+- `on`: pixels of a container's (tray, plate) mask, eroded.
+
+Episodes without segmentation for the camera, or without objects that have a segmentation id, are skipped
+(`no_segmentation`, `no_objects`); nothing is guessed. `meta["region"]` holds the target region as a
+run-length encoding of its pixel mask, so `verify` re-parses the answer and checks every point lies inside.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from datasets_build.corpora.base import (
+    CorpusBuilder,
+    EpisodeContext,
+    EpisodeResult,
+    frame_image,
+    message_text,
+    register_corpus,
+    sample_key,
+)
+from datasets_build.episode import Episode
+from datasets_build.errors import ConfigError
+from datasets_build.sample import Sample, assistant_turn, user_turn
+
+QUESTION_TYPES = ("object", "left", "right", "front", "behind", "between", "on")
+SIDES = ("left", "right", "front", "behind")
+
+TEMPLATES: dict[str, list[str]] = {
+    "object": [
+        "Point to the {a}.",
+        "Where is the {a}? Mark a few points on it.",
+        "Locate the {a} in the image with some points.",
+        "Pick several points that lie on the {a}.",
+    ],
+    "left": [
+        "Point to free space on the table to the left of the {a}.",
+        "Find some empty spots on the table left of the {a}.",
+        "Where could something be placed on the table to the left of the {a}? Mark points there.",
+    ],
+    "right": [
+        "Point to free space on the table to the right of the {a}.",
+        "Find some empty spots on the table right of the {a}.",
+        "Where could something be placed on the table to the right of the {a}? Mark points there.",
+    ],
+    "front": [
+        "Point to free space on the table in front of the {a}.",
+        "Find some empty spots on the table in front of the {a}.",
+        "Where could something be placed on the table in front of the {a}? Mark points there.",
+    ],
+    "behind": [
+        "Point to free space on the table behind the {a}.",
+        "Find some empty spots on the table behind the {a}.",
+        "Where could something be placed on the table behind the {a}? Mark points there.",
+    ],
+    "between": [
+        "Point to free space on the table between the {a} and the {b}.",
+        "Find some empty spots on the table between the {a} and the {b}.",
+        "Where could something be placed between the {a} and the {b}? Mark points there.",
+    ],
+    "on": [
+        "Point to a spot on the {a} where an object could be placed.",
+        "Mark some points on the {a}.",
+        "Where on the {a} could something be put down? Give points.",
+    ],
+}
+SIDE_NOTE = "Left, right, in front of and behind are as seen in the image (in front = lower in the image)."
+FORMAT_NOTE = (
+    "Answer with a list of points [(x1, y1), (x2, y2), ...], where x and y are the column and row "
+    "of each point normalised to [0, 1] by the image width and height."
+)
+
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_TUPLE = re.compile(r"[\(\[]\s*(" + _NUMBER + r"(?:\s*,\s*" + _NUMBER + r")*)\s*,?\s*[\)\]]")
+
+
+def parse_tuples(text: str) -> list[tuple[float, ...]]:
+    """Every innermost `(a, b, ...)` or `[a, b, ...]` group of numbers in `text`, in order."""
+    return [tuple(float(v) for v in m.group(1).split(",")) for m in _TUPLE.finditer(text)]
+
+
+def parse_points(text: str) -> list[tuple[float, float]]:
+    """The (x, y) points of an answer such as "[(0.461, 0.527), (0.3, 0.4)]"; ValueError on boxes or junk."""
+    groups = parse_tuples(text)
+    if any(len(g) != 2 for g in groups):
+        raise ValueError(f"not a list of (x, y) points: {text[:80]!r}")
+    return [(g[0], g[1]) for g in groups]
+
+
+def format_points(points: list[tuple[float, float]]) -> str:
+    """Points as the published text, 3 decimals: "[(0.461, 0.527), ...]"."""
+    return "[" + ", ".join(f"({x:.3f}, {y:.3f})" for x, y in points) + "]"
+
+
+def rle_encode(mask: np.ndarray) -> dict[str, Any]:
+    """Row-major run lengths of a boolean mask, alternating False/True and starting with False."""
+    flat = np.asarray(mask, dtype=bool).ravel()
+    change = np.flatnonzero(np.diff(flat.astype(np.int8))) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    if flat.size and flat[0]:
+        counts = [0, *counts]
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": [int(c) for c in counts]}
+
+
+def rle_decode(rle: dict[str, Any]) -> np.ndarray:
+    """Inverse of `rle_encode`: the (H, W) boolean mask."""
+    h, w = (int(v) for v in rle["size"])
+    counts = [int(c) for c in rle["counts"]]
+    if sum(counts) != h * w or any(c < 0 for c in counts):
+        raise ValueError("run lengths do not cover the mask")
+    values = np.arange(len(counts)) % 2 == 1
+    return np.repeat(values, counts).reshape(h, w)
+
+
+def erode(mask: np.ndarray, pixels: int = 1) -> np.ndarray:
+    """4-neighbour binary erosion by `pixels` (pixels outside the image count as background)."""
+    out = np.asarray(mask, dtype=bool)
+    for _ in range(pixels):
+        padded = np.pad(out, 1, constant_values=False)
+        out = padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return out
+
+
+def point_pixel(x: float, y: float, height: int, width: int) -> tuple[int, int]:
+    """The (row, col) of the pixel a normalised point falls in."""
+    return min(height - 1, max(0, math.floor(y * height))), min(width - 1, max(0, math.floor(x * width)))
+
+
+def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    rows, cols = np.nonzero(mask)
+    return int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())
+
+
+def side_region(obj_mask: np.ndarray, side: str, margin: int, reach_factor: float) -> np.ndarray:
+    """Pixels beside an object's mask in image terms (see the module docstring); not limited to the table."""
+    h, w = obj_mask.shape
+    r0, r1, c0, c1 = _bbox(obj_mask)
+    reach = max(1, math.ceil(reach_factor * max(r1 - r0 + 1, c1 - c0 + 1)))
+    region = np.zeros((h, w), dtype=bool)
+    if side == "left":
+        region[r0 : r1 + 1, max(0, c0 - margin - reach) : max(0, c0 - margin)] = True
+    elif side == "right":
+        region[r0 : r1 + 1, c1 + margin + 1 : c1 + margin + 1 + reach] = True
+    elif side == "front":
+        region[r1 + margin + 1 : r1 + margin + 1 + reach, c0 : c1 + 1] = True
+    elif side == "behind":
+        region[max(0, r0 - margin - reach) : max(0, r0 - margin), c0 : c1 + 1] = True
+    else:
+        raise ValueError(side)
+    return region
+
+
+def between_region(mask_a: np.ndarray, mask_b: np.ndarray) -> np.ndarray:
+    """Pixels in a band around the segment joining the two masks' centroids (parameter 0.2-0.8)."""
+    h, w = mask_a.shape
+    ca = np.argwhere(mask_a).mean(axis=0)
+    cb = np.argwhere(mask_b).mean(axis=0)
+    d = cb - ca
+    length2 = float(d @ d)
+    if length2 < 1.0:
+        return np.zeros((h, w), dtype=bool)
+    sizes = []
+    for m in (mask_a, mask_b):
+        r0, r1, c0, c1 = _bbox(m)
+        sizes.append(min(r1 - r0 + 1, c1 - c0 + 1))
+    half = max(2.0, 0.5 * min(sizes))
+    rows, cols = np.mgrid[0:h, 0:w]
+    pr, pc = rows - ca[0], cols - ca[1]
+    t = (pr * d[0] + pc * d[1]) / length2
+    dist = np.abs(pr * d[1] - pc * d[0]) / math.sqrt(length2)
+    return (t >= 0.2) & (t <= 0.8) & (dist <= half)
+
+
+@dataclass
+class RobopointConfig:
+    """Options of the robopoint corpus (key=value on the command line)."""
+
+    question_types: list[str] = field(default_factory=lambda: list(QUESTION_TYPES))
+    per_type: int = 1  # questions per type per episode (at most)
+    camera: str = "static"
+    min_points: int = 3
+    max_points: int = 5
+    erode: int = 1  # pixels removed from every target region's edge
+    margin: int = 2  # free-space sides: pixels between the object's box and the region
+    reach_factor: float = 3.0  # free-space sides: region depth as a multiple of the box's longer side
+    min_region_pixels: int = 12  # smaller regions are not asked about
+    table_id: int = 1  # segmentation id of the table (datasets_build.sim.scene.TABLE_ID)
+    container_category: str = "container"  # objects of this category are "on" targets
+    attempts: int = 8  # (frame, object) picks tried per question before giving up
+
+
+@register_corpus("robopoint")
+class RobopointBuilder(CorpusBuilder):
+    """Pointing questions (objects, free table space beside/between objects, container tops)."""
+
+    config_cls = RobopointConfig
+
+    def __init__(self, config: RobopointConfig, image_size: int = 224) -> None:
+        super().__init__(config, image_size)
+        unknown = [q for q in config.question_types if q not in QUESTION_TYPES]
+        if unknown:
+            raise ConfigError(f"corpus robopoint options: unknown question_types {unknown}; known {QUESTION_TYPES}")
+        if not 1 <= config.min_points <= config.max_points:
+            raise ConfigError("corpus robopoint options: need 1 <= min_points <= max_points")
+        if config.per_type < 0 or config.erode < 0 or config.margin < 0 or config.attempts < 1:
+            raise ConfigError("corpus robopoint options: per_type, erode, margin >= 0 and attempts >= 1")
+        if config.reach_factor <= 0:
+            raise ConfigError("corpus robopoint options: reach_factor must be > 0")
+
+    # -- building -------------------------------------------------------------------------------
+    def build(self, episode: Episode, context: EpisodeContext) -> EpisodeResult:
+        """Pointing questions about one episode; skip reasons name the type and why ("on:no_container")."""
+        cfg = self.config
+        result = EpisodeResult()
+        camera = cfg.camera
+        if camera not in episode.frames:
+            result.skipped.append("no_camera")
+            return result
+        if camera not in episode.segmentation:
+            result.skipped.append("no_segmentation")
+            return result
+        seg = episode.segmentation[camera]
+        if seg.shape[1:] != episode.frames[camera].shape[1:3]:
+            result.skipped.append("segmentation_size_mismatch")
+            return result
+        objects = {n: o for n, o in sorted(episode.objects.items()) if o.segmentation_id is not None}
+        if not objects:
+            result.skipped.append("no_objects")
+            return result
+        rng = context.rng
+        images: dict[int, Image.Image] = {}
+        for qtype in cfg.question_types:
+            for asked in range(cfg.per_type):
+                question = self._question(episode, qtype, objects, seg, rng)
+                if isinstance(question, str):
+                    if not asked:
+                        result.skipped.append(f"{qtype}:{question}")
+                    break
+                frame = question["frame"]
+                if frame not in images:
+                    images[frame] = frame_image(episode.frames[camera][frame], self.image_size)
+                result.samples.append(self._sample(episode, qtype, question, images[frame], rng, len(result.samples)))
+        return result
+
+    def _question(
+        self,
+        episode: Episode,
+        qtype: str,
+        objects: dict[str, Any],
+        seg: np.ndarray,
+        rng: np.random.Generator,
+    ) -> dict[str, Any] | str:
+        """A target region with its frame and object names, or a skip reason."""
+        cfg = self.config
+        names = list(objects)
+        if qtype == "on":
+            names = [n for n in names if objects[n].category == cfg.container_category]
+            if not names:
+                return "no_container"
+        if qtype == "between" and len(names) < 2:
+            return "too_few_objects"
+        for _ in range(cfg.attempts):
+            frame = int(rng.integers(len(seg)))
+            picks = [names[i] for i in rng.permutation(len(names))[: 2 if qtype == "between" else 1]]
+            masks = [seg[frame] == objects[n].segmentation_id for n in picks]
+            if any(int(m.sum()) < cfg.min_region_pixels for m in masks):
+                continue
+            region, rule = self._region(qtype, masks, seg[frame])
+            if int(region.sum()) >= max(cfg.min_region_pixels, cfg.min_points):
+                return {"frame": frame, "objects": picks, "region": region, "rule": rule}
+        return "no_region"
+
+    def _region(self, qtype: str, masks: list[np.ndarray], seg_frame: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+        cfg = self.config
+        if qtype in ("object", "on"):
+            return erode(masks[0], cfg.erode), {"erode": cfg.erode}
+        table = erode(seg_frame == cfg.table_id, cfg.erode)
+        if qtype == "between":
+            return table & between_region(masks[0], masks[1]), {"erode": cfg.erode, "band": [0.2, 0.8]}
+        rule = {
+            "erode": cfg.erode,
+            "margin": cfg.margin,
+            "reach_factor": cfg.reach_factor,
+            "bbox": list(_bbox(masks[0])),
+        }
+        return table & side_region(masks[0], qtype, cfg.margin, cfg.reach_factor), rule
+
+    def _sample(
+        self,
+        episode: Episode,
+        qtype: str,
+        q: dict[str, Any],
+        image: Image.Image,
+        rng: np.random.Generator,
+        index: int,
+    ) -> Sample:
+        cfg = self.config
+        region: np.ndarray = q["region"]
+        h, w = region.shape
+        pixels = np.argwhere(region)
+        xs = np.round((pixels[:, 1] + 0.5) / w, 3)
+        ys = np.round((pixels[:, 0] + 0.5) / h, 3)
+        # 3 decimals move a point by up to 0.0005 of the image: keep pixels whose rounded point stays inside
+        keep = np.flatnonzero((np.floor(xs * w) == pixels[:, 1]) & (np.floor(ys * h) == pixels[:, 0]))
+        k = int(rng.integers(cfg.min_points, cfg.max_points + 1))
+        chosen = np.sort(rng.choice(keep, size=min(k, len(keep)), replace=False))
+        points = [(float(xs[i]), float(ys[i])) for i in chosen.tolist()]
+        template = int(rng.integers(len(TEMPLATES[qtype])))
+        names = q["objects"]
+        question = TEMPLATES[qtype][template].format(a=names[0], b=names[-1])
+        notes = [SIDE_NOTE] if qtype in SIDES else []
+        text = " ".join([question, *notes, FORMAT_NOTE])
+        meta = {
+            "corpus": self.name,
+            "question_type": qtype,
+            "template": f"{qtype}/{template}",
+            "objects": list(names),
+            "frame": int(q["frame"]),
+            "camera": cfg.camera,
+            "episode_id": episode.episode_id,
+            "frame_size": [h, w],
+            "image_size": [image.size[0], image.size[1]],
+            "points": [[x, y] for x, y in points],
+            "region": rle_encode(region),
+            "rule": q["rule"],
+        }
+        return Sample(
+            key=sample_key(self.name, episode, index),
+            messages=[user_turn(text), assistant_turn(format_points(points))],
+            images=[image],
+            task=f"{self.name}/{qtype}",
+            source=episode.source,
+            meta=meta,
+        )
+
+    # -- checking -------------------------------------------------------------------------------
+    def verify(self, sample: Sample) -> bool:
+        """Every point of the answer text lies in the recorded region, and the question names the objects."""
+        try:
+            meta = sample.meta
+            answer = message_text(sample, "assistant")
+            if meta.get("question_type") == "imported":  # published rows: only the answer's form is checked
+                groups = parse_tuples(answer)
+                if meta.get("answer_kind") == "text":
+                    return bool(answer.strip())
+                size = 2 if meta.get("answer_kind") == "points" else 4
+                return bool(groups) and all(len(g) == size and all(0.0 <= v <= 1.0 for v in g) for g in groups)
+            points = parse_points(answer)
+            if not points:
+                return False
+            region = rle_decode(meta["region"])
+            h, w = region.shape
+            question = message_text(sample, "user")
+            return (
+                all(0.0 <= x <= 1.0 and 0.0 <= y <= 1.0 for x, y in points)
+                and all(bool(region[point_pixel(x, y, h, w)]) for x, y in points)
+                and all(name in question for name in meta["objects"])
+                and len(sample.images) == 1
+            )
+        except (KeyError, IndexError, TypeError, ValueError):
+            return False
