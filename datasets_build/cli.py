@@ -119,6 +119,29 @@ def _verify(args: argparse.Namespace) -> int:
     return 1 if report["errors"] else 0
 
 
+def _import(args: argparse.Namespace) -> int:
+    from datasets_build.errors import ConfigError
+
+    if args.format == "robo2vlm-parquet":
+        from datasets_build.corpora.importers.robo2vlm_parquet import import_robo2vlm_parquet
+
+        summary = import_robo2vlm_parquet(
+            args.input, args.out, image_size=args.image_size, max_samples=args.max_samples, overwrite=args.overwrite
+        )
+    else:
+        from datasets_build.corpora.importers.robopoint_json import import_robopoint_json
+
+        if not args.image_root:
+            raise ConfigError(
+                "import robopoint-json: --image-root (the folder the json's image paths are under) is required"
+            )
+        summary = import_robopoint_json(
+            args.input, args.image_root, args.out, args.image_size, args.max_samples, args.overwrite
+        )
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
 def _add_partition_args(parser: argparse.ArgumentParser) -> None:
     """--skip-bad and the deterministic --num-shards/--shard-index split of episodes (for job arrays)."""
     parser.add_argument("--skip-bad", action="store_true", help="skip and count bad episodes instead of failing")
@@ -219,6 +242,20 @@ def build_parser() -> argparse.ArgumentParser:
     vf.add_argument("path", help="shard folder with dataset_card.json")
     vf.add_argument("--name", help="corpus name (default: the card's build_config.name)")
     vf.set_defaults(func=_verify)
+
+    im = sub.add_parser(
+        "import",
+        help="import a published corpus (Robo2VLM-1 parquet, robopoint_1432k.json) into shards",
+        description="Convert a published auxiliary corpus into the toolkit's shard format with a dataset card.",
+    )
+    im.add_argument("format", choices=["robo2vlm-parquet", "robopoint-json"], help="published layout")
+    im.add_argument("input", help="parquet file/folder or json file")
+    im.add_argument("--out", required=True, help="output shard folder (must not exist or be empty)")
+    im.add_argument("--image-root", help="robopoint-json: folder the records' image paths are relative to")
+    im.add_argument("--image-size", type=int, default=224, help="longer image side in pixels [224]")
+    im.add_argument("--max-samples", type=int, help="stop after this many samples")
+    im.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    im.set_defaults(func=_import)
     return parser
 
 

@@ -235,3 +235,10 @@ def test_import_robopoint_json(tmp_path):
     assert samples[0].images[0].size == (32, 24)
     assert verify_corpus(out)["errors"] == 0
     assert import_robopoint_json(src, tmp_path / "img", tmp_path / "o2", max_samples=1)["samples"] == 1
+    # the same through the CLI
+    from datasets_build.cli import main
+
+    args = ["import", "robopoint-json", str(src), "--out", str(tmp_path / "o3"), "--image-size", "32"]
+    assert main(args) == 2  # --image-root missing: one-line error
+    assert main([*args, "--image-root", str(tmp_path / "img")]) == 0
+    assert len(list(ShardSet(tmp_path / "o3"))) == 2
