@@ -170,7 +170,7 @@ def test_episodes_without_geometry_are_skipped_and_counted(tmp_path, monkeypatch
 
     monkeypatch.setattr(build_module, "open_source", lambda *a, **k: Stub())
     out = tmp_path / "c"
-    summary = build_corpus(BuildConfig(name="robopoint", out=str(out)))
+    summary = build_corpus(BuildConfig(name="robopoint", input=str(tmp_path), out=str(out)))
     assert summary["samples"] == 0
     assert ShardSet(out).card.skipped == {"no_objects": 1, "no_segmentation": 3}
 
