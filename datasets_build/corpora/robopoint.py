@@ -146,8 +146,8 @@ def point_pixel(x: float, y: float, height: int, width: int) -> tuple[int, int]:
 
 
 def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
-    rows, cols = np.nonzero(mask)
-    return int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))  # cheaper than nonzero(mask)
+    return int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
 
 
 def side_region(obj_mask: np.ndarray, side: str, margin: int, reach_factor: float) -> np.ndarray:
@@ -172,8 +172,8 @@ def side_region(obj_mask: np.ndarray, side: str, margin: int, reach_factor: floa
 def between_region(mask_a: np.ndarray, mask_b: np.ndarray) -> np.ndarray:
     """Pixels in a band around the segment joining the two masks' centroids (parameter 0.2-0.8)."""
     h, w = mask_a.shape
-    ca = np.argwhere(mask_a).mean(axis=0)
-    cb = np.argwhere(mask_b).mean(axis=0)
+    ca = np.stack(np.divmod(np.flatnonzero(mask_a), w), axis=1).mean(axis=0)
+    cb = np.stack(np.divmod(np.flatnonzero(mask_b), w), axis=1).mean(axis=0)
     d = cb - ca
     length2 = float(d @ d)
     if length2 < 1.0:
@@ -316,7 +316,8 @@ class RobopointBuilder(CorpusBuilder):
         cfg = self.config
         region: np.ndarray = q["region"]
         h, w = region.shape
-        pixels = np.argwhere(region)
+        flat = np.flatnonzero(region)  # same row-major order as argwhere, several times faster
+        pixels = np.stack([flat // w, flat % w], axis=1)
         xs = np.round((pixels[:, 1] + 0.5) / w, 3)
         ys = np.round((pixels[:, 0] + 0.5) / h, 3)
         # 3 decimals move a point by up to 0.0005 of the image: keep pixels whose rounded point stays inside

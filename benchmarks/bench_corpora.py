@@ -1,0 +1,94 @@
+"""Corpus building throughput (samples/s on one core) against the shard writer's limit, in one run.
+
+Episodes are recorded once from the demo sim and held in memory, so the measurement is the builder
+plus shard writing; the baseline writes the very same samples with `ShardWriter` alone.
+Ratio = builder+writer samples/s / writer-only samples/s (target >= 0.5 for ground-truth corpora).
+Usage: python benchmarks/bench_corpora.py [--episodes 12] [--per-type 3] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from datasets_build.corpora import available_corpora
+from datasets_build.corpora.base import EpisodeContext, episode_rng, make_builder
+from datasets_build.episode import Episode
+from datasets_build.sample import Sample
+from datasets_build.shards import ShardWriter
+from datasets_build.sim import TASK_FAMILIES, TabletopConfig, TabletopEnv, rollout_expert
+
+
+def record(n: int) -> list[Episode]:
+    """`n` expert episodes over every task family."""
+    env = TabletopEnv(TabletopConfig())
+    tasks = sorted(TASK_FAMILIES)
+    episodes = [rollout_expert(env, tasks[i % len(tasks)], i) for i in range(n)]
+    env.close()
+    return episodes
+
+
+def build_and_write(name: str, episodes: list[Episode], per_type: int, out: Path) -> tuple[list[Sample], float]:
+    """Run the builder over `episodes` and write shards; (samples, seconds)."""
+    builder = make_builder(name, {"per_type": per_type})
+    samples: list[Sample] = []
+    start = time.perf_counter()
+    with ShardWriter(out, name) as writer:
+        seen: tuple[str, ...] = ()
+        for ep in episodes:
+            result = builder.build(ep, EpisodeContext(episode_rng(0, ep.episode_id, ep.source), seen))
+            for sample in result.samples:
+                writer.write(sample)
+            samples.extend(result.samples)
+            seen = (*seen, ep.instruction)[-64:]
+    return samples, time.perf_counter() - start
+
+
+def write_only(name: str, samples: list[Sample], out: Path) -> float:
+    """Seconds to write the same samples with ShardWriter alone."""
+    start = time.perf_counter()
+    with ShardWriter(out, name) as writer:
+        for sample in samples:
+            writer.write(sample)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    """Measure every registered corpus and print its ratio against the writer's limit."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--episodes", type=int, default=12, help="demo episodes [12]")
+    parser.add_argument("--per-type", type=int, default=3, help="questions per type and episode [3]")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    episodes = record(args.episodes)
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in available_corpora():
+            runs = [build_and_write(name, episodes, args.per_type, Path(tmp) / f"{name}-b{i}") for i in range(3)]
+            samples, build_s = runs[0][0], min(seconds for _, seconds in runs)  # best of 3, like the baseline
+            limit_s = min(write_only(name, samples, Path(tmp) / f"{name}-w{i}") for i in range(3))
+            rate, limit = len(samples) / build_s, len(samples) / limit_s
+            results[name] = {
+                "samples": len(samples),
+                "samples_per_s": rate,
+                "writer_limit_per_s": limit,
+                "ratio": rate / limit,
+            }
+            print(
+                f"{name:10s} {len(samples):5d} samples  {rate:8.1f} samples/s  writer limit {limit:8.1f}/s  "
+                f"ratio {rate / limit:.2f} (target >= 0.5)"
+            )
+    if args.json:
+        results["machine"] = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "cores_used": 1}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
