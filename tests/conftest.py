@@ -9,6 +9,8 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,3 +28,21 @@ def _clean_hf_home() -> Iterator[None]:
     """Remove the temporary HF cache after the session."""
     yield
     shutil.rmtree(_HF_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six expert episodes of the demo sim (every task family once), recorded once per test session."""
+    from datasets_build.demo_episodes import DemoEpisodesConfig, record_demo_episodes
+
+    out = tmp_path_factory.mktemp("demo") / "episodes"
+    record_demo_episodes(DemoEpisodesConfig(out=str(out), episodes=6, seed=0))
+    return out
+
+
+@pytest.fixture(scope="session")
+def demo_episodes(demo_dir: Path) -> list[Any]:
+    """The recorded demo episodes, read back through the demo source."""
+    from datasets_build.sources import open_source
+
+    return list(open_source("demo", demo_dir).episodes())

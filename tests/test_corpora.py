@@ -12,24 +12,11 @@ import pytest
 from datasets_build.cli import main
 from datasets_build.corpora import EpisodeContext, available_corpora, episode_rng, make_builder
 from datasets_build.corpora.robo2vlm import DIRECTION_WORDS, close_events, segment_phases
-from datasets_build.demo_episodes import DemoEpisodesConfig, record_demo_episodes
 from datasets_build.shards import ShardSet
 from datasets_build.sources import open_source
 from tests.helpers import synthetic_episode
 
 LETTERS = "ABCD"
-
-
-@pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("corpora") / "episodes"
-    record_demo_episodes(DemoEpisodesConfig(out=str(out), episodes=6, seed=0))
-    return out
-
-
-@pytest.fixture(scope="module")
-def demo_episodes(demo_dir):
-    return list(open_source("demo", demo_dir).episodes())
 
 
 @pytest.fixture(scope="module")

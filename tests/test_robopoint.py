@@ -18,23 +18,9 @@ from datasets_build.corpora.robopoint import (
     rle_decode,
     rle_encode,
 )
-from datasets_build.demo_episodes import DemoEpisodesConfig, record_demo_episodes
 from datasets_build.shards import ShardSet
 from datasets_build.sim.scene import TABLE_ID
-from datasets_build.sources import open_source
 from tests.helpers import synthetic_episode
-
-
-@pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("robopoint") / "episodes"
-    record_demo_episodes(DemoEpisodesConfig(out=str(out), episodes=4, seed=0))
-    return out
-
-
-@pytest.fixture(scope="module")
-def demo_episodes(demo_dir):
-    return list(open_source("demo", demo_dir).episodes())
 
 
 @pytest.fixture(scope="module")
