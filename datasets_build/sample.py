@@ -20,8 +20,14 @@ from datasets_build.errors import DataError
 
 SCHEMA_VERSION = 1
 _KEY_RE = re.compile(r"^[A-Za-z0-9_\-]{1,80}$")  # tar member names hold <= 100 bytes
+_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]+")
 ROLES = ("system", "user", "assistant")
 ImageFormat = Literal["jpg", "png"]
+
+
+def key_part(text: str, max_length: int, fallback: str) -> str:
+    """`text` reduced to the characters a sample key may hold (runs of others become "_"), at most `max_length`."""
+    return _KEY_UNSAFE.sub("_", text).strip("_")[:max_length] or fallback
 
 
 def count_image_parts(messages: list[dict[str, Any]]) -> int:

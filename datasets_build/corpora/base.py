@@ -20,10 +20,9 @@ from PIL import Image
 from datasets_build.configs import build_config
 from datasets_build.episode import Episode
 from datasets_build.errors import ConfigError
-from datasets_build.sample import Sample
+from datasets_build.sample import Sample, key_part
 
 LETTERS = "ABCDEFGH"
-_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]+")
 
 
 @dataclass
@@ -51,7 +50,7 @@ def episode_rng(seed: int, episode_id: str, source: str = "") -> np.random.Gener
 def sample_key(prefix: str, episode: Episode, index: int) -> str:
     """A shard-safe unique key: readable episode id, a hash of (source, id), and the sample index."""
     digest = hashlib.sha256(f"{episode.source}\0{episode.episode_id}".encode()).hexdigest()[:10]
-    readable = _UNSAFE.sub("_", episode.episode_id).strip("_")[:40] or "ep"
+    readable = key_part(episode.episode_id, 40, "ep")
     return f"{prefix}-{readable}-{digest}-{index:04d}"[:80]
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 import io
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,9 @@ from PIL import Image
 
 from datasets_build.corpora.base import LETTERS, format_options, frame_image
 from datasets_build.errors import DataError
-from datasets_build.sample import Sample, assistant_turn, user_turn
+from datasets_build.sample import Sample, assistant_turn, key_part, user_turn
 from datasets_build.shards import ShardWriter
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]+")
 COLUMNS = ("id", "question", "choices", "correct_answer", "image")
 
 
@@ -77,7 +75,7 @@ def iter_robo2vlm_parquet(path: str | Path, image_size: int | None = None) -> It
             if image_size is not None:
                 image = frame_image(np.asarray(image), image_size)
             text = f"{str(record['question']).strip()}\n{format_options(options)}\nAnswer with the option's letter."
-            safe = _UNSAFE.sub("_", str(record["id"])).strip("_")[:48] or "q"
+            safe = key_part(str(record["id"]), 48, "q")
             yield Sample(
                 key=f"r2v-{file.stem[:12]}-{row:07d}-{safe}"[:80],
                 messages=[user_turn(text), assistant_turn(LETTERS[correct])],

@@ -8,7 +8,6 @@ task `robopoint/imported` and `meta["question_type"] = "imported"`, so `verify` 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,8 @@ from PIL import Image
 from datasets_build.corpora.base import frame_image
 from datasets_build.corpora.robopoint import parse_tuples
 from datasets_build.errors import DataError
-from datasets_build.sample import Sample, assistant_turn, user_turn
+from datasets_build.sample import Sample, assistant_turn, key_part, user_turn
 from datasets_build.shards import ShardWriter
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]+")
 
 
 def _turns(record: dict[str, Any], where: str) -> tuple[str, str]:
@@ -70,7 +67,7 @@ def iter_robopoint_json(
         if image_size is not None:
             image = frame_image(np.asarray(image), image_size)
         ident = str(record.get("id", row))
-        safe = _UNSAFE.sub("_", ident).strip("_")[:56] or "q"
+        safe = key_part(ident, 56, "q")
         yield Sample(
             key=f"rp-{row:08d}-{safe}"[:80],
             messages=[user_turn(question), assistant_turn(answer)],
