@@ -40,6 +40,12 @@ CAMERA_KEYS: dict[str, tuple[str, str]] = {
 MODES = ("language", "segments")
 ACTION_KEY = "rel_actions"
 STATE_KEY = "robot_obs"
+# calvin_env's robot_obs layout: TCP position, TCP euler angles, gripper opening width, 7 joints, gripper action.
+STATE_NAMES: tuple[str, ...] = (
+    *("x", "y", "z", "roll", "pitch", "yaw", "gripper_width"),
+    *(f"joint_{i}" for i in range(7)),
+    "gripper_action",
+)
 SCENE_KEY = "scene_obs"
 # rel_actions = clip(delta, +-scale) / scale: metres / radians per unit of dims 0-2 / 3-5.
 TRANSLATION_SCALE = 0.02
@@ -522,6 +528,7 @@ class CalvinSource(Source):
             "annotation" if self.mode == "language" else "segment": key.index,
             "action_scale": {"translation_m": TRANSLATION_SCALE, "rotation_rad": ROTATION_SCALE},
             "camera_source": self.camera_source,
+            "state_names": list(STATE_NAMES),
         }
 
     # ---- Source API -----------------------------------------------------------------------------

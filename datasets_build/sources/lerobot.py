@@ -290,8 +290,14 @@ class LeRobotSource(Source):
                 cam: self.feature_array(table, row, key).astype(np.int32) for cam, key in m.segmentation.items()
             },
         }
+        names = self.info.features.get(m.state, {}).get("names") if m.state else None
+        if fields["state"] is not None and isinstance(names, list) and len(names) == fields["state"].shape[-1]:
+            fields["meta"] = {"state_names": [str(n) for n in names]}
         if extra is not None:
-            fields.update(extra(self, row, table))
+            added = extra(self, row, table)
+            if "meta" in added:
+                added["meta"] = {**fields.get("meta", {}), **added["meta"]}
+            fields.update(added)
         return Episode(**fields)
 
 

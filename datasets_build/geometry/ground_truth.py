@@ -1,0 +1,161 @@
+"""Frame geometry from an episode's ground truth: depth + calibrated camera + object masks.
+
+Masks come from the segmentation map when the source has one (demo sim), otherwise from the objects'
+oriented boxes (pose + size, e.g. CALVIN's blocks from `scene_obs`): a pixel belongs to an object when its
+depth back-projects inside the box grown by `box_tolerance`, so occluded parts are not counted. The
+support surface is the segmentation's table id when given, else the densest horizontal layer of points.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from datasets_build.camera import CameraModel
+from datasets_build.episode import Episode, ObjectInfo
+from datasets_build.geometry.scene import (
+    FrameGeometry,
+    ObjectGeometry,
+    apply,
+    canonical_from_world,
+    mask_box,
+    subsample,
+)
+
+
+@dataclass
+class GroundTruthOptions:
+    """How ground-truth geometry is read from an episode."""
+
+    min_pixels: int = 12  # objects with fewer visible pixels are left out (occluded or out of view)
+    max_points: int = 2048  # per-object point cloud size kept (evenly strided)
+    box_tolerance: float = 0.005  # metres added around an object's box when masks come from poses
+    support_id: int | None = None  # segmentation id of the table; None = fit the support layer
+    support_tolerance: float = 0.01  # metres: points this close to the support height are support
+
+
+def rotation_from_quaternion(q: np.ndarray) -> np.ndarray:
+    """3x3 rotation of an xyzw quaternion."""
+    x, y, z, w = (float(v) for v in np.asarray(q, dtype=np.float64) / np.linalg.norm(q))
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+def box_mask(obj: ObjectInfo, step: int, world_points: np.ndarray, tolerance: float) -> np.ndarray:
+    """Which of `world_points` (N, 3) lie inside the object's oriented box (grown by `tolerance`)."""
+    assert obj.size is not None
+    rotation = (
+        np.eye(3)
+        if obj.orientations is None
+        else rotation_from_quaternion(obj.orientations[min(step, len(obj.orientations) - 1)])
+    )
+    local = (world_points - obj.position_at(step)) @ rotation  # world -> object frame
+    half = obj.size / 2.0 + tolerance
+    return np.all(np.abs(local) <= half, axis=1)
+
+
+def support_layer(z: np.ndarray, tolerance: float) -> float | None:
+    """Height of the densest horizontal layer of points (1 cm bins, refined by the median), or None."""
+    z = z[np.isfinite(z)]
+    if len(z) < 16:
+        return None
+    edges = np.arange(z.min(), z.max() + 0.02, 0.01)
+    if len(edges) < 2:
+        return float(np.median(z))
+    counts, edges = np.histogram(z, bins=edges)
+    best = int(np.argmax(counts))
+    centre = 0.5 * (edges[best] + edges[best + 1])
+    near = z[np.abs(z - centre) <= tolerance]
+    return float(np.median(near)) if len(near) else float(centre)
+
+
+def ground_truth_geometry(
+    episode: Episode,
+    camera: str,
+    step: int,
+    options: GroundTruthOptions | None = None,
+    names: list[str] | None = None,
+) -> FrameGeometry | str:
+    """The frame's geometry, or a skip reason (`no_camera`, `no_depth`, `no_calibration`, `no_masks`)."""
+    opts = options or GroundTruthOptions()
+    if camera not in episode.frames:
+        return "no_camera"
+    if camera not in episode.depth:
+        return "no_depth"
+    if camera not in episode.camera:
+        return "no_calibration"
+    image = episode.frames[camera][step]
+    depth = np.asarray(episode.depth[camera][step], dtype=np.float64)
+    h, w = depth.shape
+    if image.shape[:2] != (h, w):
+        return "depth_size_mismatch"
+    model = episode.camera_at(camera, step)
+    if (model.height, model.width) != (h, w):
+        return "calibration_size_mismatch"
+    world = model.unproject(depth)  # (H*W, 3), row-major
+    valid = np.isfinite(depth).ravel() & (depth.ravel() > 0)
+    w2c = canonical_from_world(model)
+    canonical = apply(w2c, world)
+    seg = episode.segmentation.get(camera)
+    seg_frame = seg[step] if seg is not None and seg.shape[1:] == (h, w) else None
+    wanted = names if names is not None else sorted(episode.objects)
+    objects: dict[str, ObjectGeometry] = {}
+    for name in wanted:
+        info = episode.objects.get(name)
+        if info is None:
+            continue
+        if seg_frame is not None and info.segmentation_id is not None:
+            mask = (seg_frame == info.segmentation_id).ravel() & valid
+        elif info.size is not None:
+            mask = box_mask(info, step, world, opts.box_tolerance) & valid
+        else:
+            continue
+        if int(mask.sum()) < opts.min_pixels:
+            continue
+        mask2d = mask.reshape(h, w)
+        objects[name] = ObjectGeometry(
+            name=name,
+            mask=mask2d,
+            points=subsample(canonical[mask], opts.max_points).astype(np.float32),
+            box=mask_box(mask2d),
+            category=info.category,
+        )
+    maskable = [o for o in episode.objects.values() if o.size is not None or o.segmentation_id is not None]
+    if not objects and (not maskable or (seg_frame is None and all(o.size is None for o in maskable))):
+        return "no_masks"
+    support = None
+    support_height = None
+    if seg_frame is not None and opts.support_id is not None:
+        support_flat = (seg_frame == opts.support_id).ravel() & valid
+        if support_flat.any():
+            support = support_flat.reshape(h, w)
+            support_height = float(np.median(canonical[support_flat, 2]))
+    if support is None:
+        taken = np.zeros(h * w, dtype=bool)
+        for obj in objects.values():
+            taken |= obj.mask.ravel()
+        support_height = support_layer(canonical[valid & ~taken, 2], opts.support_tolerance)
+        if support_height is not None:
+            support = ((np.abs(canonical[:, 2] - support_height) <= opts.support_tolerance) & valid & ~taken).reshape(
+                h, w
+            )
+    # the camera that maps canonical points to pixels: canonical -> camera = extrinsics @ inv(w2c)
+    canon_camera = CameraModel(model.intrinsics, model.extrinsics @ np.linalg.inv(w2c), w, h)
+    return FrameGeometry(
+        episode_id=episode.episode_id,
+        step=step,
+        camera_name=camera,
+        image=image,
+        camera=canon_camera,
+        objects=objects,
+        world_to_canonical=w2c,
+        support=support,
+        support_height=support_height,
+        origin="ground_truth",
+    )

@@ -1,0 +1,165 @@
+"""`FrameGeometry`: the objects of one camera frame as masks and metric point clouds in a canonical frame.
+
+Every spatial corpus (bridgevqa, vica, robopoint, sharerobot) asks its questions from this one structure,
+whether the geometry came from ground truth (demo sim, CALVIN) or was estimated from the image
+(detection + segmentation + monocular depth, `datasets_build.geometry.estimated`).
+
+The canonical frame is viewer-aligned and gravity-aligned (VQASynth's "canonicalised floor"):
+origin at the camera centre, +z up (against gravity, or the fitted table normal), +x the camera's right
+and +y the camera's viewing direction, both projected onto the horizontal plane. So "left of" = smaller x,
+"behind" (farther from the viewer) = larger y, "above" = larger z; widths are x extents, heights z extents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from datasets_build.camera import CameraModel
+
+
+def canonical_from_camera(up: np.ndarray) -> np.ndarray:
+    """4x4 transform camera frame -> canonical frame, given `up` (3,) expressed in the camera frame.
+
+    Canonical z = up, x = camera x with its `up` component removed, y = z cross x (the viewing direction
+    on the horizontal plane). The origin stays at the camera centre.
+    """
+    z = np.asarray(up, dtype=np.float64)
+    z = z / np.linalg.norm(z)
+    x = np.array([1.0, 0.0, 0.0]) - z[0] * z
+    if np.linalg.norm(x) < 1e-6:  # camera x is vertical: fall back on the camera's z
+        x = np.array([0.0, 0.0, 1.0]) - z[2] * z
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    out = np.eye(4)
+    out[:3, :3] = np.stack([x, y, z])
+    return out
+
+
+def canonical_from_world(camera: CameraModel, world_up: np.ndarray | None = None) -> np.ndarray:
+    """4x4 transform world -> canonical for a calibrated camera in a world whose up axis is `world_up` (+z)."""
+    up_world = np.array([0.0, 0.0, 1.0]) if world_up is None else np.asarray(world_up, dtype=np.float64)
+    up_cam = camera.extrinsics[:3, :3] @ up_world
+    return canonical_from_camera(up_cam) @ camera.extrinsics
+
+
+def apply(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply a 4x4 rigid transform to (N, 3) points."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    return pts @ transform[:3, :3].T + transform[:3, 3]
+
+
+@dataclass
+class ObjectGeometry:
+    """One object in one frame: its pixel mask, pixel box and point cloud (canonical metres)."""
+
+    name: str
+    mask: np.ndarray  # bool (H, W) at the frame's resolution
+    points: np.ndarray  # float32 (N, 3) canonical metres (may be subsampled)
+    box: tuple[int, int, int, int]  # (x0, y0, x1, y1) pixels, inclusive-exclusive, of the mask
+    score: float = 1.0  # detector confidence (1 for ground truth)
+    category: str = ""
+
+    @property
+    def centroid(self) -> np.ndarray:
+        """Mean of the point cloud (3,), canonical metres."""
+        return self.points.mean(axis=0)
+
+    @property
+    def lower(self) -> np.ndarray:
+        """Per-axis 2nd percentile of the cloud (robust minimum)."""
+        return np.percentile(self.points, 2, axis=0)
+
+    @property
+    def upper(self) -> np.ndarray:
+        """Per-axis 98th percentile of the cloud (robust maximum)."""
+        return np.percentile(self.points, 98, axis=0)
+
+    @property
+    def extent(self) -> np.ndarray:
+        """Robust (width along x, depth along y, height along z) in metres."""
+        return self.upper - self.lower
+
+    def facts(self) -> dict[str, Any]:
+        """JSON-serialisable facts a sample's `meta` records and `verify` re-derives answers from."""
+        return {
+            "name": self.name,
+            "centroid": [round(float(v), 5) for v in self.centroid],
+            "lower": [round(float(v), 5) for v in self.lower],
+            "upper": [round(float(v), 5) for v in self.upper],
+            "box": [int(v) for v in self.box],
+            "pixels": int(self.mask.sum()),
+            "score": round(float(self.score), 4),
+            "category": self.category,
+        }
+
+
+@dataclass
+class FrameGeometry:
+    """The geometry of one frame of one camera.
+
+    `camera` maps canonical points to pixels (its extrinsics are canonical -> camera);
+    `world_to_canonical` is set only when the source has a calibrated world frame (ground truth).
+    `support` is the mask of the supporting surface (table or floor) when known.
+    """
+
+    episode_id: str
+    step: int
+    camera_name: str
+    image: np.ndarray  # uint8 (H, W, 3)
+    camera: CameraModel
+    objects: dict[str, ObjectGeometry] = field(default_factory=dict)
+    world_to_canonical: np.ndarray | None = None
+    support: np.ndarray | None = None  # bool (H, W)
+    support_height: float | None = None  # canonical z of the support plane, metres
+    origin: str = "ground_truth"  # or "estimated"
+
+    @property
+    def height(self) -> int:
+        """Image rows."""
+        return int(self.image.shape[0])
+
+    @property
+    def width(self) -> int:
+        """Image columns."""
+        return int(self.image.shape[1])
+
+    def project(self, points_canonical: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Canonical points (N, 3) -> pixels (N, 2) as (u, v) and camera depth (N,)."""
+        return self.camera.project(points_canonical)
+
+    def to_canonical(self, points_world: np.ndarray) -> np.ndarray:
+        """World points (N, 3) -> canonical; ValueError when the frame has no world frame (estimated geometry)."""
+        if self.world_to_canonical is None:
+            raise ValueError("this frame's geometry has no world frame")
+        return apply(self.world_to_canonical, points_world)
+
+    def facts(self) -> dict[str, Any]:
+        """JSON-serialisable summary for a sample's `meta` (objects' facts, frame, origin)."""
+        return {
+            "episode_id": self.episode_id,
+            "step": int(self.step),
+            "camera": self.camera_name,
+            "origin": self.origin,
+            "frame_size": [self.height, self.width],
+            "support_height": None if self.support_height is None else round(float(self.support_height), 5),
+            "objects": {name: obj.facts() for name, obj in sorted(self.objects.items())},
+        }
+
+
+def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of a non-empty boolean mask, x1/y1 exclusive."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def subsample(points: np.ndarray, limit: int, rng: np.random.Generator | None = None) -> np.ndarray:
+    """At most `limit` rows of `points`: evenly strided (deterministic) unless a generator is given."""
+    if len(points) <= limit:
+        return points
+    if rng is None:
+        return points[np.linspace(0, len(points) - 1, limit).astype(int)]
+    return points[np.sort(rng.choice(len(points), size=limit, replace=False))]
