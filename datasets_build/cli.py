@@ -88,6 +88,27 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fit_fast(args: argparse.Namespace) -> int:
+    from datasets_build.fast.fit import FitFastConfig, fit_fast
+
+    flags: dict[str, Any] = {
+        "source": args.source,
+        "input": args.path,
+        "out": args.out,
+        "horizon": args.horizon,
+        "num_shards": args.num_shards,
+        "shard_index": args.shard_index,
+        "skip_bad": args.skip_bad,
+        "overwrite": args.overwrite,
+    }
+    for name in ("stride", "vocab_size", "scale", "stats", "max_chunks"):
+        if getattr(args, name) is not None:
+            flags[name] = getattr(args, name)
+    cfg = build_config(FitFastConfig, flags, parse_overrides(args.options, where="fit-fast"), where="fit-fast")
+    print(json.dumps(fit_fast(cfg), indent=2))
+    return 0
+
+
 def _build(args: argparse.Namespace) -> int:
     from datasets_build.corpora import BuildConfig, build_corpus
 
@@ -213,6 +234,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source_args(st)
     st.add_argument("--out", required=True, help="output JSON file")
     st.set_defaults(func=_stats)
+
+    ff = sub.add_parser(
+        "fit-fast",
+        help="fit a FAST action tokenizer (DCT + BPE) on a source's action chunks",
+        description="Fit the FAST tokenizer on windows of --horizon actions and save tokenizer.json + "
+        "fast_config.json; prints tokens per chunk and the round-trip error.",
+    )
+    ff.add_argument("source", help="source format (demo, calvin, libero, lerobot, rlds, ...)")
+    ff.add_argument("path", help="dataset folder or file")
+    ff.add_argument("--horizon", type=int, required=True, help="actions per chunk")
+    ff.add_argument("--out", required=True, help="output tokenizer folder")
+    ff.add_argument("--stride", type=int, help="steps between chunk starts [1]")
+    ff.add_argument("--vocab-size", type=int, help="BPE vocabulary size [1024]")
+    ff.add_argument("--scale", type=float, help="DCT coefficient scale before rounding [10]")
+    ff.add_argument("--stats", help="stats.json from the stats command (default: computed from the episodes)")
+    ff.add_argument("--max-chunks", type=int, help="fit on at most this many chunks (evenly strided)")
+    ff.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    _add_partition_args(ff)
+    ff.add_argument("options", nargs="*", metavar="key=value", help="other FitFastConfig fields")
+    ff.set_defaults(func=_fit_fast)
 
     bd = sub.add_parser(
         "build",

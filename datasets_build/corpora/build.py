@@ -2,7 +2,9 @@
 
 Output depends only on the inputs, the seed and the corpus options: each episode gets a generator
 derived from (seed, source, episode_id), workers return results in episode order, and the card
-records the config without execution-only fields (out, workers, overwrite).
+records the config without execution-only fields (out, workers, overwrite). With `workers > 1` each
+worker opens the source itself and loads episodes by key (the main process reads only the cheap
+summaries that give the instruction history), so decoding scales with the workers.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from typing import Any
 from tqdm import tqdm
 
 from datasets_build.configs import config_to_dict
-from datasets_build.corpora.base import CorpusBuilder, EpisodeContext, EpisodeResult, episode_rng, make_builder
+from datasets_build.corpora.base import EpisodeContext, EpisodeResult, episode_rng, make_builder
 from datasets_build.episode import Episode
 from datasets_build.errors import ConfigError, DataError
 from datasets_build.shards import ShardSet, ShardWriter
 from datasets_build.sources import open_source
+from datasets_build.sources.base import Source, check_partition
 
 _EXECUTION_ONLY = ("out", "workers", "overwrite")
 _HISTORY = 64  # distinct instructions remembered from earlier episodes (task-question distractors)
@@ -46,19 +49,28 @@ class BuildConfig:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-_WORKER_BUILDER: CorpusBuilder | None = None
+_WORKER: dict[str, Any] = {}
 
 
-def _init_worker(name: str, options: dict[str, Any], image_size: int) -> None:
-    global _WORKER_BUILDER  # noqa: PLW0603  (one builder per worker process)
-    _WORKER_BUILDER = make_builder(name, options, image_size)
+def _init_worker(cfg: BuildConfig) -> None:
+    """Each worker opens its own source and builder, so episodes never cross process boundaries."""
+    _WORKER["builder"] = make_builder(cfg.name, cfg.options, cfg.image_size)
+    _WORKER["source"] = open_source(cfg.source, cfg.input, skip_bad=cfg.skip_bad)
 
 
-def _run_job(job: tuple[Episode, int, tuple[str, ...]]) -> EpisodeResult:
-    episode, seed, seen = job
-    assert _WORKER_BUILDER is not None
+def _run_key(job: tuple[Any, int, tuple[str, ...]]) -> EpisodeResult | str:
+    """Load and build one episode in a worker; a DataError under skip_bad comes back as its reason."""
+    key, seed, seen = job
+    source = _WORKER["source"]
+    try:
+        episode = source.load_episode(key)
+    except DataError as exc:
+        if not source.skip_bad:
+            raise
+        return exc.field or type(exc).__name__
     rng = episode_rng(seed, episode.episode_id, episode.source)
-    return _WORKER_BUILDER.build(episode, EpisodeContext(rng, seen))
+    result: EpisodeResult = _WORKER["builder"].build(episode, EpisodeContext(rng, seen))
+    return result
 
 
 def _instructions(episode: Episode) -> list[str]:
@@ -66,14 +78,36 @@ def _instructions(episode: Episode) -> list[str]:
     return found + [w.instruction for w in episode.language if w.instruction and w.instruction not in found]
 
 
+def _remember(history: deque[str], texts: list[str]) -> None:
+    for text in texts:
+        if text and text not in history:
+            history.append(text)
+
+
 def _jobs(episodes: Iterator[Episode], seed: int) -> Iterator[tuple[Episode, int, tuple[str, ...]]]:
     """Each episode with the distinct instructions of the episodes before it (bounded, in stream order)."""
     history: deque[str] = deque(maxlen=_HISTORY)
     for episode in episodes:
         yield episode, seed, tuple(history)
-        for text in _instructions(episode):
-            if text not in history:
-                history.append(text)
+        _remember(history, _instructions(episode))
+
+
+def _key_jobs(source: Source, cfg: BuildConfig) -> Iterator[tuple[Any, int, tuple[str, ...]]]:
+    """Episode keys of this partition with the same instruction history, read from cheap summaries."""
+    check_partition(cfg.num_shards, cfg.shard_index)
+    history: deque[str] = deque(maxlen=_HISTORY)
+    for i, key in enumerate(source.episode_keys()):
+        if i % cfg.num_shards != cfg.shard_index:
+            continue
+        try:
+            summary = source.summarize_episode(key)
+        except DataError as exc:
+            if not cfg.skip_bad:
+                raise
+            source.skipped[exc.field or type(exc).__name__] += 1
+            continue
+        yield key, cfg.seed, tuple(history)
+        _remember(history, summary.instructions)
 
 
 def build_corpus(cfg: BuildConfig) -> dict[str, Any]:
@@ -86,26 +120,26 @@ def build_corpus(cfg: BuildConfig) -> dict[str, Any]:
         raise ConfigError(f"image_size: must be >= 8, got {cfg.image_size}")
     builder = make_builder(cfg.name, cfg.options, cfg.image_size)  # validates name and options up front
     source = open_source(cfg.source, cfg.input, skip_bad=cfg.skip_bad)
-    episodes = source.episodes(cfg.num_shards, cfg.shard_index)
     record = {k: v for k, v in config_to_dict(cfg).items() if k not in _EXECUTION_ONLY}
     record["options"] = config_to_dict(builder.config)
     summary: dict[str, Any] = {"name": cfg.name, "out": cfg.out, "episodes": 0, "samples": 0}
     with ShardWriter(cfg.out, cfg.name, overwrite=cfg.overwrite, build_config=record, inputs=[cfg.input]) as writer:
-        jobs = _jobs(episodes, cfg.seed)
         pool = None
+        results: Iterator[EpisodeResult | str]
         if cfg.workers > 1:
-            pool = mp.get_context("spawn").Pool(
-                cfg.workers, initializer=_init_worker, initargs=(cfg.name, dict(cfg.options), cfg.image_size)
-            )
-            results: Iterator[EpisodeResult] = pool.imap(_run_job, jobs)
+            pool = mp.get_context("spawn").Pool(cfg.workers, initializer=_init_worker, initargs=(cfg,))
+            results = pool.imap(_run_key, _key_jobs(source, cfg))
         else:
             results = (
                 builder.build(ep, EpisodeContext(episode_rng(seed, ep.episode_id, ep.source), seen))
-                for ep, seed, seen in jobs
+                for ep, seed, seen in _jobs(source.episodes(cfg.num_shards, cfg.shard_index), cfg.seed)
             )
         try:
             bar = tqdm(results, desc=f"build {cfg.name}", unit="ep")
             for result in bar:
+                if isinstance(result, str):  # a worker skipped a bad episode (skip_bad)
+                    source.skipped[result] += 1
+                    continue
                 summary["episodes"] += 1
                 for reason in result.skipped:
                     writer.skip(reason)

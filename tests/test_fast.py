@@ -1,0 +1,191 @@
+"""FAST tokenizer: round trip within the quantisation bound, compression, determinism, persistence, bad input."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from transformers import PreTrainedTokenizerFast
+
+from datasets_build.cli import main
+from datasets_build.errors import ConfigError, DataError
+from datasets_build.fast import FastTokenizer, FastVocabMapping, action_chunks, answer_text, parse_answer
+
+HORIZON = 5
+
+
+def smooth_chunks(n: int = 3000, horizon: int = HORIZON, seed: int = 0) -> np.ndarray:
+    """Bridge-like chunks: slow sinusoidal end-effector deltas (a few mm per step) and a binary gripper."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(horizon)[None, :, None] / 5.0  # 5 Hz
+    freq = rng.uniform(0.05, 0.6, (n, 1, 7))
+    phase = rng.uniform(0, 2 * np.pi, (n, 1, 7))
+    amp = np.array([0.01, 0.01, 0.01, 0.05, 0.05, 0.05, 0.0])
+    chunks = amp * np.sin(2 * np.pi * freq * t + phase) + rng.normal(0, 1e-4, (n, horizon, 7))
+    chunks[..., 6] = (rng.uniform(size=(n, 1)) > 0.5).astype(float)
+    return chunks
+
+
+def stats_of(chunks: np.ndarray) -> dict:
+    flat = chunks.reshape(-1, chunks.shape[-1])
+    return {
+        "action": {"q01": np.quantile(flat, 0.01, axis=0).tolist(), "q99": np.quantile(flat, 0.99, axis=0).tolist()}
+    }
+
+
+@pytest.fixture(scope="module")
+def chunks():
+    return smooth_chunks()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(chunks):
+    return FastTokenizer.fit(chunks, stats_of(chunks), vocab_size=1024, scale=10)
+
+
+@pytest.mark.parametrize("scale", [5, 10, 20])
+def test_round_trip_error_is_bounded_by_the_quantisation_step(chunks, scale, capsys):
+    tok = FastTokenizer.fit(chunks, stats_of(chunks), vocab_size=1024, scale=scale)
+    ids = tok.encode_batch(chunks)
+    decoded, valid = tok.decode_batch(ids)
+    assert valid.all()
+    # in normalised units each coefficient is off by <= 0.5/scale; the orthonormal inverse DCT keeps the
+    # per-dimension L2 error over time, so no single value is off by more than sqrt(T) * 0.5 / scale
+    normed_err = np.abs(tok.normalize(decoded) - tok.normalize(chunks))
+    bound = math.sqrt(HORIZON) * 0.5 / scale
+    assert normed_err.max() <= bound + 1e-9
+    tokens = np.mean([len(i) for i in ids])
+    with capsys.disabled():
+        print(
+            f"\nFAST scale {scale}: max |err| {normed_err.max():.4f} (normalised, bound {bound:.4f}), "
+            f"{tokens:.1f} tokens per {HORIZON}x7 chunk"
+        )
+
+
+def test_smooth_chunks_compress(chunks, tokenizer):
+    lengths = [len(i) for i in tokenizer.encode_batch(chunks)]
+    assert np.mean(lengths) < 0.6 * HORIZON * 7
+    assert tokenizer.vocab_size <= 1024
+
+
+def test_fit_is_deterministic(chunks, tokenizer, tmp_path):
+    again = FastTokenizer.fit(chunks, stats_of(chunks), vocab_size=1024, scale=10)
+    assert again.bpe.to_str() == tokenizer.bpe.to_str()
+    assert again.encode_batch(chunks[:50]) == tokenizer.encode_batch(chunks[:50])
+
+
+def test_batch_equals_single(chunks, tokenizer):
+    ids = tokenizer.encode_batch(chunks[:20])
+    assert ids == [tokenizer.encode(c) for c in chunks[:20]]
+    decoded, _ = tokenizer.decode_batch(ids)
+    assert np.array_equal(decoded[3], tokenizer.decode(ids[3]).actions)
+
+
+def test_invalid_sequences_decode_flagged_not_raised(chunks, tokenizer):
+    ids = tokenizer.encode(chunks[0])
+    for bad in ([], ids[:-1] if len(ids) > 1 else [], ids + ids, [tokenizer.vocab_size + 5], [-1]):
+        out = tokenizer.decode(bad)
+        assert not out.valid
+        assert out.reason
+        assert out.actions.shape == (HORIZON, 7)
+        assert not out.actions.any()
+    _decoded, valid = tokenizer.decode_batch([ids, [], ids])
+    assert valid.tolist() == [True, False, True]
+
+
+def test_out_of_range_coefficients_are_clipped_and_counted(chunks, tokenizer):
+    wild = chunks[:10].copy()
+    wild[:, :, 0] = np.linspace(-5, 5, HORIZON)  # far outside q01/q99: normalisation clips to [-1, 1]
+    assert tokenizer.decode(tokenizer.encode(wild[0])).valid
+    assert 0.0 <= tokenizer.clipped_fraction(wild) <= 1.0
+
+
+def test_bad_chunks_raise_one_line_errors(tokenizer):
+    with pytest.raises(DataError, match="shape"):
+        tokenizer.encode_batch(np.zeros((2, HORIZON, 6)))
+    nan = np.zeros((1, HORIZON, 7))
+    nan[0, 1, 2] = np.nan
+    with pytest.raises(DataError, match="NaN"):
+        tokenizer.encode_batch(nan)
+    with pytest.raises(DataError, match="statistics"):
+        FastTokenizer.fit(np.zeros((4, HORIZON, 7)), {"action": {"q01": [0.0] * 6, "q99": [1.0] * 6}})
+
+
+def test_save_and_load_including_plain_transformers(chunks, tokenizer, tmp_path):
+    tokenizer.save_pretrained(tmp_path / "fast")
+    loaded = FastTokenizer.from_pretrained(tmp_path / "fast")
+    assert loaded.config == tokenizer.config
+    assert loaded.encode_batch(chunks[:30]) == tokenizer.encode_batch(chunks[:30])
+    plain = PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "fast" / "tokenizer.json"))
+    text = tokenizer._strings(tokenizer.coefficients(chunks[:1]))[0]
+    assert plain(text, add_special_tokens=False).input_ids == tokenizer.encode(chunks[0])
+    (tmp_path / "fast" / "fast_config.json").write_text("{not json")
+    with pytest.raises(DataError, match=r"fast_config\.json"):
+        FastTokenizer.from_pretrained(tmp_path / "fast")
+
+
+def test_load_by_hub_id_from_the_local_cache(chunks, tokenizer, tmp_path, monkeypatch):
+    import os
+
+    from huggingface_hub import constants
+
+    repo = "vlm4vla-test/fast-bridge"
+    snapshot = os.path.join(constants.HF_HUB_CACHE, "models--vlm4vla-test--fast-bridge", "snapshots", "a" * 40)
+    tokenizer.save_pretrained(snapshot)
+    refs = os.path.join(constants.HF_HUB_CACHE, "models--vlm4vla-test--fast-bridge", "refs")
+    os.makedirs(refs, exist_ok=True)
+    with open(os.path.join(refs, "main"), "w") as f:
+        f.write("a" * 40)
+    assert FastTokenizer.from_pretrained(repo).encode(chunks[0]) == tokenizer.encode(chunks[0])
+
+
+def test_action_chunks_windows_and_padding():
+    actions = np.arange(14, dtype=float).reshape(7, 2)
+    full, padded = action_chunks(actions, 3)
+    assert full.shape == (5, 3, 2)
+    assert padded == 0
+    assert np.array_equal(full[4], actions[4:7])
+    with_pad, padded = action_chunks(actions, 3, stride=2, pad=True)
+    assert with_pad.shape == (4, 3, 2)
+    assert padded == 1
+    assert np.array_equal(with_pad[3], actions[[6, 6, 6]])
+    assert action_chunks(actions[:2], 3)[0].shape == (0, 3, 2)
+
+
+def test_vocab_mappings(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    raw = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1, "b": 2}, unk_token="[UNK]"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    vlm = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="[UNK]")
+    mapping = FastVocabMapping.for_tokenizer(vlm, 16, "new_tokens")
+    assert mapping.to_vlm([0, 15]) == [3, 18]
+    assert vlm.convert_ids_to_tokens(mapping.to_vlm([7])) == ["<fast_7>"]
+    assert mapping.from_vlm([1, 3, 18, 40]) == [0, 15]
+    encoded = vlm(answer_text([4, 2, 9]), add_special_tokens=False).input_ids
+    assert mapping.from_vlm(encoded) == [4, 2, 9]
+    tail = FastVocabMapping("vocab_tail", 1024, 257152)
+    assert tail.to_vlm([0, 1]) == [257152 - 1 - 128, 257152 - 1 - 128 - 1]
+    assert tail.from_vlm(tail.to_vlm([0, 5, 1023])) == [0, 5, 1023]
+    with pytest.raises(ConfigError):
+        FastVocabMapping("vocab_tail", 1024, 500)
+    with pytest.raises(ConfigError):
+        FastVocabMapping("bytes", 16, 100)
+    assert parse_answer("Action: <fast_3><fast_12> done") == [3, 12]
+
+
+def test_fit_fast_cli(demo_dir, tmp_path, capsys):
+    out = tmp_path / "fast"
+    assert main(["fit-fast", "demo", str(demo_dir), "--horizon", "4", "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["invalid_decodes"] == 0
+    assert summary["chunks"] > 0
+    assert summary["tokens_per_chunk_mean"] < summary["values_per_chunk"]
+    assert FastTokenizer.from_pretrained(out).config.horizon == 4
+    assert main(["fit-fast", "demo", str(demo_dir), "--horizon", "4", "--out", str(out)]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert (
+        main(["fit-fast", "demo", str(demo_dir), "--horizon", "4", "--out", str(tmp_path / "x"), "--vocab-size", "8"])
+        == 2
+    )
+    assert "vocab_size" in capsys.readouterr().err
