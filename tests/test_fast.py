@@ -2,6 +2,7 @@
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -189,3 +190,60 @@ def test_fit_fast_cli(demo_dir, tmp_path, capsys):
         == 2
     )
     assert "vocab_size" in capsys.readouterr().err
+
+
+# -- the fast_tokens corpus --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def demo_tokenizer(demo_dir, tmp_path_factory):
+    from datasets_build.fast.fit import FitFastConfig, fit_fast
+
+    out = tmp_path_factory.mktemp("fast") / "tok"
+    fit_fast(FitFastConfig(source="demo", input=str(demo_dir), out=str(out), horizon=4))
+    return out
+
+
+def test_fast_tokens_corpus_answers_decode_to_the_next_actions(demo_dir, demo_episodes, demo_tokenizer, tmp_path):
+    from datasets_build.corpora import verify_corpus
+    from datasets_build.shards import ShardSet
+
+    out = tmp_path / "ft"
+    args = ["build", "fast_tokens", "--source", "demo", "--input", str(demo_dir), "--out", str(out)]
+    assert main([*args, f"tokenizer={demo_tokenizer}", "stride=2"]) == 0
+    tok = FastTokenizer.from_pretrained(demo_tokenizer)
+    by_id = {ep.episode_id: ep for ep in demo_episodes}
+    shard_set = ShardSet(out)
+    samples = list(shard_set)
+    assert samples
+    for sample in samples:
+        ep = by_id[sample.meta["episode_id"]]
+        step = sample.meta["frame"]
+        assert step % 2 == 0
+        assert step + 4 <= len(ep)
+        ids = parse_answer(sample.messages[1]["content"][0]["text"])
+        decoded = tok.decode(ids)
+        assert decoded.valid
+        err = np.abs(tok.normalize(decoded.actions) - tok.normalize(ep.actions[step : step + 4]))
+        assert err.max() <= math.sqrt(4) * 0.5 / tok.config.scale + 1e-6
+        assert ep.instruction.rstrip(".") in sample.messages[0]["content"][-1]["text"]
+    card = shard_set.card
+    assert any(i.get("role") == "fast_tokenizer" for i in card.inputs)
+    assert card.skipped.get("short_chunk", 0) > 0
+    assert verify_corpus(out)["errors"] == 0
+
+
+def test_fast_tokens_verify_rejects_tampering_and_pad_end(demo_episodes, demo_tokenizer):
+    from datasets_build.corpora import EpisodeContext, episode_rng, make_builder
+    from datasets_build.sample import assistant_turn
+
+    builder = make_builder("fast_tokens", {"tokenizer": str(demo_tokenizer), "pad_end": True})
+    ep = demo_episodes[0]
+    result = builder.build(ep, EpisodeContext(episode_rng(0, ep.episode_id)))
+    assert len(result.samples) == len(ep)
+    assert result.samples[-1].meta["padded_steps"] == 3
+    sample = result.samples[0]
+    assert builder.verify(sample)
+    ids = parse_answer(sample.messages[1]["content"][0]["text"])
+    tampered = replace(sample, messages=[sample.messages[0], assistant_turn(answer_text(ids[:-1]))])
+    assert not builder.verify(tampered)
+    with pytest.raises(ConfigError, match="tokenizer"):
+        make_builder("fast_tokens", {})

@@ -111,6 +111,10 @@ class CorpusBuilder(ABC):
     def verify(self, sample: Sample) -> bool:
         """Whether the sample's answer agrees with the facts recorded in its `meta`."""
 
+    def card_inputs(self) -> list[dict[str, Any]]:
+        """Inputs besides the source that the dataset card must fingerprint (e.g. a tokenizer folder)."""
+        return []
+
 
 _B = TypeVar("_B", bound=type[CorpusBuilder])
 _REGISTRY: dict[str, type[CorpusBuilder]] = {}

@@ -123,7 +123,9 @@ def build_corpus(cfg: BuildConfig) -> dict[str, Any]:
     record = {k: v for k, v in config_to_dict(cfg).items() if k not in _EXECUTION_ONLY}
     record["options"] = config_to_dict(builder.config)
     summary: dict[str, Any] = {"name": cfg.name, "out": cfg.out, "episodes": 0, "samples": 0}
-    with ShardWriter(cfg.out, cfg.name, overwrite=cfg.overwrite, build_config=record, inputs=[cfg.input]) as writer:
+    with ShardWriter(
+        cfg.out, cfg.name, overwrite=cfg.overwrite, build_config=record, inputs=[cfg.input, *builder.card_inputs()]
+    ) as writer:
         pool = None
         results: Iterator[EpisodeResult | str]
         if cfg.workers > 1:
