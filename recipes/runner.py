@@ -58,6 +58,11 @@ STAGE_KINDS: dict[str, StageKind] = {
         "datasets_build.corpora.build:build_corpus",
         "build an auxiliary corpus (e.g. robo2vlm) from a robot dataset into shards",
     ),
+    "fit_fast": StageKind(
+        "datasets_build.fast.fit:FitFastConfig",
+        "datasets_build.fast.fit:fit_fast",
+        "fit a FAST action tokenizer (DCT + BPE) on a source's action chunks",
+    ),
     "verify": StageKind(
         "datasets_build.corpora.build:VerifyConfig",
         "datasets_build.corpora.build:run_verify",
