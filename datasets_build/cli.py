@@ -143,21 +143,32 @@ def _verify(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace) -> int:
     from datasets_build.errors import ConfigError
 
+    def need(flag: str) -> str:
+        value = getattr(args, flag.replace("-", "_"))
+        if not value:
+            raise ConfigError(f"import {args.format}: --{flag} is required")
+        return str(value)
+
+    common = {"image_size": args.image_size, "max_samples": args.max_samples, "overwrite": args.overwrite}
     if args.format == "robo2vlm-parquet":
         from datasets_build.corpora.importers.robo2vlm_parquet import import_robo2vlm_parquet
 
-        summary = import_robo2vlm_parquet(
-            args.input, args.out, image_size=args.image_size, max_samples=args.max_samples, overwrite=args.overwrite
-        )
-    else:
+        summary = import_robo2vlm_parquet(args.input, args.out, **common)
+    elif args.format == "robopoint-json":
         from datasets_build.corpora.importers.robopoint_json import import_robopoint_json
 
-        if not args.image_root:
-            raise ConfigError(
-                "import robopoint-json: --image-root (the folder the json's image paths are under) is required"
-            )
-        summary = import_robopoint_json(
-            args.input, args.image_root, args.out, args.image_size, args.max_samples, args.overwrite
+        summary = import_robopoint_json(args.input, need("image-root"), args.out, **common)
+    elif args.format == "vica-json":
+        from datasets_build.corpora.importers.vica_json import import_vica_json
+
+        summary = import_vica_json(
+            args.input, need("video-root"), args.out, num_frames=args.num_frames, skip_bad=args.skip_bad, **common
+        )
+    else:
+        from datasets_build.corpora.importers.sharerobot_json import import_sharerobot_json
+
+        summary = import_sharerobot_json(
+            args.input, need("image-root"), args.out, kind=args.kind, skip_bad=args.skip_bad, **common
         )
     print(json.dumps(summary, indent=2, default=str))
     return 0
@@ -286,13 +297,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     im = sub.add_parser(
         "import",
-        help="import a published corpus (Robo2VLM-1 parquet, robopoint_1432k.json) into shards",
+        help="import a published corpus (Robo2VLM-1, RoboPoint, ViCA-322K, ShareRobot) into shards",
         description="Convert a published auxiliary corpus into the toolkit's shard format with a dataset card.",
     )
-    im.add_argument("format", choices=["robo2vlm-parquet", "robopoint-json"], help="published layout")
-    im.add_argument("input", help="parquet file/folder or json file")
+    im.add_argument(
+        "format",
+        choices=["robo2vlm-parquet", "robopoint-json", "vica-json", "sharerobot-json"],
+        help="published layout",
+    )
+    im.add_argument("input", help="parquet file/folder, or a json file / folder of json files")
     im.add_argument("--out", required=True, help="output shard folder (must not exist or be empty)")
-    im.add_argument("--image-root", help="robopoint-json: folder the records' image paths are relative to")
+    im.add_argument("--image-root", help="robopoint-json, sharerobot-json: folder the image paths are relative to")
+    im.add_argument("--video-root", help="vica-json: folder the records' video paths are relative to")
+    im.add_argument("--num-frames", type=int, default=8, help="vica-json: frames decoded per video [8]")
+    im.add_argument("--kind", default="auto", help="sharerobot-json: auto, planning, affordance or trajectory [auto]")
+    im.add_argument("--skip-bad", action="store_true", help="vica/sharerobot: count bad records instead of failing")
     im.add_argument("--image-size", type=int, default=224, help="longer image side in pixels [224]")
     im.add_argument("--max-samples", type=int, help="stop after this many samples")
     im.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
