@@ -110,34 +110,51 @@ UNITS: dict[str, tuple[str, float]] = {
     "cm²": ("area", 1e-4),
     "square centimeter": ("area", 1e-4),
     "square centimetre": ("area", 1e-4),
+    "mm2": ("area", 1e-6),
     "ft2": ("area", 0.09290304),
     "ft^2": ("area", 0.09290304),
     "ft²": ("area", 0.09290304),
     "square foot": ("area", 0.09290304),
     "square feet": ("area", 0.09290304),
 }
+UNITS["sq m"] = ("area", 1.0)
 _UNIT_WORDS = sorted(UNITS, key=len, reverse=True)
 _QUANTITY = re.compile(
-    r"("
-    + NUMBER
-    + r")\s*("
+    r"(?<![\w.])(\d+(?:\.(\d+))?|\.\d+)\s*("
     + "|".join(re.escape(u) + (r"s?" if len(u) > 2 and u[-1].isalpha() else "") for u in _UNIT_WORDS)
-    + r")"
-    r"(?![A-Za-z0-9])",
+    + r")(?![A-Za-z0-9])",
     re.IGNORECASE,
 )
 
 
+def unit_factor(word: str) -> tuple[str, float] | None:
+    """(dimension, factor to SI) of a unit word ("centimeters" -> ("length", 0.01)), plural forms included."""
+    unit = word.strip().lower()
+    if unit in UNITS:
+        return UNITS[unit]
+    if unit.endswith("s") and unit[:-1] in UNITS:
+        return UNITS[unit[:-1]]
+    return None
+
+
+def parse_quantity_step(text: str) -> tuple[float, str, float] | None:
+    """The first number with a known unit: (value in SI, dimension, half its rounding step in SI), or None.
+
+    The rounding step comes from the decimals written: "12.5 cm" -> (0.125, "length", 0.0005).
+    """
+    for m in _QUANTITY.finditer(text):
+        found = unit_factor(m.group(3))
+        if found is not None:
+            dimension, factor = found
+            decimals = len(m.group(2) or "")
+            return float(m.group(1)) * factor, dimension, 0.5 * 10.0**-decimals * factor
+    return None
+
+
 def parse_quantity(text: str) -> tuple[float, str] | None:
     """The first number with a known unit, converted to SI: (value, dimension), e.g. "12 cm" -> (0.12, "length")."""
-    for m in _QUANTITY.finditer(text):
-        unit = m.group(2).lower()
-        if unit not in UNITS and unit.endswith("s") and unit[:-1] in UNITS:
-            unit = unit[:-1]
-        if unit in UNITS:
-            dimension, factor = UNITS[unit]
-            return float(m.group(1)) * factor, dimension
-    return None
+    found = parse_quantity_step(text)
+    return None if found is None else (found[0], found[1])
 
 
 def parse_number(text: str) -> float | None:

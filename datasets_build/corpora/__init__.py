@@ -1,6 +1,14 @@
 """Auxiliary corpora built from robot episodes: a registry of builders (`register_corpus`) and `build_corpus`."""
 
-from datasets_build.corpora import bridgevqa, fast_tokens, robo2vlm, robopoint, sharerobot, vica  # noqa: F401  (registers the built-in corpora)
+from datasets_build.corpora import (  # noqa: F401  (registers the built-in corpora)
+    bridgevqa,
+    fast_tokens,
+    omni_generation,
+    robo2vlm,
+    robopoint,
+    sharerobot,
+    vica,
+)
 from datasets_build.corpora.base import (
     CorpusBuilder,
     EpisodeContext,

@@ -43,6 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from datasets_build.answers import UNITS as UNIT_TABLE
+from datasets_build.answers import parse_quantity_step
 from datasets_build.corpora.base import (
     CorpusBuilder,
     EpisodeContext,
@@ -131,34 +133,14 @@ ANSWERS: dict[str, list[str]] = {
     "height": ["The {a} is about {d} tall.", "The height of the {a} is about {d}."],
 }
 
-# Lengths: unit word -> metres per unit, and the rendering rule per unit system.
-UNIT_METRES: dict[str, float] = {
-    "mm": 0.001,
-    "millimeter": 0.001,
-    "millimetre": 0.001,
-    "cm": 0.01,
-    "centimeter": 0.01,
-    "centimetre": 0.01,
-    "m": 1.0,
-    "meter": 1.0,
-    "metre": 1.0,
-    "in": 0.0254,
-    "inch": 0.0254,
-    "inche": 0.0254,  # "inches" with the plural "s" removed
-    "ft": 0.3048,
-    "foot": 0.3048,
-    "feet": 0.3048,
-}
+# Lengths: metres per unit word (from the one unit table, datasets_build.answers.UNITS) and the rendering
+# rule per unit system.
+UNIT_METRES: dict[str, float] = {w: factor for w, (dimension, factor) in UNIT_TABLE.items() if dimension == "length"}
 RENDERING: dict[str, tuple[float, tuple[str, int], tuple[str, int]]] = {
     # system: (switch to the large unit at this many metres, (small unit, decimals), (large unit, decimals))
     "metric": (1.0, ("centimeters", 1), ("meters", 2)),
     "imperial": (0.9144, ("inches", 1), ("feet", 2)),
 }
-_LENGTH = re.compile(
-    r"(?<![\w.])(\d+(?:\.(\d+))?)\s*"
-    r"(millimet(?:er|re)s?|mm|centimet(?:er|re)s?|cm|met(?:er|re)s?|m|inch(?:es)?|in|f(?:oo|ee)t|ft)(?![a-z])",
-    re.IGNORECASE,
-)
 
 
 def format_length(metres: float, system: str) -> str:
@@ -175,13 +157,11 @@ def _unit_key(word: str) -> str:
 
 
 def parse_length_step(text: str) -> tuple[float, float]:
-    """(metres, half the rounding step in metres) of the first "<number> <unit>" in `text`; ValueError if none."""
-    match = _LENGTH.search(text)
-    if match is None:
+    """(metres, half the rounding step in metres) of the first length in `text`; ValueError if none."""
+    found = parse_quantity_step(text)
+    if found is None or found[1] != "length":
         raise ValueError(f"no length in {text[:80]!r}")
-    scale = UNIT_METRES[_unit_key(match.group(3))]
-    decimals = len(match.group(2) or "")
-    return float(match.group(1)) * scale, 0.5 * 10.0**-decimals * scale
+    return found[0], found[2]
 
 
 def parse_length(text: str) -> float:

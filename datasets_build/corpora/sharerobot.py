@@ -40,6 +40,7 @@ import numpy as np
 from PIL import Image
 from scipy.spatial.transform import Rotation
 
+from datasets_build.answers import format_box, format_points, parse_tuples
 from datasets_build.camera import CameraModel
 from datasets_build.corpora.base import (
     LETTERS,
@@ -53,7 +54,6 @@ from datasets_build.corpora.base import (
     register_corpus,
     sample_key,
 )
-from datasets_build.corpora.robopoint import format_points, parse_tuples
 from datasets_build.episode import Episode, ObjectInfo
 from datasets_build.errors import ConfigError
 from datasets_build.geometry import ee_positions
@@ -197,11 +197,6 @@ def project_points(camera: dict[str, Any], points: list[list[float]], size: list
     if not np.all(inside):
         raise ValueError("outside_image")
     return [(float(u) / w, float(v) / h) for u, v in uv]
-
-
-def format_box(box: list[float]) -> str:
-    """A normalised box as RoboBrain writes it: "[0.733, 0.158, 0.845, 0.263]"."""
-    return "[" + ", ".join(f"{v:.3f}" for v in box) + "]"
 
 
 def rounded_points(points: list[tuple[float, float]]) -> list[tuple[float, float]]:

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from datasets_build.answers import parse_number, parse_quantity_step, unit_factor
 from datasets_build.camera import CameraModel
 from datasets_build.corpora.base import (
     LETTERS,
@@ -132,75 +133,34 @@ COUNT_NOTE = "Answer with a single number."
 LETTER_NOTE = "Answer with the option's letter."
 PLURALS = {"box": "boxes", "glass": "glasses", "dish": "dishes"}
 
-# -- numbers and units -------------------------------------------------------------------------
-_QUANTITY = re.compile(r"([-+]?(?:\d+\.?\d*|\.\d+))\s*([A-Za-z²^0-9 ]*)")
-_LENGTH_UNITS = {
-    "m": 1.0,
-    "meter": 1.0,
-    "meters": 1.0,
-    "metre": 1.0,
-    "metres": 1.0,
-    "cm": 0.01,
-    "centimeter": 0.01,
-    "centimeters": 0.01,
-    "centimetre": 0.01,
-    "centimetres": 0.01,
-    "mm": 0.001,
-    "millimeter": 0.001,
-    "millimeters": 0.001,
-    "in": 0.0254,
-    "inch": 0.0254,
-    "inches": 0.0254,
-    "ft": 0.3048,
-    "foot": 0.3048,
-    "feet": 0.3048,
-}
-_AREA_UNITS = {
-    "m²": 1.0,
-    "m^2": 1.0,
-    "m2": 1.0,
-    "sq m": 1.0,
-    "square meter": 1.0,
-    "square meters": 1.0,
-    "square metre": 1.0,
-    "square metres": 1.0,
-    "cm²": 1e-4,
-    "cm^2": 1e-4,
-    "square centimeters": 1e-4,
-    "ft²": 0.09290304,
-    "square feet": 0.09290304,
-}
 
-
-def parse_quantity(text: str) -> tuple[float, str]:
-    """The first number of `text` and the unit words after it ("0.23 m" -> (0.23, "m")); ValueError if none."""
-    m = _QUANTITY.search(text.strip())
-    if m is None:
-        raise ValueError(f"no number in {text[:80]!r}")
-    return float(m.group(1)), m.group(2).strip().rstrip(".").strip().lower()
-
-
+# -- numbers and units (the unit table and parsers live in datasets_build.answers) ---------------------
 def parse_length(text: str, default_unit: str = "m") -> float:
     """A length answer ("12 cm", "0.4 meters", "3 ft") in metres; a bare number takes `default_unit`."""
-    value, unit = parse_quantity(text)
-    unit = unit or default_unit
-    if unit not in _LENGTH_UNITS:
-        raise ValueError(f"unknown length unit {unit!r}")
-    return value * _LENGTH_UNITS[unit]
+    found = parse_quantity_step(text)
+    if found is not None:
+        if found[1] != "length":
+            raise ValueError(f"not a length: {text[:80]!r}")
+        return found[0]
+    value = parse_number(text)
+    unit = unit_factor(default_unit) if default_unit else None
+    if value is None or unit is None or unit[0] != "length":
+        raise ValueError(f"no length with a unit in {text[:80]!r}")
+    return value * unit[1]
 
 
 def parse_area(text: str) -> float:
     """An area answer ("0.72 m²", "0.72 square meters") in square metres."""
-    value, unit = parse_quantity(text)
-    if unit not in _AREA_UNITS:
-        raise ValueError(f"unknown area unit {unit!r}")
-    return value * _AREA_UNITS[unit]
+    found = parse_quantity_step(text)
+    if found is None or found[1] != "area":
+        raise ValueError(f"no area with a unit in {text[:80]!r}")
+    return found[0]
 
 
 def parse_count(text: str) -> int:
     """A whole-number answer ("3", "3 blocks"); ValueError on fractions or junk."""
-    value, _unit = parse_quantity(text)
-    if value != int(value) or value < 0:
+    value = parse_number(text)
+    if value is None or value != int(value) or value < 0:
         raise ValueError(f"not a count: {text[:80]!r}")
     return int(value)
 
@@ -830,11 +790,7 @@ def imported_answer_ok(answer: str, kind: str) -> bool:
     if kind == "letter":
         return _LETTER_ANSWER.match(answer) is not None
     if kind == "number":
-        try:
-            parse_quantity(answer)
-        except ValueError:
-            return False
-        return True
+        return parse_number(answer) is not None
     return bool(answer.strip())
 
 

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from datasets_build.answers import format_points
 from datasets_build.corpora.base import frame_image
-from datasets_build.corpora.robopoint import format_points
 from datasets_build.corpora.sharerobot import BOX_NOTE, POINTS_NOTE, format_box, rounded_points
 from datasets_build.errors import ConfigError, DataError
 from datasets_build.sample import Sample, assistant_turn, key_part, user_turn
