@@ -6,8 +6,11 @@ whether the geometry came from ground truth (demo sim, CALVIN) or was estimated 
 
 The canonical frame is viewer-aligned and gravity-aligned (VQASynth's "canonicalised floor"):
 origin at the camera centre, +z up (against gravity, or the fitted table normal), +x the camera's right
-and +y the camera's viewing direction, both projected onto the horizontal plane. So "left of" = smaller x,
+projected onto the horizontal plane, +y = z cross x. For a camera without roll that looks down by less than
+90 degrees (every static camera here) +y is the viewing direction made horizontal, so "left of" = smaller x,
 "behind" (farther from the viewer) = larger y, "above" = larger z; widths are x extents, heights z extents.
+A camera tilted past straight down (the demo's wrist camera, about 17 degrees past) has +y pointing up the
+image instead, opposite its horizontal viewing direction; corpora ask directional questions on static views.
 """
 
 from __future__ import annotations
