@@ -109,6 +109,26 @@ def _fit_fast(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mix(args: argparse.Namespace) -> int:
+    from datasets_build.corpora.mix import load_mix_config, mix_shards
+
+    cfg = load_mix_config(
+        args.config,
+        args.input or (),
+        parse_overrides(args.options, where="mix"),
+        out=args.out,
+        mode=args.mode,
+        total=args.total,
+        seed=args.seed,
+        name=args.name,
+        max_samples_per_shard=args.max_samples_per_shard,
+        resume=args.resume or None,
+        overwrite=args.overwrite or None,
+    )
+    print(json.dumps(mix_shards(cfg), indent=2))
+    return 0
+
+
 def _build(args: argparse.Namespace) -> int:
     from datasets_build.corpora import BuildConfig, build_corpus
 
@@ -149,7 +169,10 @@ def _import(args: argparse.Namespace) -> int:
             raise ConfigError(f"import {args.format}: --{flag} is required")
         return str(value)
 
-    common = {"image_size": args.image_size, "max_samples": args.max_samples, "overwrite": args.overwrite}
+    size = 224 if args.image_size is None else args.image_size  # embodied corpora: 224 unless asked
+    common = {"image_size": size, "max_samples": args.max_samples, "overwrite": args.overwrite}
+    # general VQA keeps full-size images unless --image-size is given (OCR and charts need the pixels)
+    general = {"image_size": args.image_size, "max_samples": args.max_samples, "overwrite": args.overwrite}
     if args.format == "robo2vlm-parquet":
         from datasets_build.corpora.importers.robo2vlm_parquet import import_robo2vlm_parquet
 
@@ -158,6 +181,25 @@ def _import(args: argparse.Namespace) -> int:
         from datasets_build.corpora.importers.robopoint_json import import_robopoint_json
 
         summary = import_robopoint_json(args.input, need("image-root"), args.out, **common)
+    elif args.format == "llava-json":
+        from datasets_build.corpora.importers.llava_json import import_llava_json
+
+        summary = import_llava_json(
+            args.input, need("image-root"), args.out, dataset=args.dataset, skip_bad=args.skip_bad, **general
+        )
+    elif args.format == "hf-dataset":
+        from datasets_build.corpora.importers.hf_dataset import import_hf_dataset
+
+        summary = import_hf_dataset(
+            args.input,
+            args.split,
+            args.out,
+            args.messages_column,
+            args.images_column or None,
+            dataset=args.dataset,
+            skip_bad=args.skip_bad,
+            **general,
+        )
     elif args.format == "vica-json":
         from datasets_build.corpora.importers.vica_json import import_vica_json
 
@@ -246,6 +288,31 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--out", required=True, help="output JSON file")
     st.set_defaults(func=_stats)
 
+    mx = sub.add_parser(
+        "mix",
+        help="interleave shard sets (built corpora, imported general VQA) into one corpus such as vqa_mix",
+        description="Deterministic smooth weighted interleaving of shard sets, by weight (--total split by largest "
+        "remainder) or by exact per-input counts; the card records the exact counts. Resumable with --resume.",
+    )
+    mx.add_argument("--config", help="YAML file of MixConfig fields (inputs: [{path, weight | count, name, repeat}])")
+    mx.add_argument(
+        "--input",
+        action="append",
+        metavar="[NAME=]PATH[@N]",
+        help="shard folder, glob or Hub id; N is its weight (mode weight) or count (mode count); once per input "
+        "(replaces the config file's inputs)",
+    )
+    mx.add_argument("--out", help="output shard folder")
+    mx.add_argument("--mode", choices=["weight", "count"], help="split --total by weights, or take each input's count")
+    mx.add_argument("--total", type=int, help="mode weight: samples in all (default: the most the inputs allow)")
+    mx.add_argument("--seed", type=int, help="seed of the per-input subsets [0]")
+    mx.add_argument("--name", help="dataset name of the shards [vqa_mix]")
+    mx.add_argument("--max-samples-per-shard", type=int, help="samples per shard [2000]")
+    mx.add_argument("--resume", action="store_true", help="continue an interrupted --resume run in --out")
+    mx.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    mx.add_argument("options", nargs="*", metavar="key=value", help="other MixConfig fields (e.g. progress=false)")
+    mx.set_defaults(func=_mix)
+
     ff = sub.add_parser(
         "fit-fast",
         help="fit a FAST action tokenizer (DCT + BPE) on a source's action chunks",
@@ -307,12 +374,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     im.add_argument("input", help="parquet file/folder, or a json file / folder of json files")
     im.add_argument("--out", required=True, help="output shard folder (must not exist or be empty)")
-    im.add_argument("--image-root", help="robopoint-json, sharerobot-json: folder the image paths are relative to")
+    im.add_argument(
+        "--image-root", help="robopoint-json, sharerobot-json, llava-json: folder the image paths are relative to"
+    )
+    im.add_argument("--split", default="train", help="hf-dataset: split [train]")
+    im.add_argument("--messages-column", default="messages", help="hf-dataset: chat column [messages]")
+    im.add_argument("--images-column", default="images", help="hf-dataset: images column ('' = text only) [images]")
+    im.add_argument("--dataset", help="llava-json, hf-dataset: dataset name in task names (default: from the input)")
     im.add_argument("--video-root", help="vica-json: folder the records' video paths are relative to")
     im.add_argument("--num-frames", type=int, default=8, help="vica-json: frames decoded per video [8]")
     im.add_argument("--kind", default="auto", help="sharerobot-json: auto, planning, affordance or trajectory [auto]")
-    im.add_argument("--skip-bad", action="store_true", help="vica/sharerobot: count bad records instead of failing")
-    im.add_argument("--image-size", type=int, default=224, help="longer image side in pixels [224]")
+    im.add_argument(
+        "--skip-bad", action="store_true", help="count bad records instead of failing (not robo2vlm/robopoint)"
+    )
+    im.add_argument("--image-size", type=int, help="longer image side in pixels [224; general VQA formats: kept as is]")
     im.add_argument("--max-samples", type=int, help="stop after this many samples")
     im.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     im.set_defaults(func=_import)

@@ -63,6 +63,11 @@ STAGE_KINDS: dict[str, StageKind] = {
         "datasets_build.fast.fit:fit_fast",
         "fit a FAST action tokenizer (DCT + BPE) on a source's action chunks",
     ),
+    "mix": StageKind(
+        "datasets_build.corpora.mix:MixConfig",
+        "datasets_build.corpora.mix:mix_shards",
+        "interleave built corpora and general VQA into one shard set (e.g. vqa_mix)",
+    ),
     "verify": StageKind(
         "datasets_build.corpora.build:VerifyConfig",
         "datasets_build.corpora.build:run_verify",

@@ -22,6 +22,7 @@ from datasets_build.shards import (
     ShardSet,
     ShardWriter,
     fingerprint_path,
+    iter_tar_records,
     read_samples,
     shard_file_name,
     tar_file_size,
@@ -444,3 +445,118 @@ def test_open_by_hub_id_in_a_fresh_process(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(["k00000", "k00001", "k00002"])
+
+
+# -- resume and raw records ------------------------------------------------------------------------
+def _interrupted(out: Path, stop_after: int, **kw) -> None:
+    """A resumable build of k00000.. that is interrupted once `stop_after` samples went in."""
+
+    def build() -> None:
+        with ShardWriter(out, "demo", resume=True, **kw) as writer:
+            for i in range(stop_after):
+                writer.write(_sample(i, task="t" if i % 3 else "u"))
+            writer.skip("no_objects")
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build()
+
+
+def test_resume_continues_an_interrupted_build_to_identical_bytes(tmp_path: Path) -> None:
+    config = {"seed": 1}
+    full = tmp_path / "full"
+    _build(
+        full, [_sample(i, task="t" if i % 3 else "u") for i in range(10)], max_samples_per_shard=3, build_config=config
+    )
+
+    out = tmp_path / "out"
+    _interrupted(out, 8, max_samples_per_shard=3, build_config=config)
+    # the open third shard is gone; the two completed shards and the progress file stay
+    assert _final_files(out) == [".progress.json", shard_file_name("demo", 0), shard_file_name("demo", 1)]
+    progress = json.loads((out / ".progress.json").read_text())
+    assert progress["num_samples"] == 6
+    assert progress["counts_per_task"] == {"t": 4, "u": 2}
+    assert [s["name"] for s in progress["shards"]] == [shard_file_name("demo", 0), shard_file_name("demo", 1)]
+
+    with ShardWriter(out, "demo", resume=True, max_samples_per_shard=3, build_config=config) as writer:
+        assert writer.resumed_from == writer.num_samples == 6
+        assert "k00005" in writer
+        assert "k00006" not in writer
+        with pytest.raises(DataError, match="duplicate key"):
+            writer.write(_sample(5))
+        for i in range(6, 10):
+            writer.write(_sample(i, task="t" if i % 3 else "u"))
+    assert not (out / ".progress.json").exists()
+    assert _final_files(out) == _final_files(full)
+    for name in _final_files(full):
+        assert (out / name).read_bytes() == (full / name).read_bytes(), name
+    (out / ".progress.json").write_text("{}")  # as if killed between writing the card and removing this
+    with pytest.raises(OutputExistsError, match="finished build"):
+        ShardWriter(out, "demo", resume=True)
+
+
+def test_resume_after_a_hard_kill_and_its_checks(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _interrupted(out, 7, max_samples_per_shard=3)
+    # a hard kill can leave a shard completed after the last progress write, and a temp file
+    (out / shard_file_name("demo", 2)).write_bytes((out / shard_file_name("demo", 1)).read_bytes())
+    (out / f".{shard_file_name('demo', 3)}.tmp").write_bytes(b"partial")
+    with pytest.raises(ConfigError, match="max_samples_per_shard differs"):
+        ShardWriter(out, "demo", resume=True, max_samples_per_shard=4)
+    with pytest.raises(ConfigError, match="build_config differs"):
+        ShardWriter(out, "demo", resume=True, max_samples_per_shard=3, build_config={"seed": 2})
+    writer = ShardWriter(out, "demo", resume=True, max_samples_per_shard=3)
+    assert writer.num_samples == 6
+    assert _final_files(out) == [".progress.json", shard_file_name("demo", 0), shard_file_name("demo", 1)]
+    card = writer.close()
+    assert card.num_samples == 6
+    assert card.skipped == {}  # the skip came after the last completed shard
+    assert len(ShardSet(out, verify=True)) == 6
+
+    damaged = tmp_path / "damaged"
+    _interrupted(damaged, 4, max_samples_per_shard=3)
+    shard = damaged / shard_file_name("demo", 0)
+    data = bytearray(shard.read_bytes())
+    data[700] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="changed since the interrupted run") as info:
+        ShardWriter(damaged, "demo", resume=True, max_samples_per_shard=3)
+    assert info.value.where == str(shard)
+
+
+def test_resume_needs_progress_and_overwrite_clears_it(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _interrupted(out, 1, max_samples_per_shard=3)  # interrupted before any shard completed
+    assert _final_files(out) == [".progress.json"]
+    with pytest.raises(OutputExistsError):
+        ShardWriter(out, "demo")  # without resume a progress file is like any other output
+    card = _build(out, [_sample(0)], overwrite=True)
+    assert card.num_samples == 1
+    assert _final_files(out) == [CARD_NAME, shard_file_name("demo", 0)]
+    with pytest.raises(OutputExistsError):
+        ShardWriter(out, "demo", resume=True)  # a finished build without progress: nothing to resume
+
+
+def test_write_record_copies_encoded_records_byte_for_byte(tmp_path: Path) -> None:
+    samples = [_sample(i, fmt="png" if i % 2 else "jpg", n_images=i % 3, target=i == 4) for i in range(6)]
+    card = _build(tmp_path / "a", samples, max_samples_per_shard=4)
+    with ShardWriter(tmp_path / "b", "demo", max_samples_per_shard=4) as writer:
+        for entry in card.shards:
+            for record in iter_tar_records(tmp_path / "a" / entry.name):
+                writer.write_record(record)
+    assert writer.card is not None
+    assert writer.card.dumps() == card.dumps()
+    for entry in card.shards:
+        assert (tmp_path / "b" / entry.name).read_bytes() == (tmp_path / "a" / entry.name).read_bytes()
+    record = samples[2].encode()  # two jpg images
+    with ShardWriter(tmp_path / "c", "demo") as writer:
+        for bad, match in [
+            ({**record, "__key__": "bad key"}, "keys are"),
+            ({k: v for k, v in record.items() if k != "0.jpg"}, "members"),
+            ({**record, "json": b"{"}, "invalid JSON"),
+        ]:
+            with pytest.raises(DataError, match=match):
+                writer.write_record(bad)
+        writer.write_record(record)
+        with pytest.raises(DataError, match="duplicate key"):
+            writer.write_record(record)

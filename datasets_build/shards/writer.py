@@ -7,6 +7,19 @@ completed are deleted and no card is written, so a failed build leaves no final-
 hard kill (SIGKILL, power loss) cannot clean up: it leaves at most completed shards and a temp
 file, never a card, and the next build into that folder needs `overwrite=True`.
 
+With `resume=True` a build can be continued instead. The writer keeps `.progress.json` (written
+atomically at open and after each completed shard: the completed shard entries, the counters, the
+skip counts and the number of samples written), and `abort` deletes only the unfinished shard. A
+writer opened with `resume=True` on a folder holding `.progress.json` and no card checks that name,
+limits, build config and inputs are those of the interrupted run, re-checks the completed shards
+(size, sha256, sample count), restores their keys from the tar member names, deletes any later
+shard or temp file, and numbers the next shard after the last completed one. The producer then
+skips the first `num_samples` samples of its (deterministic) stream and writes the rest: the
+result is byte-identical to an uninterrupted build. `close` writes the card and removes the progress
+file. Skip counts are restored as counted when the last shard completed. With `resume=True` and no
+progress file the writer starts a fresh resumable build (`overwrite` applies as usual); a progress
+file takes precedence over `overwrite`; a folder with a card has nothing to resume.
+
 Output is byte-identical for identical samples: tar members have mtime 0, uid/gid 0, empty
 user/group names and mode 0o444 (webdataset's `TarWriter` takes `mtime`, `user`, `group` and
 `mode`; uid/gid stay at tarfile's default 0), and the card holds no timestamps.
@@ -16,9 +29,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import tarfile
+import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,11 +43,15 @@ from webdataset import TarWriter
 
 from datasets_build.atomic import CommitOrAbort
 from datasets_build.errors import ConfigError, DataError, OutputExistsError
-from datasets_build.sample import Sample
+from datasets_build.sample import Sample, count_image_parts, validate_messages
 from datasets_build.shards.card import CARD_NAME, DatasetCard, ShardEntry, fingerprint_path, to_jsonable
+from datasets_build.shards.reader import sha256_file
 
 DEFAULT_MAX_SAMPLES_PER_SHARD = 2000
 DEFAULT_MAX_BYTES_PER_SHARD = 256 * 1024 * 1024
+PROGRESS_NAME = ".progress.json"
+PROGRESS_VERSION = 1
+_RECORD_KEY_RE = re.compile(r"^[A-Za-z0-9_\-]{1,80}$")  # the rule `Sample` enforces on keys
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _USTAR_NAME_MAX = 100
 _BLOCK = tarfile.BLOCKSIZE
@@ -51,6 +70,27 @@ def tar_file_size(content_bytes: int) -> int:
     """
     end = content_bytes + 2 * _BLOCK
     return -(-end // _RECORD) * _RECORD
+
+
+def tar_keys(path: str | os.PathLike[str]) -> list[str]:
+    """Sample keys of a shard in member order, from the tar headers alone (member data is seeked over).
+
+    Members group by the base name before its first dot, as `iter_tar_records` and webdataset do.
+    """
+    keys: list[str] = []
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            for member in tar:
+                dirname, _, base = member.name.rpartition("/")
+                key, dot, _ = base.partition(".")
+                if not (member.isfile() and dot and key):
+                    continue
+                key = f"{dirname}/{key}" if dirname else key
+                if not keys or keys[-1] != key:
+                    keys.append(key)
+    except (tarfile.TarError, OSError) as exc:
+        raise DataError(f"cannot read tar ({exc})", os.fspath(path)) from exc
+    return keys
 
 
 def _member_bytes(size: int) -> int:
@@ -121,6 +161,7 @@ class ShardWriter(CommitOrAbort):
         build_config: Mapping[str, Any] | None = None,
         inputs: Sequence[str | os.PathLike[str] | Mapping[str, Any]] | None = None,
         jpeg_quality: int = 95,
+        resume: bool = False,
     ) -> None:
         if not _NAME_RE.match(name):
             raise ConfigError(f"dataset name {name!r} may hold only letters, digits, '_', '-' and '.'")
@@ -147,7 +188,15 @@ class ShardWriter(CommitOrAbort):
         self._skipped: Counter[str] = Counter()
         self._closed = False
         self.card: DatasetCard | None = None
-        self._prepare(overwrite)
+        self.resume = resume
+        self.resumed_from = 0  # samples restored from an interrupted run
+        progress = self.out_dir / PROGRESS_NAME
+        if resume and progress.is_file():
+            self._restore(progress)
+        else:
+            self._prepare(overwrite)
+            if resume:
+                self._write_progress()
 
     # -- folder -------------------------------------------------------------------------------
     def _prepare(self, overwrite: bool) -> None:
@@ -171,6 +220,97 @@ class ShardWriter(CommitOrAbort):
         if not os.access(out, os.W_OK | os.X_OK):
             raise DataError("output folder is not writable", out)
 
+    # -- resume -------------------------------------------------------------------------------
+    def _settings(self) -> dict[str, Any]:
+        """What must match between an interrupted run and the run that resumes it."""
+        return {
+            "name": self.name,
+            "max_samples_per_shard": self.max_samples_per_shard,
+            "max_bytes_per_shard": self.max_bytes_per_shard,
+            "jpeg_quality": self.jpeg_quality,
+            "build_config": self.build_config,
+            "inputs": self.inputs,
+        }
+
+    def _write_progress(self) -> None:
+        """Atomically record the completed shards and the counters they hold (resume mode)."""
+        state = {
+            "progress_version": PROGRESS_VERSION,
+            **self._settings(),
+            "num_samples": sum(entry.num_samples for entry in self._shards),
+            "shards": [entry.to_dict() for entry in self._shards],
+            "counts_per_task": dict(self._tasks),
+            "counts_per_source": dict(self._sources),
+            "counts_per_task_source": {task: dict(per) for task, per in self._task_sources.items()},
+            "skipped": dict(self._skipped),
+        }
+        target = self.out_dir / PROGRESS_NAME
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f"{PROGRESS_NAME}.", suffix=".tmp", dir=self.out_dir)
+        except OSError as exc:
+            raise DataError(f"cannot write progress file ({exc.strerror or exc})", target) from exc
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(state, fh, indent=1, sort_keys=True)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _restore(self, progress: Path) -> None:
+        """Take over the completed shards of an interrupted resumable run (see the module docstring)."""
+        if (self.out_dir / CARD_NAME).exists():
+            raise OutputExistsError(
+                f"{self.out_dir}: holds a finished build ({CARD_NAME}); nothing to resume (use overwrite to rebuild)"
+            )
+        try:
+            state = json.loads(progress.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read progress file ({exc})", progress) from exc
+        if not isinstance(state, dict) or state.get("progress_version") != PROGRESS_VERSION:
+            raise DataError(f"not a version-{PROGRESS_VERSION} progress file", progress, "progress_version")
+        for field_name, value in self._settings().items():
+            if state.get(field_name) != value:
+                raise ConfigError(
+                    f"{progress}: {field_name} differs from the interrupted run's; resume with the same settings "
+                    "(or rebuild with overwrite)"
+                )
+        try:
+            shards = [ShardEntry(**entry) for entry in state["shards"]]
+            tasks = Counter({str(k): int(v) for k, v in state["counts_per_task"].items()})
+            sources = Counter({str(k): int(v) for k, v in state["counts_per_source"].items()})
+            task_sources = {
+                str(task): Counter({str(k): int(v) for k, v in per.items()})
+                for task, per in state["counts_per_task_source"].items()
+            }
+            skipped = Counter({str(k): int(v) for k, v in state["skipped"].items()})
+            num_samples = int(state["num_samples"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DataError(f"malformed progress file ({type(exc).__name__}: {exc})", progress) from exc
+        keys: set[str] = set()
+        for index, entry in enumerate(shards):
+            path = self.out_dir / entry.name
+            if entry.name != shard_file_name(self.name, index):
+                raise DataError(f"shard {index} is named {entry.name!r}", progress, "shards")
+            if not path.is_file():
+                raise DataError("completed shard of the interrupted run is missing", path)
+            if path.stat().st_size != entry.bytes or sha256_file(path) != entry.sha256:
+                raise DataError("completed shard changed since the interrupted run (size or sha256)", path)
+            shard_keys = tar_keys(path)
+            if len(shard_keys) != entry.num_samples or keys.intersection(shard_keys):
+                raise DataError(f"holds {len(shard_keys)} distinct new keys, expected {entry.num_samples}", path)
+            keys.update(shard_keys)
+        if num_samples != len(keys) or sum(tasks.values()) != num_samples:
+            raise DataError(f"num_samples {num_samples} disagrees with the completed shards", progress)
+        listed = {entry.name for entry in shards} | {PROGRESS_NAME}
+        for path in self.out_dir.iterdir():  # later shards and temp files: the resumed run writes them again
+            if _is_build_output(path.name) and path.name not in listed:
+                path.unlink()
+        self._shards = shards
+        self._keys = keys
+        self._tasks, self._sources, self._task_sources, self._skipped = tasks, sources, task_sources, skipped
+        self.resumed_from = num_samples
+
     # -- writing ------------------------------------------------------------------------------
 
     @property
@@ -178,20 +318,73 @@ class ShardWriter(CommitOrAbort):
         """Samples written so far."""
         return len(self._keys)
 
+    def __contains__(self, key: object) -> bool:
+        """Whether a sample with this key was written (or restored by resume)."""
+        return key in self._keys
+
     def write(self, sample: Sample) -> None:
         """Append one sample, rolling to a new shard first if it would pass either limit."""
-        if self._closed:
-            raise DataError("writer is closed", self.out_dir)
         if not isinstance(sample, Sample):
             raise TypeError(f"ShardWriter.write takes a Sample, got {type(sample).__name__}")
-        if sample.key in self._keys:
-            raise DataError("duplicate key in this dataset", f"{self.out_dir}: sample {sample.key}", "__key__")
-        record = sample.encode(self.jpeg_quality)
+        self._check_open_and_new(sample.key)
+        self._append(sample.key, sample.encode(self.jpeg_quality), sample.task, sample.source)
+
+    def write_record(self, record: Mapping[str, Any]) -> None:
+        """Append one already-encoded webdataset record (`__key__`, `json`, `0.jpg`, ...) byte for byte.
+
+        For copying samples between shard sets (mixing) without decoding and re-encoding their images,
+        which would cost time and JPEG generation loss. The JSON payload is checked as `Sample` would
+        (chat format, image parts = image members); entries whose name starts with "_" are not members.
+        """
+        key = str(record.get("__key__", ""))
+        where = f"{self.out_dir}: sample {key}"
+        if not _RECORD_KEY_RE.match(key):
+            raise DataError("keys are 1-80 letters, digits, '_' or '-'", where, "__key__")
+        self._check_open_and_new(key)
+        members = {k: v for k, v in record.items() if not k.startswith("_")}
+        try:
+            payload = json.loads(members["json"])
+        except KeyError as exc:
+            raise DataError("record has no json member", where, "json") from exc
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"invalid JSON ({exc})", where, "json") from exc
+        if not isinstance(payload, dict):
+            raise DataError("must be a JSON object", where, "json")
+        validate_messages(payload.get("messages"), where)
+        n_images = payload.get("images", 0)
+        fmt = payload.get("image_format", "jpg")
+        if count_image_parts(payload["messages"]) != n_images:
+            raise DataError(f"{count_image_parts(payload['messages'])} image parts but {n_images} images", where)
+        expected = {"json", *(f"{i}.{fmt}" for i in range(n_images))}
+        if payload.get("has_target"):
+            expected.add("target.png")
+        if set(members) != expected:
+            raise DataError(f"members {sorted(members)} differ from {sorted(expected)}", where)
+        if not all(isinstance(v, bytes | bytearray) for v in members.values()):
+            raise DataError("every member must be bytes", where)
+        self._append(key, {"__key__": key, **members}, str(payload.get("task", "")), str(payload.get("source", "")))
+
+    def _check_open_and_new(self, key: str) -> None:
+        if self._closed:
+            raise DataError("writer is closed", self.out_dir)
+        if key in self._keys:
+            raise DataError("duplicate key in this dataset", f"{self.out_dir}: sample {key}", "__key__")
+
+    def _finish_current(self) -> None:
+        """Finish the open shard; in resume mode record the progress."""
+        if self._current is None:
+            return
+        self._shards.append(self._current.finish())
+        self._current = None
+        if self.resume:
+            self._write_progress()
+
+    def _append(self, key: str, record: dict[str, Any], task: str, source: str) -> None:
         size = 0
         for field_name, payload in record.items():
             if field_name == "__key__":
                 continue
-            member = f"{sample.key}.{field_name}"
+            member = f"{key}.{field_name}"
             if len(member.encode()) > _USTAR_NAME_MAX:
                 raise DataError(f"tar member name longer than {_USTAR_NAME_MAX} bytes", member, "__key__")
             size += _member_bytes(len(payload))
@@ -199,8 +392,8 @@ class ShardWriter(CommitOrAbort):
         if cur is not None and (
             cur.count >= self.max_samples_per_shard or tar_file_size(cur.content + size) > self.max_bytes_per_shard
         ):
-            self._shards.append(cur.finish())
-            self._current = cur = None
+            self._finish_current()
+            cur = None
         if cur is None:
             index = len(self._shards)
             final = self.out_dir / shard_file_name(self.name, index)
@@ -211,10 +404,10 @@ class ShardWriter(CommitOrAbort):
             raise DataError(f"cannot write shard ({exc.strerror or exc})", cur.tmp) from exc
         cur.count += 1
         cur.content += size
-        self._keys.add(sample.key)
-        self._tasks[sample.task] += 1
-        self._sources[sample.source] += 1
-        self._task_sources.setdefault(sample.task, Counter())[sample.source] += 1
+        self._keys.add(key)
+        self._tasks[task] += 1
+        self._sources[source] += 1
+        self._task_sources.setdefault(task, Counter())[source] += 1
 
     def skip(self, reason: str, count: int = 1) -> None:
         """Count `count` inputs dropped for `reason` (recorded in the card's `skipped`)."""
@@ -228,9 +421,7 @@ class ShardWriter(CommitOrAbort):
                 raise DataError("writer was aborted", self.out_dir)
             return self.card
         try:
-            if self._current is not None:
-                self._shards.append(self._current.finish())
-                self._current = None
+            self._finish_current()
             card = DatasetCard(
                 name=self.name,
                 num_samples=self.num_samples,
@@ -243,6 +434,8 @@ class ShardWriter(CommitOrAbort):
                 shards=list(self._shards),
             )
             card.write(self.out_dir / CARD_NAME)
+            if self.resume:
+                (self.out_dir / PROGRESS_NAME).unlink(missing_ok=True)
         except BaseException:
             self.abort()
             raise
@@ -251,19 +444,27 @@ class ShardWriter(CommitOrAbort):
         return card
 
     def abort(self) -> None:
-        """Delete the unfinished shard and the shards this run completed; write no card."""
+        """Delete the unfinished shard and the shards this run completed; write no card.
+
+        In resume mode the completed shards and `.progress.json` stay, so the build can be resumed.
+        """
         self._closed = True
         if self._current is not None:
             self._current.discard()
             self._current = None
+        if self.resume:
+            return
         for entry in self._shards:
             (self.out_dir / entry.name).unlink(missing_ok=True)
         self._shards = []
 
 
-_OUTPUT_RE = re.compile(r"^(\.?[A-Za-z0-9][A-Za-z0-9_.\-]*-\d{6}\.tar(\.tmp)?|\.?dataset_card\.json(\..*\.tmp)?)$")
+_OUTPUT_RE = re.compile(
+    r"^(\.?[A-Za-z0-9][A-Za-z0-9_.\-]*-\d{6}\.tar(\.tmp)?|\.?dataset_card\.json(\..*\.tmp)?|\.progress\.json(\..*\.tmp)?)$"
+)
 
 
 def _is_build_output(file_name: str) -> bool:
-    """Files `overwrite` removes: shards of any name, their temp files, the card and its temp files."""
+    """Files `overwrite` removes: shards of any name, their temp files, the card, the progress file and
+    their temp files."""
     return bool(_OUTPUT_RE.match(file_name))
