@@ -1,5 +1,6 @@
 """Corpus builds: the robo2vlm answers against ground truth, balance, determinism, verify, and the CLI."""
 
+import copy
 import io
 import json
 import tarfile
@@ -11,7 +12,14 @@ import pytest
 
 from datasets_build.cli import main
 from datasets_build.corpora import EpisodeContext, available_corpora, episode_rng, make_builder
-from datasets_build.corpora.robo2vlm import DIRECTION_WORDS, close_events, segment_phases
+from datasets_build.corpora.robo2vlm import (
+    ARROW_COLOURS,
+    DIRECTION_WORDS,
+    QUESTION_TYPES,
+    close_events,
+    segment_phases,
+)
+from datasets_build.geometry import ee_positions
 from datasets_build.shards import ShardSet
 from datasets_build.sources import open_source
 from tests.helpers import synthetic_episode
@@ -53,7 +61,9 @@ def answer_text(sample):
 
 
 def test_answers_match_ground_truth():
-    builder = make_builder("robo2vlm", {"direction_frame": "world", "per_type": 3}, image_size=16)
+    classic = ["gripper_state", "holding", "direction", "task", "success"]
+    options = {"direction_frame": "world", "per_type": 3, "question_types": classic}
+    builder = make_builder("robo2vlm", options, image_size=16)
     seen_types = Counter()
     for ep, result in questions(builder, [random_episode(s) for s in range(40)], range(3)):
         a = ep.actions
@@ -111,7 +121,7 @@ def test_camera_relative_right_is_image_right(demo_episodes):
 
 
 def test_letters_and_yes_no_are_balanced(demo_episodes):
-    builder = make_builder("robo2vlm", {})
+    builder = make_builder("robo2vlm", {"question_types": list(QUESTION_TYPES)})
     letters: dict[str, Counter] = {}
     yes_no: dict[str, Counter] = {}
     episodes = demo_episodes + [random_episode(s) for s in range(10)]
@@ -121,11 +131,122 @@ def test_letters_and_yes_no_are_balanced(demo_episodes):
             letters.setdefault(qtype, Counter())[sample.meta["answer"]] += 1
             if qtype in ("holding", "success"):
                 yes_no.setdefault(qtype, Counter())[answer_text(sample)] += 1
+    assert {"arrow", "multiview"} <= set(letters)  # the drawn questions are balanced too
     for table in (letters, yes_no):
         for qtype, counts in table.items():
             total = sum(counts.values())
             assert total >= 100, (qtype, total)
             assert max(counts.values()) / total <= 0.6, (qtype, counts)
+
+
+def test_arrow_answers_follow_the_end_effector(demo_episodes):
+    builder = make_builder("robo2vlm", {"question_types": ["arrow"], "per_type": 3})
+    checked = 0
+    for ep, result in questions(builder, demo_episodes, range(4)):
+        ee = ee_positions(ep)
+        for sample in result.samples:
+            facts, t = sample.meta["facts"], sample.meta["frame"]
+            assert builder.verify(sample)
+            cam = ep.camera_at(sample.meta["camera"], t)
+            uv, _ = cam.project(ee[[t, t + facts["horizon"]]])
+            uv = uv * np.asarray(facts["scale"])
+            true = uv[1] - uv[0]
+            arrows = {a["colour"]: a for a in facts["arrows"]}
+            assert answer_text(sample) in arrows
+            assert len(arrows) == 4
+            for colour, arrow in arrows.items():
+                d = np.subtract(arrow["end"], arrow["start"])
+                cos = float(d @ true / (np.linalg.norm(d) * np.linalg.norm(true)))
+                assert np.allclose(arrow["start"], uv[0], atol=0.01)
+                if colour == answer_text(sample):
+                    assert cos > 0.999
+                else:
+                    assert cos <= np.cos(np.radians(59.5))  # >= 60 degrees apart, up to the 0.01 px rounding
+            checked += 1
+    assert checked >= 40
+
+
+def test_drawn_true_arrow_has_its_colour_along_the_shaft(demo_episodes):
+    builder = make_builder("robo2vlm", {"question_types": ["arrow"], "per_type": 2})
+    checked = 0
+    for _, result in questions(builder, demo_episodes, range(2)):
+        for sample in result.samples:
+            image = np.asarray(sample.images[0])
+            true = next(a for a in sample.meta["facts"]["arrows"] if a["true"])
+            start, end = np.asarray(true["start"]), np.asarray(true["end"])
+            assert true["colour"] == answer_text(sample)
+            for f in np.linspace(0.35, 0.7, 8):
+                x, y = start + f * (end - start)
+                assert tuple(image[int(y), int(x)]) == ARROW_COLOURS[true["colour"]], (f, x, y)
+            checked += 1
+    assert checked >= 10
+
+
+def test_multiview_point_reprojects_into_both_views(demo_episodes):
+    builder = make_builder("robo2vlm", {"question_types": ["multiview"], "per_type": 3})
+    checked = 0
+    for ep, result in questions(builder, demo_episodes, range(4)):
+        for sample in result.samples:
+            facts, t = sample.meta["facts"], sample.meta["frame"]
+            first, second = facts["camera_names"]
+            assert (first, second) == ("static", "wrist")
+            assert builder.verify(sample)
+            assert len(sample.images) == 2
+            assert sum(p.get("type") == "image" for p in sample.messages[0]["content"]) == 2
+            point = np.asarray(facts["point"])
+            u, v = facts["pixel_first"]  # the marked pixel's depth gives the 3D point back
+            back = ep.camera_at(first, t).unproject(ep.depth[first][t], np.array([[u, v]]))[0]
+            assert np.allclose(back, point, atol=1e-6)
+            assert ep.objects  # X lies on an object's segmentation pixel
+            ids = {o.segmentation_id for o in ep.objects.values()}
+            assert ep.segmentation[first][t][int(v), int(u)] in ids
+            uv2, z2 = ep.camera_at(second, t).project(point[None])
+            col, row = int(uv2[0, 0]), int(uv2[0, 1])
+            assert abs(ep.depth[second][t][row, col] - z2[0]) <= 0.015  # visible in the wrist view
+            scale2 = np.asarray(facts["scales"][1])
+            true = next(c for c in facts["candidates"] if c["true"])
+            assert true["letter"] == sample.messages[1]["content"][0]["text"]
+            assert np.allclose(true["pixel"], uv2[0] * scale2, atol=0.01)
+            uv1, _ = ep.camera_at(first, t).project(point[None])
+            assert np.allclose(facts["marker"], uv1[0] * np.asarray(facts["scales"][0]), atol=0.01)
+            pixels = [np.asarray(c["pixel"]) for c in facts["candidates"]]
+            gaps = [np.linalg.norm(a - b) for i, a in enumerate(pixels) for b in pixels[i + 1 :]]
+            assert min(gaps) >= 0.1 * max(sample.images[1].size)
+            checked += 1
+    assert checked >= 40
+
+
+def test_drawn_questions_skip_without_what_they_need():
+    builder = make_builder("robo2vlm", {"question_types": ["arrow", "multiview"]}, image_size=32)
+    ep = synthetic_episode(length=12, size=32)  # state without named EE coordinates
+    ctx = EpisodeContext(np.random.default_rng(0))
+    assert "arrow:no_ee" in builder.build(ep, ctx).skipped
+    single = replace(ep, frames={"static": ep.frames["static"]}, camera={"static": ep.camera["static"]})
+    assert "multiview:single_camera" in builder.build(single, ctx).skipped
+    assert "multiview:no_depth" in builder.build(replace(ep, depth={}), ctx).skipped
+    named = replace(ep, meta={"state_names": ["x", "y", "z"]}, state=np.zeros((12, 3), np.float32))
+    assert "arrow:motion_too_short" in builder.build(named, ctx).skipped  # the EE never moves
+
+
+def test_drawn_answers_tampered_fail_verify(demo_episodes):
+    builder = make_builder("robo2vlm", {"question_types": ["arrow", "multiview"]})
+    checked = 0
+    for _, result in questions(builder, demo_episodes[:3], [0]):
+        for sample in result.samples:
+            assert builder.verify(sample)
+            bad = copy.deepcopy(sample)
+            letter = sample.messages[1]["content"][0]["text"]
+            bad.messages[1]["content"][0]["text"] = "B" if letter == "A" else "A"
+            assert not builder.verify(bad)
+            moved = copy.deepcopy(sample)
+            facts = moved.meta["facts"]
+            if sample.meta["question_type"] == "arrow":
+                facts["ee_end"] = list(2 * np.asarray(facts["ee_start"]) - np.asarray(facts["ee_end"]))
+            else:
+                facts["point"] = [c + 0.05 for c in facts["point"]]
+            assert not builder.verify(moved)
+            checked += 1
+    assert checked >= 6
 
 
 def test_phases_and_close_events():
@@ -277,3 +398,15 @@ def test_robo2vlm_parquet_import_verifies(tmp_path, capsys):
     assert samples[0].images[0].size == (32, 16)
     assert main(["verify", str(out)]) == 0
     assert json.loads(capsys.readouterr().out)["per_task"]["robo2vlm/imported"]["errors"] == 0
+
+
+def test_drawn_questions_are_byte_identical_per_seed(demo_episodes):
+    builder = make_builder("robo2vlm", {"question_types": ["arrow", "multiview"]})
+
+    def records(seed):
+        return [s.encode() for _, result in questions(builder, demo_episodes[:3], [seed]) for s in result.samples]
+
+    first = records(5)
+    assert first
+    assert first == records(5)
+    assert first != records(6)

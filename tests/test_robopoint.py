@@ -136,14 +136,19 @@ def test_verify_catches_tampering(demo_episodes):
 
 
 def test_episodes_without_geometry_are_skipped_and_counted(tmp_path, monkeypatch):
-    builder = make_builder("robopoint")
+    builder = make_builder("robopoint", {"geometry": {"mode": "ground_truth"}})
     ctx = EpisodeContext(np.random.default_rng(0))
     plain = synthetic_episode()
-    assert builder.build(replace(plain, segmentation={}), ctx).skipped == ["no_segmentation"]
-    assert builder.build(replace(plain, objects={}), ctx).skipped == ["no_objects"]
+    assert builder.build(replace(plain, depth={}), ctx).skipped == ["no_depth"]
+    assert builder.build(replace(plain, objects={}), ctx).skipped == ["no_masks"]
+    assert builder.build(replace(plain, frames={}), ctx).skipped == ["no_camera"]
     result = builder.build(plain, ctx)  # a 10x10 block on a zero (non-table) background
     assert [s.meta["question_type"] for s in result.samples] == ["object"]
+    assert "left:no_support" not in result.skipped  # the background's flat layer is fitted as support
     assert all(builder.verify(s) for s in result.samples)
+    boxes = builder.build(replace(plain, segmentation={}), ctx)  # masks from the block's pose and size instead
+    assert all(s.meta["geometry"] == "ground_truth" for s in boxes.samples)
+    assert all(builder.verify(s) for s in boxes.samples)
 
     class Stub:
         def __init__(self) -> None:
@@ -151,14 +156,15 @@ def test_episodes_without_geometry_are_skipped_and_counted(tmp_path, monkeypatch
 
         def episodes(self, num_shards=1, shard_index=0):
             for i in range(3):
-                yield replace(plain, episode_id=f"s{i}", segmentation={})
+                yield replace(plain, episode_id=f"s{i}", depth={})
             yield replace(plain, episode_id="o", objects={})
 
     monkeypatch.setattr(build_module, "open_source", lambda *a, **k: Stub())
     out = tmp_path / "c"
-    summary = build_corpus(BuildConfig(name="robopoint", input=str(tmp_path), out=str(out)))
+    options = {"geometry": {"mode": "ground_truth"}}
+    summary = build_corpus(BuildConfig(name="robopoint", input=str(tmp_path), out=str(out), options=options))
     assert summary["samples"] == 0
-    assert ShardSet(out).card.skipped == {"no_objects": 1, "no_segmentation": 3}
+    assert ShardSet(out).card.skipped == {"no_masks": 1, "no_depth": 3}
 
 
 def test_parse_points_formats():
@@ -228,3 +234,28 @@ def test_import_robopoint_json(tmp_path):
     assert main(args) == 2  # --image-root missing: one-line error
     assert main([*args, "--image-root", str(tmp_path / "img")]) == 0
     assert len(list(ShardSet(tmp_path / "o3"))) == 2
+
+
+def test_calvin_object_points_land_on_the_rendered_blocks(tmp_path):
+    """CALVIN has no segmentation: masks come from block poses and sizes back-projected from depth."""
+    from datasets_build.sources import open_source
+    from tests.calvin_fixtures import BLOCK_COLOURS, write_calvin
+
+    fixture = write_calvin(tmp_path / "task_ABC_D")
+    episodes = list(open_source("calvin", fixture.root).episodes())
+    options = {"question_types": ["object"], "per_type": 3, "frames": 3, "geometry": {"mode": "ground_truth"}}
+    builder = make_builder("robopoint", options)
+    checked, skipped = 0, []
+    for ep in episodes:
+        result = builder.build(ep, EpisodeContext(episode_rng(0, ep.episode_id, ep.source)))
+        skipped += result.skipped
+        for sample in result.samples:
+            assert builder.verify(sample)
+            frame = ep.frames["static"][sample.meta["frame"]]
+            h, w = frame.shape[:2]
+            colour = BLOCK_COLOURS[sample.meta["objects"][0]]
+            for x, y in parse_points(sample.messages[1]["content"][0]["text"]):
+                assert tuple(frame[point_pixel(x, y, h, w)]) == colour
+            checked += 1
+    assert checked >= 4
+    assert "no_masks" in skipped  # episodes of another table scene have no block sizes: no masks, no guess

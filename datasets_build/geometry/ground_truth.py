@@ -23,6 +23,8 @@ from datasets_build.geometry.scene import (
     subsample,
 )
 
+_SUPPORT_SAMPLE = 8192  # support pixels (evenly strided) whose median height is the support height
+
 
 @dataclass
 class GroundTruthOptions:
@@ -98,13 +100,27 @@ def ground_truth_geometry(
     model = episode.camera_at(camera, step)
     if (model.height, model.width) != (h, w):
         return "calibration_size_mismatch"
-    world = model.unproject(depth)  # (H*W, 3), row-major
     valid = np.isfinite(depth).ravel() & (depth.ravel() > 0)
     w2c = canonical_from_world(model)
-    canonical = apply(w2c, world)
     seg = episode.segmentation.get(camera)
     seg_frame = seg[step] if seg is not None and seg.shape[1:] == (h, w) else None
     wanted = names if names is not None else sorted(episode.objects)
+    needs_all = (
+        seg_frame is None
+        or opts.support_id is None
+        or any(episode.objects[n].segmentation_id is None for n in wanted if n in episode.objects)
+    )
+    # every pixel's world point only when box masks or a fitted support layer need them (segmentation
+    # masks with a known support id need only the pixels they keep: several times cheaper)
+    world = model.unproject(depth) if needs_all else None
+    canonical = apply(w2c, world) if world is not None else None
+
+    def canonical_at(flat: np.ndarray) -> np.ndarray:
+        if canonical is not None:
+            return canonical[flat]
+        rows, cols = np.divmod(flat, w)
+        return apply(w2c, model.unproject(depth, np.stack([cols + 0.5, rows + 0.5], axis=1)))
+
     objects: dict[str, ObjectGeometry] = {}
     for name in wanted:
         info = episode.objects.get(name)
@@ -112,17 +128,18 @@ def ground_truth_geometry(
             continue
         if seg_frame is not None and info.segmentation_id is not None:
             mask = (seg_frame == info.segmentation_id).ravel() & valid
-        elif info.size is not None:
+        elif info.size is not None and world is not None:
             mask = box_mask(info, step, world, opts.box_tolerance) & valid
         else:
             continue
         if int(mask.sum()) < opts.min_pixels:
             continue
         mask2d = mask.reshape(h, w)
+        kept = subsample(np.flatnonzero(mask), opts.max_points)  # evenly strided pixel indices
         objects[name] = ObjectGeometry(
             name=name,
             mask=mask2d,
-            points=subsample(canonical[mask], opts.max_points).astype(np.float32),
+            points=canonical_at(kept).astype(np.float32),
             box=mask_box(mask2d),
             category=info.category,
         )
@@ -135,8 +152,11 @@ def ground_truth_geometry(
         support_flat = (seg_frame == opts.support_id).ravel() & valid
         if support_flat.any():
             support = support_flat.reshape(h, w)
-            support_height = float(np.median(canonical[support_flat, 2]))
+            sample = subsample(np.flatnonzero(support_flat), _SUPPORT_SAMPLE)
+            support_height = float(np.median(canonical_at(sample)[:, 2]))
     if support is None:
+        if canonical is None:
+            canonical = apply(w2c, model.unproject(depth))
         taken = np.zeros(h * w, dtype=bool)
         for obj in objects.values():
             taken |= obj.mask.ravel()

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from datasets_build.episode import Episode, ObjectInfo
-from datasets_build.sim.env import CAMERAS, TabletopEnv
+from datasets_build.sim.env import CAMERAS, STATE_NAMES, TabletopEnv
 from datasets_build.sim.expert import DEFAULT_NOISE, ScriptedExpert
 
 SOURCE = "demo"
@@ -96,6 +96,7 @@ def rollout_expert(env: TabletopEnv, task: str, seed: int, noise: float = DEFAUL
         "steps": len(actions),
         "timing": timing,
         "layout": asdict(env.task.layout),
+        "state_names": list(STATE_NAMES),
     }
     rendered = [c for c in CAMERAS if frames[c]]
     return Episode(
