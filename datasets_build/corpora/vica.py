@@ -331,11 +331,19 @@ class VicaBuilder(CorpusBuilder):
         return result
 
     def _geometry(
-        self, episode: Episode, camera: str, step: int, cache: dict[tuple[str, int], FrameGeometry | str]
+        self,
+        episode: Episode,
+        camera: str,
+        step: int,
+        cache: dict[tuple[str, int], FrameGeometry | str],
+        points: bool = True,
     ) -> FrameGeometry | str:
-        key = (camera, step)
+        """Cached frame geometry; with `points=False` a cached full geometry is reused, else masks only."""
+        key = (camera, step) if points else (camera, -1 - step)
         if key not in cache:
-            cache[key] = self.provider.frame(episode, camera, step)
+            if not points and (camera, step) in cache:
+                return cache[(camera, step)]
+            cache[key] = self.provider.frame(episode, camera, step, points=points)
         return cache[key]
 
     def _steps(self, episode: Episode, qtype: str, rng: np.random.Generator) -> list[int]:
@@ -348,7 +356,10 @@ class VicaBuilder(CorpusBuilder):
     ) -> tuple[dict[str, _Object], dict[str, Any]] | str:
         """The objects visible in the clip `steps` of the main camera with their centres and sizes."""
         cfg = self.config
-        frames = {s: self._geometry(episode, cfg.camera, s, cache) for s in steps}
+        # with object poses and sizes from ground truth the clip needs only visibility (masks), not clouds
+        need_points = not (cfg.prefer_poses and all(o.size is not None for o in episode.objects.values()))
+        need_points = need_points or not episode.objects
+        frames = {s: self._geometry(episode, cfg.camera, s, cache, points=need_points) for s in steps}
         good = {s: g for s, g in frames.items() if not isinstance(g, str)}
         if not good:
             return str(next(iter(frames.values())))
@@ -545,7 +556,7 @@ class VicaBuilder(CorpusBuilder):
         length = len(episode)
         pixels_at: dict[int, dict[str, int]] = {}
         for step in range(length):
-            g = self._geometry(episode, camera, step, cache)
+            g = self.provider.frame(episode, camera, step, points=False)  # visibility only: masks suffice
             pixels_at[step] = {} if isinstance(g, str) else {n: int(o.mask.sum()) for n, o in g.objects.items()}
         if not any(pixels_at.values()):
             geometry = self._geometry(episode, camera, 0, cache)

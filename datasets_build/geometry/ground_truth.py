@@ -3,7 +3,8 @@
 Masks come from the segmentation map when the source has one (demo sim), otherwise from the objects'
 oriented boxes (pose + size, e.g. CALVIN's blocks from `scene_obs`): a pixel belongs to an object when its
 depth back-projects inside the box grown by `box_tolerance`, so occluded parts are not counted. The
-support surface is the segmentation's table id when given, else the densest horizontal layer of points.
+support surface is the segmentation's table id (the option, or the id the source declares in
+`episode.meta["support_segmentation_id"]`), else the densest horizontal layer of points.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class GroundTruthOptions:
     min_pixels: int = 12  # objects with fewer visible pixels are left out (occluded or out of view)
     max_points: int = 2048  # per-object point cloud size kept (evenly strided)
     box_tolerance: float = 0.005  # metres added around an object's box when masks come from poses
-    support_id: int | None = None  # segmentation id of the table; None = fit the support layer
+    support_id: int | None = None  # segmentation id of the table; None = the source's (meta), else fitted
     support_tolerance: float = 0.01  # metres: points this close to the support height are support
 
 
@@ -83,8 +84,13 @@ def ground_truth_geometry(
     step: int,
     options: GroundTruthOptions | None = None,
     names: list[str] | None = None,
+    points: bool = True,
 ) -> FrameGeometry | str:
-    """The frame's geometry, or a skip reason (`no_camera`, `no_depth`, `no_calibration`, `no_masks`)."""
+    """The frame's geometry, or a skip reason (`no_camera`, `no_depth`, `no_calibration`, `no_masks`).
+
+    With `points=False` only masks and boxes are made (empty point clouds, no support): for visibility
+    questions over many frames.
+    """
     opts = options or GroundTruthOptions()
     if camera not in episode.frames:
         return "no_camera"
@@ -105,14 +111,14 @@ def ground_truth_geometry(
     seg = episode.segmentation.get(camera)
     seg_frame = seg[step] if seg is not None and seg.shape[1:] == (h, w) else None
     wanted = names if names is not None else sorted(episode.objects)
-    needs_all = (
-        seg_frame is None
-        or opts.support_id is None
-        or any(episode.objects[n].segmentation_id is None for n in wanted if n in episode.objects)
+    declared = episode.meta.get("support_segmentation_id")
+    support_id = opts.support_id if opts.support_id is not None else declared if isinstance(declared, int) else None
+    box_masks = seg_frame is None or any(
+        episode.objects[n].segmentation_id is None for n in wanted if n in episode.objects
     )
     # every pixel's world point only when box masks or a fitted support layer need them (segmentation
     # masks with a known support id need only the pixels they keep: several times cheaper)
-    world = model.unproject(depth) if needs_all else None
+    world = model.unproject(depth) if box_masks or (points and support_id is None) else None
     canonical = apply(w2c, world) if world is not None else None
 
     def canonical_at(flat: np.ndarray) -> np.ndarray:
@@ -139,7 +145,7 @@ def ground_truth_geometry(
         objects[name] = ObjectGeometry(
             name=name,
             mask=mask2d,
-            points=canonical_at(kept).astype(np.float32),
+            points=canonical_at(kept).astype(np.float32) if points else np.zeros((0, 3), np.float32),
             box=mask_box(mask2d),
             category=info.category,
         )
@@ -148,13 +154,15 @@ def ground_truth_geometry(
         return "no_masks"
     support = None
     support_height = None
-    if seg_frame is not None and opts.support_id is not None:
-        support_flat = (seg_frame == opts.support_id).ravel() & valid
+    if not points:
+        pass
+    elif seg_frame is not None and support_id is not None:
+        support_flat = (seg_frame == support_id).ravel() & valid
         if support_flat.any():
             support = support_flat.reshape(h, w)
             sample = subsample(np.flatnonzero(support_flat), _SUPPORT_SAMPLE)
             support_height = float(np.median(canonical_at(sample)[:, 2]))
-    if support is None:
+    if support is None and points:
         if canonical is None:
             canonical = apply(w2c, model.unproject(depth))
         taken = np.zeros(h * w, dtype=bool)

@@ -53,13 +53,18 @@ class GeometryProvider:
             self._estimator = GeometryEstimator(self.config.estimated)
         return self._estimator
 
-    def frame(self, episode: Episode, camera: str, step: int, names: list[str] | None = None) -> FrameGeometry | str:
-        """Geometry of `episode`'s `camera` at `step`, or a skip reason string."""
+    def frame(
+        self, episode: Episode, camera: str, step: int, names: list[str] | None = None, points: bool = True
+    ) -> FrameGeometry | str:
+        """Geometry of `episode`'s `camera` at `step`, or a skip reason string.
+
+        `points=False` asks for masks only (ground truth then skips back-projection; estimates always have points).
+        """
         if camera not in episode.frames:
             return "no_camera"
         mode = self.config.mode
         if mode == "ground_truth" or (mode == "auto" and has_ground_truth(episode, camera)):
-            return ground_truth_geometry(episode, camera, step, self.config.ground_truth, names)
+            return ground_truth_geometry(episode, camera, step, self.config.ground_truth, names, points=points)
         if names is None:
             from datasets_build.geometry.language import object_phrases
 

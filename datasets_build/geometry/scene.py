@@ -16,6 +16,7 @@ image instead, opposite its horizontal viewing direction; corpora ask directiona
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -56,7 +57,10 @@ def apply(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 @dataclass
 class ObjectGeometry:
-    """One object in one frame: its pixel mask, pixel box and point cloud (canonical metres)."""
+    """One object in one frame: its pixel mask, pixel box and point cloud (canonical metres).
+
+    Centroid and robust bounds are computed once, on first use: do not modify `points` afterwards.
+    """
 
     name: str
     mask: np.ndarray  # bool (H, W) at the frame's resolution
@@ -65,20 +69,24 @@ class ObjectGeometry:
     score: float = 1.0  # detector confidence (1 for ground truth)
     category: str = ""
 
-    @property
+    @cached_property
     def centroid(self) -> np.ndarray:
         """Mean of the point cloud (3,), canonical metres."""
         return self.points.mean(axis=0)
 
+    @cached_property
+    def _bounds(self) -> np.ndarray:
+        return np.percentile(self.points, [2, 98], axis=0)
+
     @property
     def lower(self) -> np.ndarray:
         """Per-axis 2nd percentile of the cloud (robust minimum)."""
-        return np.percentile(self.points, 2, axis=0)
+        return self._bounds[0]
 
     @property
     def upper(self) -> np.ndarray:
         """Per-axis 98th percentile of the cloud (robust maximum)."""
-        return np.percentile(self.points, 98, axis=0)
+        return self._bounds[1]
 
     @property
     def extent(self) -> np.ndarray:

@@ -15,6 +15,7 @@ import numpy as np
 from datasets_build.episode import Episode, ObjectInfo
 from datasets_build.sim.env import CAMERAS, STATE_NAMES, TabletopEnv
 from datasets_build.sim.expert import DEFAULT_NOISE, ScriptedExpert
+from datasets_build.sim.scene import TABLE_ID
 
 SOURCE = "demo"
 
@@ -97,6 +98,7 @@ def rollout_expert(env: TabletopEnv, task: str, seed: int, noise: float = DEFAUL
         "timing": timing,
         "layout": asdict(env.task.layout),
         "state_names": list(STATE_NAMES),
+        "support_segmentation_id": TABLE_ID,  # the table: geometry reads free space from it
     }
     rendered = [c for c in CAMERAS if frames[c]]
     return Episode(

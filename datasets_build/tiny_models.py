@@ -1,0 +1,1045 @@
+"""Tiny, randomly initialised VLMs of every paper backbone family, and the real backbones' hyper-parameters.
+
+The demo chain (`recipes/run.sh demo`) and the SFT/VLA tests must run on a fresh machine with no downloads.
+This module builds each family's REAL transformers classes (model, processor, tokenizer class, image
+processor, chat template) from small configs: hidden 128, 2 decoder layers, a 2-layer vision tower of width
+64, 4 experts top-2 for the MoE. Tokenizers are trained here with the `tokenizers` library on a small English
+corpus of robot instructions and VQA words, then wrapped in the family's tokenizer class with the family's
+real special tokens. Weights are random but seeded: the same seed gives the same tensors and the same bytes.
+
+`install_in_hf_cache` places a built folder in the Hugging Face cache layout so that
+`from_pretrained("Qwen/Qwen2.5-VL-3B-Instruct")` resolves offline; `install_tiny_backbones` does this for the
+paper's nine backbone ids (`PAPER_BACKBONES`) with one build per family.
+
+`real_config(repo_id)` builds the published configuration of each of the nine backbones without weights, so
+that head widths and parameter counts can be computed on the meta device (`python -m vla info MODEL`).
+
+`MODULE_PATHS` names, per family, where the vision tower, projector, word embeddings, language model and
+lm_head live in transformers 5 (`model.get_submodule(path)`), for freezing and LoRA targeting.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers
+from tokenizers.models import BPE
+from tokenizers.trainers import BpeTrainer
+from transformers import (
+    CLIPImageProcessor,
+    GemmaTokenizer,
+    GenerationConfig,
+    Kosmos2Config,
+    Kosmos2ForConditionalGeneration,
+    Kosmos2Processor,
+    PaliGemmaConfig,
+    PaliGemmaForConditionalGeneration,
+    PaliGemmaProcessor,
+    PretrainedConfig,
+    PreTrainedModel,
+    ProcessorMixin,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2_5_VLProcessor,
+    Qwen2Tokenizer,
+    Qwen2VLImageProcessor,
+    Qwen2VLVideoProcessor,
+    Qwen3VLConfig,
+    Qwen3VLForConditionalGeneration,
+    Qwen3VLMoeConfig,
+    Qwen3VLMoeForConditionalGeneration,
+    Qwen3VLProcessor,
+    Qwen3VLVideoProcessor,
+    SiglipImageProcessor,
+    XLMRobertaTokenizer,
+)
+from transformers.tokenization_utils_base import AddedToken
+
+from .errors import ConfigError, OutputExistsError
+
+FAMILIES = ("qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "paligemma", "paligemma2", "kosmos2")
+
+# The paper's nine backbones (paper-notes.md, "VLM4VLA policy"): the Hub id of each and its family.
+PAPER_BACKBONES: dict[str, str] = {
+    "Qwen/Qwen2.5-VL-3B-Instruct": "qwen2_5_vl",
+    "Qwen/Qwen2.5-VL-7B-Instruct": "qwen2_5_vl",
+    "Qwen/Qwen3-VL-2B-Instruct": "qwen3_vl",
+    "Qwen/Qwen3-VL-4B-Instruct": "qwen3_vl",
+    "Qwen/Qwen3-VL-8B-Instruct": "qwen3_vl",
+    "Qwen/Qwen3-VL-30B-A3B-Instruct": "qwen3_vl_moe",
+    "google/paligemma-3b-pt-224": "paligemma",
+    "google/paligemma2-3b-pt-224": "paligemma2",
+    "microsoft/kosmos-2-patch14-224": "kosmos2",
+}
+
+# Parameter counts printed in the paper's Table 9 (millions), for sanity checks of `real_config`.
+PAPER_PARAMS_M: dict[str, int] = {
+    "Qwen/Qwen2.5-VL-3B-Instruct": 3755,
+    "Qwen/Qwen2.5-VL-7B-Instruct": 8292,
+    "Qwen/Qwen3-VL-2B-Instruct": 2128,
+    "Qwen/Qwen3-VL-4B-Instruct": 4437,
+    "Qwen/Qwen3-VL-8B-Instruct": 8767,
+    "Qwen/Qwen3-VL-30B-A3B-Instruct": 31071,
+    "google/paligemma-3b-pt-224": 2923,
+    "google/paligemma2-3b-pt-224": 3032,
+    "microsoft/kosmos-2-patch14-224": 1664,
+}
+
+
+@dataclass(frozen=True)
+class ModulePaths:
+    """Dotted paths (for `model.get_submodule`) of the parts a VLA/SFT stage freezes or adapts."""
+
+    vision_tower: str
+    projector: str
+    word_embeddings: str
+    language_model: str
+    lm_head: str
+
+
+# Checked against transformers 5.24 by tests/test_tiny_models.py. In Qwen-VL the projector (patch merger) sits
+# INSIDE the vision tower module: freezing `vision_tower` freezes it too; Qwen3-VL also has
+# `model.visual.deepstack_merger_list` (projectors of intermediate ViT layers injected into the first LLM layers).
+MODULE_PATHS: dict[str, ModulePaths] = {
+    "qwen2_5_vl": ModulePaths(
+        "model.visual", "model.visual.merger", "model.language_model.embed_tokens", "model.language_model", "lm_head"
+    ),
+    "qwen3_vl": ModulePaths(
+        "model.visual", "model.visual.merger", "model.language_model.embed_tokens", "model.language_model", "lm_head"
+    ),
+    "qwen3_vl_moe": ModulePaths(
+        "model.visual", "model.visual.merger", "model.language_model.embed_tokens", "model.language_model", "lm_head"
+    ),
+    "paligemma": ModulePaths(
+        "model.vision_tower",
+        "model.multi_modal_projector",
+        "model.language_model.embed_tokens",
+        "model.language_model",
+        "lm_head",
+    ),
+    "paligemma2": ModulePaths(
+        "model.vision_tower",
+        "model.multi_modal_projector",
+        "model.language_model.embed_tokens",
+        "model.language_model",
+        "lm_head",
+    ),
+    # Kosmos-2 has no `.model` wrapper: the text decoder is a whole causal LM with its own lm_head.
+    "kosmos2": ModulePaths(
+        "vision_model",
+        "image_to_text_projection",
+        "text_model.model.embed_tokens",
+        "text_model.model",
+        "text_model.lm_head",
+    ),
+}
+
+# Image tokens one 224x224 image takes in the LLM sequence, identical in the tiny builds and the real models:
+# Qwen2.5-VL (14 px patches, 2x2 merge) 8x8; Qwen3-VL (16 px, 2x2) 8x8, because its image processor's
+# min_pixels (65536) upsamples 224x224 to 256x256; PaliGemma (SigLIP 224/14) 16x16; Kosmos-2 64 latent queries.
+IMAGE_TOKENS_224: dict[str, int] = {
+    "qwen2_5_vl": 64,
+    "qwen3_vl": 64,
+    "qwen3_vl_moe": 64,
+    "paligemma": 256,
+    "paligemma2": 256,
+    "kosmos2": 64,
+}
+
+TINY_MARKER = "tiny_model.json"
+
+# ---------------------------------------------------------------------------------------------------------
+# Tokenizer corpus: robot instructions (CALVIN / Bridge / LIBERO style) and VQA vocabulary.
+# ---------------------------------------------------------------------------------------------------------
+
+_CORPUS = [
+    "What action should the robotic arm take to pick up the red block?",
+    "pick up the blue cube and place it in the drawer",
+    "put the carrot on the plate",
+    "put the eggplant in the basket",
+    "put the spoon on the towel",
+    "stack the green cube on the yellow cube",
+    "open the drawer, then close the drawer",
+    "push the pink block to the left",
+    "push the red block to the right",
+    "lift the purple block from the table",
+    "rotate the blue block clockwise, then counterclockwise",
+    "turn on the light bulb and turn off the led",
+    "move the slider to the left and the right",
+    "put the black bowl on the top of the cabinet",
+    "turn on the stove and put the moka pot on it",
+    "put both the alphabet soup and the cream cheese box in the basket",
+    "pick up the book and place it in the back compartment of the caddy",
+    "put the white mug on the left plate and put the yellow and white mug on the right plate",
+    "You are a helpful assistant.",
+    "Which object is closer to the camera, the bowl or the cup?",
+    "Is the gripper open or closed? Answer yes or no.",
+    "How far is the robot gripper from the target object, in centimeters?",
+    "Where is the mug relative to the plate: left, right, in front of or behind?",
+    "Point to the handle of the drawer. Answer with a list of (x, y) points.",
+    "Will the robot succeed at the task? Choose one option: A, B, C or D.",
+    "The arm moves up, down, forward and backward; the gripper rotates and opens.",
+    "Which direction does the end effector move next?",
+    "How many objects are on the table? There are 3 objects: 1, 2, 3, 4, 5, 6, 7, 8, 9, 0.",
+    "Describe the scene in the image. Count the objects and name their colors.",
+    "What is the distance between the spoon and the towel? About 0.25 meters.",
+    "Is the block bigger or smaller than the cup? Which one is taller, wider, higher, lower?",
+    "the robot arm is holding a sponge above the sink near the faucet",
+    "a kitchen counter with a knife, a fork, a pan, a pot, a lid and a cloth",
+    "first, second, third, then, next, finally, done, success, failure",
+    "system user assistant image picture video",
+    "the user asks the assistant; the system prompt sets the role of the assistant",
+    "user",
+    "assistant",
+    "system",
+]
+
+
+def _corpus(repeat: int = 4) -> list[str]:
+    """The training text, repeated so that frequent words merge into whole-word pieces."""
+    return [line for _ in range(repeat) for line in _CORPUS]
+
+
+# Qwen2 / Qwen2.5 / Qwen3 pre-tokenisation regex (the one transformers' Qwen2Tokenizer applies).
+_QWEN_SPLIT = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"""
+    r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+
+# Qwen special tokens in their real order (Qwen2.5-VL / Qwen3-VL tokenizer_config.json added_tokens_decoder);
+# the first 14 are special, the tool/fim/think tokens are plain added tokens as in the real files.
+_QWEN_SPECIAL = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+_QWEN_ADDED = [
+    "<tool_call>",
+    "</tool_call>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
+]
+_QWEN3_ADDED = ["<tool_response>", "</tool_response>", "<think>", "</think>"]
+
+
+def _qwen_tokenizer(qwen3: bool) -> Qwen2Tokenizer:
+    """A byte-level BPE trained on the corpus, wrapped in Qwen2Tokenizer with the Qwen special tokens."""
+    trainer_tok = Tokenizer(BPE())
+    trainer_tok.normalizer = normalizers.NFC()
+    trainer_tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(_QWEN_SPLIT), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    trainer = BpeTrainer(vocab_size=1000, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer_tok.train_from_iterator(_corpus(), trainer=trainer)
+    model = json.loads(trainer_tok.to_str())["model"]
+    merges: Any = [tuple(pair) for pair in model["merges"]]  # transformers 5 takes (a, b) tuples
+    no_unk: dict[str, Any] = {"unk_token": None}  # as the real Qwen tokenizer_config.json (byte-level: no unknowns)
+    tokenizer = Qwen2Tokenizer(
+        vocab=dict(model["vocab"]),
+        merges=merges,
+        **no_unk,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        errors="replace",
+        clean_up_tokenization_spaces=False,
+        model_max_length=131072,
+        split_special_tokens=False,
+    )
+    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in _QWEN_SPECIAL])
+    extra = _QWEN_ADDED + (_QWEN3_ADDED if qwen3 else [])
+    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in extra])
+    return tokenizer
+
+
+# Gemma's first ids (real Gemma vocabulary): pad 0, eos 1, bos 2, unk 3, mask 4; then byte-fallback pieces.
+_GEMMA_SPECIAL = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
+_GEMMA_BYTES = [f"<0x{b:02X}>" for b in range(256)]
+
+
+def _gemma_tokenizer() -> GemmaTokenizer:
+    """A BPE with byte fallback (SentencePiece-style "▁" pieces), wrapped in GemmaTokenizer."""
+    trainer_tok = Tokenizer(BPE(unk_token="<unk>", byte_fallback=True))
+    trainer_tok.normalizer = normalizers.Replace(" ", "▁")
+    # Train on "▁word" pieces so that no merge spans two words (as SentencePiece); GemmaTokenizer then applies
+    # the merges to the whole normalised string, which yields the same pieces.
+    trainer_tok.pre_tokenizer = pre_tokenizers.Split("▁", behavior="merged_with_next")
+    trainer = BpeTrainer(vocab_size=900, special_tokens=_GEMMA_SPECIAL + _GEMMA_BYTES, show_progress=False)
+    trainer_tok.train_from_iterator(_corpus(), trainer=trainer)
+    model = json.loads(trainer_tok.to_str())["model"]
+    merges: Any = [tuple(pair) for pair in model["merges"]]  # transformers 5 takes (a, b) tuples
+    return GemmaTokenizer(
+        vocab=dict(model["vocab"]),
+        merges=merges,
+        add_bos_token=True,
+        add_eos_token=False,
+        clean_up_tokenization_spaces=False,
+        model_max_length=1000000000000000019884624838656,
+    )
+
+
+def _xlmr_tokenizer() -> XLMRobertaTokenizer:
+    """A SentencePiece-style Unigram (XLM-R special ids: <s> 0, <pad> 1, </s> 2, <unk> 3) for Kosmos-2.
+
+    The `tokenizers` UnigramTrainer keeps only ~250 character-level pieces on a corpus this small, so the pieces
+    come from a BPE trained on the same "▁word" split and their Unigram log-probabilities from how often each
+    piece occurs when the BPE encodes the corpus (one EM step from SentencePiece's seed vocabulary).
+    """
+    specials = ["<s>", "<pad>", "</s>", "<unk>"]
+    split = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")]
+    )
+    bpe = Tokenizer(BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = split
+    bpe.train_from_iterator(
+        _corpus(), trainer=BpeTrainer(vocab_size=1000, special_tokens=specials, show_progress=False)
+    )
+    counts = Counter(piece for line in _corpus() for piece in bpe.encode(line).tokens)
+    pieces = sorted(bpe.get_vocab().items(), key=lambda item: item[1])
+    total = sum(counts.values()) + 0.5 * len(pieces)
+    vocab = [(p, 0.0) if p in specials else (p, math.log((counts[p] + 0.5) / total)) for p, _ in pieces]
+    vocab.append(("<mask>", 0.0))
+    return XLMRobertaTokenizer(vocab=vocab, add_prefix_space=True, model_max_length=2048)
+
+
+def _chat_template(name: str) -> str:
+    """One of TRL's stored chat templates: the real Qwen-VL ones, which TRL recognises and swaps for its
+    `{% generation %}`-tagged training versions under `assistant_only_loss=True`."""
+    return (resources.files("trl") / "chat_templates" / f"{name}.jinja").read_text(encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Processors (built first: they add tokens, and the config's vocab_size is len(tokenizer) afterwards)
+# ---------------------------------------------------------------------------------------------------------
+
+_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+def _qwen_processor(family: str) -> ProcessorMixin:
+    """Qwen2.5-VL (patch 14) or Qwen3-VL (patch 16) processor with the real chat template."""
+    if family == "qwen2_5_vl":
+        tokenizer = _qwen_tokenizer(qwen3=False)
+        template = _chat_template("qwen2_5_vl")
+        tokenizer.chat_template = template
+        image = Qwen2VLImageProcessor(
+            patch_size=14,
+            merge_size=2,
+            temporal_patch_size=2,
+            min_pixels=3136,
+            max_pixels=12845056,
+            image_mean=_CLIP_MEAN,
+            image_std=_CLIP_STD,
+        )
+        video = Qwen2VLVideoProcessor(patch_size=14, merge_size=2, temporal_patch_size=2)
+        return Qwen2_5_VLProcessor(
+            image_processor=image, tokenizer=tokenizer, video_processor=video, chat_template=template
+        )
+    tokenizer = _qwen_tokenizer(qwen3=True)
+    template = _chat_template("qwen3_vl")
+    tokenizer.chat_template = template
+    image = Qwen2VLImageProcessor(
+        patch_size=16,
+        merge_size=2,
+        temporal_patch_size=2,
+        size={"shortest_edge": 65536, "longest_edge": 16777216},
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
+    video3 = Qwen3VLVideoProcessor(patch_size=16, merge_size=2, temporal_patch_size=2)
+    return Qwen3VLProcessor(image_processor=image, tokenizer=tokenizer, video_processor=video3, chat_template=template)
+
+
+def _paligemma_processor() -> PaliGemmaProcessor:
+    """SigLIP 224 image processor + Gemma tokenizer; the processor adds <image>, 1024 <loc>, 128 <seg>."""
+    image = SiglipImageProcessor(
+        size={"height": 224, "width": 224},
+        resample=3,
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+        image_seq_length=IMAGE_TOKENS_224["paligemma"],
+    )
+    return PaliGemmaProcessor(image_processor=image, tokenizer=_gemma_tokenizer())
+
+
+def _kosmos2_processor() -> Kosmos2Processor:
+    """CLIP 224 image processor + XLM-R Unigram; the processor adds its 11 tag and 1024 patch-index tokens."""
+    image = CLIPImageProcessor(
+        size={"height": 224, "width": 224},
+        do_center_crop=False,
+        resample=3,
+        image_mean=_CLIP_MEAN,
+        image_std=_CLIP_STD,
+    )
+    return Kosmos2Processor(image_processor=image, tokenizer=_xlmr_tokenizer())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Tiny configs
+# ---------------------------------------------------------------------------------------------------------
+
+TINY_HIDDEN = 128
+TINY_LAYERS = 2
+TINY_VISION_WIDTH = 64
+
+
+def _qwen_ids(processor: ProcessorMixin) -> dict[str, Any]:
+    """The vision special-token ids of a built Qwen processor, for the model config."""
+    ids = processor.tokenizer.convert_tokens_to_ids
+    return {
+        "image_token_id": ids("<|image_pad|>"),
+        "video_token_id": ids("<|video_pad|>"),
+        "vision_start_token_id": ids("<|vision_start|>"),
+        "vision_end_token_id": ids("<|vision_end|>"),
+    }
+
+
+def _tiny_config(family: str, processor: ProcessorMixin) -> PretrainedConfig:
+    """A small config of `family` whose vocabulary and special ids match the built processor."""
+    tok = processor.tokenizer
+    vocab = len(tok)
+    if family == "qwen2_5_vl":
+        return Qwen2_5_VLConfig(
+            text_config={
+                "vocab_size": vocab,
+                "hidden_size": TINY_HIDDEN,
+                "intermediate_size": 256,
+                "num_hidden_layers": TINY_LAYERS,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 2,
+                "max_position_embeddings": 4096,
+                "max_window_layers": TINY_LAYERS,
+                "rms_norm_eps": 1e-6,
+                "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [4, 6, 6]},
+                "bos_token_id": tok.convert_tokens_to_ids("<|endoftext|>"),
+                "eos_token_id": tok.convert_tokens_to_ids("<|im_end|>"),
+                "pad_token_id": tok.pad_token_id,
+            },
+            vision_config={
+                "depth": TINY_LAYERS,
+                "hidden_size": TINY_VISION_WIDTH,
+                "intermediate_size": 128,
+                "num_heads": 4,
+                "out_hidden_size": TINY_HIDDEN,
+                "patch_size": 14,
+                "spatial_merge_size": 2,
+                "temporal_patch_size": 2,
+                "window_size": 112,
+                "fullatt_block_indexes": [1],
+                "tokens_per_second": 2,
+            },
+            tie_word_embeddings=True,
+            **_qwen_ids(processor),
+        )
+    if family in ("qwen3_vl", "qwen3_vl_moe"):
+        text: dict[str, Any] = {
+            "vocab_size": vocab,
+            "hidden_size": TINY_HIDDEN,
+            "intermediate_size": 256,
+            "num_hidden_layers": TINY_LAYERS,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "head_dim": 32,
+            "max_position_embeddings": 4096,
+            "rms_norm_eps": 1e-6,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 5000000.0,
+                "mrope_section": [6, 5, 5],
+                "mrope_interleaved": True,
+            },
+            "pad_token_id": tok.pad_token_id,
+        }
+        vision = {
+            "depth": TINY_LAYERS,
+            "hidden_size": TINY_VISION_WIDTH,
+            "intermediate_size": 128,
+            "num_heads": 4,
+            "out_hidden_size": TINY_HIDDEN,
+            "patch_size": 16,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "num_position_embeddings": 256,
+            "deepstack_visual_indexes": [0],
+        }
+        if family == "qwen3_vl":
+            return Qwen3VLConfig(
+                text_config=text, vision_config=vision, tie_word_embeddings=True, **_qwen_ids(processor)
+            )
+        text.update(
+            {
+                "moe_intermediate_size": 64,
+                "num_experts": 4,
+                "num_experts_per_tok": 2,
+                "decoder_sparse_step": 1,
+                "norm_topk_prob": True,
+                "bos_token_id": tok.convert_tokens_to_ids("<|endoftext|>"),
+                "eos_token_id": tok.convert_tokens_to_ids("<|im_end|>"),
+            }
+        )
+        return Qwen3VLMoeConfig(
+            text_config=text, vision_config=vision, tie_word_embeddings=False, **_qwen_ids(processor)
+        )
+    if family in ("paligemma", "paligemma2"):
+        text = {
+            "model_type": "gemma" if family == "paligemma" else "gemma2",
+            "vocab_size": vocab,
+            "hidden_size": TINY_HIDDEN,
+            "intermediate_size": 256,
+            "num_hidden_layers": TINY_LAYERS,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 1 if family == "paligemma" else 2,
+            "head_dim": 32,
+            "max_position_embeddings": 8192,
+            "hidden_activation": "gelu_pytorch_tanh",
+            "bos_token_id": tok.bos_token_id,
+            "eos_token_id": tok.eos_token_id,
+            "pad_token_id": tok.pad_token_id,
+        }
+        if family == "paligemma2":
+            text.update(
+                {
+                    "query_pre_attn_scalar": 32,
+                    "sliding_window": 4096,
+                    "final_logit_softcapping": 30.0,
+                    "attn_logit_softcapping": 50.0,
+                }
+            )
+        return PaliGemmaConfig(
+            text_config=text,
+            vision_config={
+                "model_type": "siglip_vision_model",
+                "hidden_size": TINY_VISION_WIDTH,
+                "intermediate_size": 128,
+                "num_hidden_layers": TINY_LAYERS,
+                "num_attention_heads": 4,
+                "image_size": 224,
+                "patch_size": 14,
+                "vision_use_head": False,
+            },
+            image_token_index=tok.convert_tokens_to_ids("<image>"),
+            projection_dim=TINY_HIDDEN,
+            hidden_size=TINY_HIDDEN,
+            tie_word_embeddings=True,
+        )
+    if family == "kosmos2":
+        return Kosmos2Config(
+            text_config={
+                "vocab_size": vocab,
+                "embed_dim": TINY_HIDDEN,
+                "layers": TINY_LAYERS,
+                "attention_heads": 4,
+                "ffn_dim": 256,
+                "max_position_embeddings": 2048,
+                "scale_embedding": True,
+                "bos_token_id": tok.bos_token_id,
+                "eos_token_id": tok.eos_token_id,
+                "pad_token_id": tok.pad_token_id,
+            },
+            vision_config={
+                "hidden_size": TINY_VISION_WIDTH,
+                "intermediate_size": 128,
+                "num_hidden_layers": TINY_LAYERS,
+                "num_attention_heads": 4,
+                "image_size": 224,
+                "patch_size": 14,
+            },
+            latent_query_num=IMAGE_TOKENS_224["kosmos2"],
+        )
+    raise ConfigError(f"unknown VLM family {family!r}; choose one of {', '.join(FAMILIES)}")
+
+
+_MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {
+    "qwen2_5_vl": Qwen2_5_VLForConditionalGeneration,
+    "qwen3_vl": Qwen3VLForConditionalGeneration,
+    "qwen3_vl_moe": Qwen3VLMoeForConditionalGeneration,
+    "paligemma": PaliGemmaForConditionalGeneration,
+    "paligemma2": PaliGemmaForConditionalGeneration,
+    "kosmos2": Kosmos2ForConditionalGeneration,
+}
+
+
+def _processor(family: str) -> ProcessorMixin:
+    """The family's processor (tokenizer trained here)."""
+    if family in ("qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe"):
+        return _qwen_processor("qwen2_5_vl" if family == "qwen2_5_vl" else "qwen3_vl")
+    if family in ("paligemma", "paligemma2"):
+        return _paligemma_processor()
+    return _kosmos2_processor()
+
+
+def _generation_config(family: str, processor: ProcessorMixin) -> GenerationConfig:
+    """Greedy decoding that stops where the real checkpoints stop."""
+    tok = processor.tokenizer
+    if family.startswith("qwen"):
+        eos = [tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")]
+        return GenerationConfig(
+            bos_token_id=tok.convert_tokens_to_ids("<|endoftext|>"), eos_token_id=eos, pad_token_id=tok.pad_token_id
+        )
+    return GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+
+
+def build_tiny_model(family: str, out: str | Path, seed: int = 0) -> Path:
+    """Write a tiny random `family` VLM (model + processor) to `out`; returns the folder.
+
+    The folder loads with plain `AutoProcessor.from_pretrained(out)` and
+    `AutoModelForImageTextToText.from_pretrained(out)`. Same family and seed give the same tensors and files.
+    """
+    if family not in FAMILIES:
+        raise ConfigError(f"unknown VLM family {family!r}; choose one of {', '.join(FAMILIES)}")
+    folder = Path(out)
+    if folder.exists() and any(folder.iterdir()):
+        raise OutputExistsError(f"{folder}: refusing to build a tiny model into a non-empty folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    processor = _processor(family)
+    config = _tiny_config(family, processor)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _MODEL_CLASSES[family](config)
+    model.generation_config = _generation_config(family, processor)
+    model.eval()
+    processor.save_pretrained(folder)
+    model.save_pretrained(folder, safe_serialization=True)
+    marker = {"family": family, "seed": seed, "transformers": transformers.__version__}
+    (folder / TINY_MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The Hugging Face cache layout
+# ---------------------------------------------------------------------------------------------------------
+
+
+def hub_cache_dir(hf_home: str | Path | None = None) -> Path:
+    """The hub cache folder huggingface_hub reads: `hf_home`/hub if given, else $HF_HUB_CACHE, else
+    $HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub or ~/.cache/huggingface/hub (read at call time)."""
+    if hf_home is not None:
+        return Path(hf_home) / "hub"
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]) / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "huggingface" / "hub"
+
+
+def content_hash(folder: str | Path) -> str:
+    """A 40-hex revision derived from the relative paths and bytes of every file under `folder`."""
+    root = Path(folder)
+    digest = hashlib.sha1()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def _repo_dir(hub: Path, repo_id: str) -> Path:
+    """`<hub cache>/models--ORG--NAME`."""
+    if repo_id.count("/") != 1:
+        raise ConfigError(f"expected a Hub model id ORG/NAME, got {repo_id!r}")
+    return hub / ("models--" + repo_id.replace("/", "--"))
+
+
+def cached_snapshot(repo_id: str, hf_home: str | Path | None = None) -> Path | None:
+    """The snapshot folder `refs/main` points to for `repo_id` in the cache, or None."""
+    repo = _repo_dir(hub_cache_dir(hf_home), repo_id)
+    ref = repo / "refs" / "main"
+    if not ref.is_file():
+        return None
+    snapshot = repo / "snapshots" / ref.read_text(encoding="utf-8").strip()
+    return snapshot if snapshot.is_dir() else None
+
+
+def install_in_hf_cache(
+    folder: str | Path, repo_id: str, hf_home: str | Path | None = None, revision_hash: str | None = None
+) -> Path:
+    """Copy `folder` to `<hub cache>/models--ORG--NAME/snapshots/<hash>/` and point `refs/main` at it.
+
+    With HF_HUB_OFFLINE=1, `from_pretrained(repo_id)` then resolves to the copy. The hash defaults to
+    `content_hash(folder)`, so the same content always lands in the same snapshot. Returns the snapshot path.
+    """
+    source = Path(folder)
+    if not (source / "config.json").is_file():
+        raise ConfigError(f"{source}: not a model folder (no config.json)")
+    revision = revision_hash or content_hash(source)
+    if len(revision) != 40 or any(c not in "0123456789abcdef" for c in revision):
+        raise ConfigError(f"revision hash must be 40 lowercase hex digits, got {revision!r}")
+    repo = _repo_dir(hub_cache_dir(hf_home), repo_id)
+    snapshot = repo / "snapshots" / revision
+    if snapshot.exists():
+        shutil.rmtree(snapshot)
+    snapshot.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=snapshot.parent))
+    shutil.copytree(source, staging, dirs_exist_ok=True)
+    staging.rename(snapshot)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(revision, encoding="utf-8")
+    return snapshot
+
+
+def _tiny_marker(snapshot: Path) -> dict[str, Any] | None:
+    """The build record of a tiny model folder, or None for any other model."""
+    marker = snapshot / TINY_MARKER
+    if not marker.is_file():
+        return None
+    info: dict[str, Any] = json.loads(marker.read_text(encoding="utf-8"))
+    return info
+
+
+def install_tiny_backbones(
+    hf_home: str | Path | None = None,
+    families: list[str] | tuple[str, ...] | None = None,
+    ids: list[str] | tuple[str, ...] | None = None,
+    seed: int = 0,
+) -> dict[str, Path]:
+    """Install tiny models under the paper's backbone ids (all nine by default); {Hub id: snapshot folder}.
+
+    `hf_home` defaults to where huggingface_hub looks ($HF_HUB_CACHE, $HF_HOME, ~/.cache/huggingface).
+    `families` keeps only the ids of those families; `ids` picks some of the nine ids. Each family is built
+    once and copied under each of its ids. An id already holding the same tiny build is left as is, an older
+    tiny build is replaced, and an id holding anything else (a real download) is an error, never overwritten.
+    """
+    chosen = list(ids) if ids is not None else list(PAPER_BACKBONES)
+    for repo_id in chosen:
+        if repo_id not in PAPER_BACKBONES:
+            raise ConfigError(f"{repo_id!r} is not one of the paper backbones: {', '.join(PAPER_BACKBONES)}")
+    if families is not None:
+        unknown = sorted(set(families) - set(FAMILIES))
+        if unknown:
+            raise ConfigError(f"unknown VLM families {unknown}; choose from {', '.join(FAMILIES)}")
+        chosen = [i for i in chosen if PAPER_BACKBONES[i] in families]
+    installed: dict[str, Path] = {}
+    built: dict[str, Path] = {}
+    with tempfile.TemporaryDirectory(prefix="vlm4vla-tiny-") as scratch:
+        for repo_id in chosen:
+            family = PAPER_BACKBONES[repo_id]
+            wanted = {"family": family, "seed": seed, "transformers": transformers.__version__}
+            existing = cached_snapshot(repo_id, hf_home)
+            if existing is not None:
+                marker = _tiny_marker(existing)
+                if marker is None:
+                    raise OutputExistsError(
+                        f"{existing}: {repo_id} is already in this HF cache and is not a tiny build; "
+                        "point HF_HOME at another folder"
+                    )
+                if marker == wanted:
+                    installed[repo_id] = existing
+                    continue
+                shutil.rmtree(existing)
+            if family not in built:
+                built[family] = build_tiny_model(family, Path(scratch) / family, seed=seed)
+            installed[repo_id] = install_in_hf_cache(built[family], repo_id, hf_home=hf_home)
+    return installed
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The real backbones' hyper-parameters (no weights)
+# ---------------------------------------------------------------------------------------------------------
+# Values of each repo's published config.json, read from public copies found with the code search (the Hub
+# itself is out of reach here), cross-checked between copies, and confirmed by the parameter counts: built on
+# the meta device, every config below gives the paper's Table 9 count to the million (tests/test_tiny_models.py).
+# - Qwen2.5-VL-3B: a markdown copy headed "Qwen/Qwen2.5-VL-3B-Instruct ## model config" (hidden 2048, MLP
+#   11008, 36 layers, 16 heads / 2 kv, vocab 151936, tied); vision tower from the printed module tree in
+#   acproject/duorou docs/qwen2.5vl_graph.md (1280 wide, 32 blocks, MLP 3420, full attention at 7/15/23/31).
+# - Qwen2.5-VL-7B: the same printed tree (embeddings 152064 x 3584, 28 layers, k/v 512 = 4 kv heads of 128,
+#   MLP 18944, merger 5120 -> 3584).
+# - Qwen3-VL-2B / 4B / 8B: inline copies of the released config.json in public repos (a text-encoder module
+#   quoting the 4B config with transformers_version 4.57.0.dev0; parser fixtures for the 2B; an mlx test and a
+#   Chinese write-up of the 8B: text 4096 / 36 layers / 32 heads / 8 kv, MLP 12288, vision 27 x 1152,
+#   deepstack [8, 16, 24]).
+# - Qwen3-VL-30B-A3B: a parser test transcribing "Qwen/Qwen3-VL-30B-A3B-Instruct/config.json" at commit 1fc78ad
+#   (48 layers, 2048, 32 heads / 4 kv, head_dim 128, 128 experts top-8, expert MLP 768, untied).
+# - PaliGemma-3B-pt-224: re-implementations quoting huggingface.co/google/paligemma-3b-pt-224's config.json
+#   (Gemma-2B: 2048, 18 layers, 8 heads / 1 kv, head_dim 256, MLP 16384, vocab 257216; SigLIP-So400m/14:
+#   1152, 27 layers, 16 heads, MLP 4304; 256 image tokens; image_token_index 257152).
+# - PaliGemma2-3B-pt-224: Gemma2-2B text (2304, 26 layers, 8 heads / 4 kv, head_dim 256, MLP 9216,
+#   query_pre_attn_scalar 256, soft-capping 50 / 30, sliding window 4096) with the same SigLIP tower; no copy
+#   of this file was found, so these rest on Gemma2-2B's published sizes plus the exact Table 9 count.
+# - Kosmos-2: Yutong-Dai/commented_codebase kosmos-2-patch14-224/config.json (text 2048, 24 layers, 32 heads,
+#   FFN 8192, vocab 65037; CLIP ViT-L/14 vision 1024, 24 layers, 16 heads, MLP 4096; 64 latent queries).
+
+_QWEN25_VISION = {
+    "depth": 32,
+    "hidden_size": 1280,
+    "intermediate_size": 3420,
+    "num_heads": 16,
+    "patch_size": 14,
+    "spatial_merge_size": 2,
+    "temporal_patch_size": 2,
+    "window_size": 112,
+    "fullatt_block_indexes": [7, 15, 23, 31],
+    "tokens_per_second": 2,
+    "hidden_act": "silu",
+}
+_QWEN3_VISION_SMALL = {  # 2B and 4B
+    "depth": 24,
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_heads": 16,
+    "patch_size": 16,
+    "spatial_merge_size": 2,
+    "temporal_patch_size": 2,
+    "num_position_embeddings": 2304,
+    "deepstack_visual_indexes": [5, 11, 17],
+    "hidden_act": "gelu_pytorch_tanh",
+}
+_QWEN3_VISION_LARGE = {  # 8B and 30B-A3B
+    **_QWEN3_VISION_SMALL,
+    "depth": 27,
+    "hidden_size": 1152,
+    "intermediate_size": 4304,
+    "deepstack_visual_indexes": [8, 16, 24],
+}
+_SIGLIP_SO400M_224 = {
+    "model_type": "siglip_vision_model",
+    "hidden_size": 1152,
+    "intermediate_size": 4304,
+    "num_hidden_layers": 27,
+    "num_attention_heads": 16,
+    "image_size": 224,
+    "patch_size": 14,
+    "vision_use_head": False,
+}
+
+_QWEN3_ROPE = {
+    "rope_type": "default",
+    "rope_theta": 5000000.0,
+    "mrope_section": [24, 20, 20],
+    "mrope_interleaved": True,
+}
+_QWEN25_ROPE = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]}
+
+
+def _qwen_text(vocab: int, hidden: int, inter: int, layers: int, heads: int, kv: int, **extra: Any) -> dict[str, Any]:
+    """A Qwen text_config dict."""
+    return {
+        "vocab_size": vocab,
+        "hidden_size": hidden,
+        "intermediate_size": inter,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv,
+        "rms_norm_eps": 1e-6,
+        **extra,
+    }
+
+
+def _qwen3_text(hidden: int, inter: int, layers: int, heads: int, kv: int, **extra: Any) -> dict[str, Any]:
+    """A Qwen3-VL text_config dict (head_dim 128, 256K context, interleaved M-RoPE)."""
+    return _qwen_text(
+        151936,
+        hidden,
+        inter,
+        layers,
+        heads,
+        kv,
+        head_dim=128,
+        max_position_embeddings=262144,
+        rope_parameters=dict(_QWEN3_ROPE),
+        **extra,
+    )
+
+
+def _gemma_text(model_type: str, hidden: int, inter: int, layers: int, kv: int, **extra: Any) -> dict[str, Any]:
+    """A PaliGemma text_config dict (8 heads of 256, vocabulary 257216)."""
+    return {
+        "model_type": model_type,
+        "vocab_size": 257216,
+        "hidden_size": hidden,
+        "intermediate_size": inter,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 8,
+        "num_key_value_heads": kv,
+        "head_dim": 256,
+        "max_position_embeddings": 8192,
+        "hidden_activation": "gelu_pytorch_tanh",
+        **extra,
+    }
+
+
+_REAL: dict[str, tuple[type[PretrainedConfig], dict[str, Any]]] = {
+    "Qwen/Qwen2.5-VL-3B-Instruct": (
+        Qwen2_5_VLConfig,
+        {
+            "text_config": _qwen_text(
+                151936, 2048, 11008, 36, 16, 2, max_position_embeddings=128000, rope_parameters=dict(_QWEN25_ROPE)
+            ),
+            "vision_config": {**_QWEN25_VISION, "out_hidden_size": 2048},
+            "tie_word_embeddings": True,
+        },
+    ),
+    "Qwen/Qwen2.5-VL-7B-Instruct": (
+        Qwen2_5_VLConfig,
+        {
+            "text_config": _qwen_text(
+                152064, 3584, 18944, 28, 28, 4, max_position_embeddings=128000, rope_parameters=dict(_QWEN25_ROPE)
+            ),
+            "vision_config": {**_QWEN25_VISION, "out_hidden_size": 3584},
+            "tie_word_embeddings": False,
+        },
+    ),
+    "Qwen/Qwen3-VL-2B-Instruct": (
+        Qwen3VLConfig,
+        {
+            "text_config": _qwen3_text(2048, 6144, 28, 16, 8),
+            "vision_config": {**_QWEN3_VISION_SMALL, "out_hidden_size": 2048},
+            "tie_word_embeddings": True,
+        },
+    ),
+    "Qwen/Qwen3-VL-4B-Instruct": (
+        Qwen3VLConfig,
+        {
+            "text_config": _qwen3_text(2560, 9728, 36, 32, 8),
+            "vision_config": {**_QWEN3_VISION_SMALL, "out_hidden_size": 2560},
+            "tie_word_embeddings": True,
+        },
+    ),
+    "Qwen/Qwen3-VL-8B-Instruct": (
+        Qwen3VLConfig,
+        {
+            "text_config": _qwen3_text(4096, 12288, 36, 32, 8),
+            "vision_config": {**_QWEN3_VISION_LARGE, "out_hidden_size": 4096},
+            "tie_word_embeddings": False,
+        },
+    ),
+    "Qwen/Qwen3-VL-30B-A3B-Instruct": (
+        Qwen3VLMoeConfig,
+        {
+            "text_config": _qwen3_text(
+                2048,
+                6144,
+                48,
+                32,
+                4,
+                moe_intermediate_size=768,
+                num_experts=128,
+                num_experts_per_tok=8,
+                decoder_sparse_step=1,
+                norm_topk_prob=True,
+                mlp_only_layers=[],
+            ),
+            "vision_config": {**_QWEN3_VISION_LARGE, "out_hidden_size": 2048},
+            "tie_word_embeddings": False,
+        },
+    ),
+    "google/paligemma-3b-pt-224": (
+        PaliGemmaConfig,
+        {
+            "text_config": _gemma_text("gemma", 2048, 16384, 18, 1),
+            "vision_config": dict(_SIGLIP_SO400M_224),
+            "image_token_index": 257152,
+            "projection_dim": 2048,
+            "hidden_size": 2048,
+        },
+    ),
+    "google/paligemma2-3b-pt-224": (
+        PaliGemmaConfig,
+        {
+            "text_config": _gemma_text(
+                "gemma2",
+                2304,
+                9216,
+                26,
+                4,
+                query_pre_attn_scalar=256,
+                sliding_window=4096,
+                final_logit_softcapping=30.0,
+                attn_logit_softcapping=50.0,
+            ),
+            "vision_config": dict(_SIGLIP_SO400M_224),
+            "image_token_index": 257152,
+            "projection_dim": 2304,
+            "hidden_size": 2304,
+        },
+    ),
+    "microsoft/kosmos-2-patch14-224": (
+        Kosmos2Config,
+        {
+            "text_config": {
+                "vocab_size": 65037,
+                "embed_dim": 2048,
+                "layers": 24,
+                "attention_heads": 32,
+                "ffn_dim": 8192,
+                "max_position_embeddings": 2048,
+                "scale_embedding": True,
+                "bos_token_id": 0,
+                "pad_token_id": 1,
+                "eos_token_id": 2,
+            },
+            "vision_config": {
+                "hidden_size": 1024,
+                "intermediate_size": 4096,
+                "num_hidden_layers": 24,
+                "num_attention_heads": 16,
+                "image_size": 224,
+                "patch_size": 14,
+                "hidden_act": "quick_gelu",
+            },
+            "latent_query_num": 64,
+        },
+    ),
+}
+
+
+def real_config(repo_id: str) -> PretrainedConfig:
+    """The published configuration of one of the paper's nine backbones, built offline (no weights).
+
+    Instantiate it on the meta device (`with torch.device("meta"): AutoModelForImageTextToText.from_config(c)`)
+    to count parameters or read head widths without downloading anything.
+    """
+    if repo_id not in _REAL:
+        raise ConfigError(f"no stored config for {repo_id!r}; known: {', '.join(_REAL)}")
+    config_class, kwargs = _REAL[repo_id]
+    return config_class(**copy.deepcopy(kwargs))
+
+
+def family_of(repo_id_or_config: str | PretrainedConfig) -> str:
+    """The family (one of FAMILIES) of a paper backbone id or of a loaded config."""
+    if isinstance(repo_id_or_config, str):
+        if repo_id_or_config in PAPER_BACKBONES:
+            return PAPER_BACKBONES[repo_id_or_config]
+        raise ConfigError(f"unknown backbone {repo_id_or_config!r}; known: {', '.join(PAPER_BACKBONES)}")
+    model_type = repo_id_or_config.model_type
+    if model_type == "paligemma":
+        return "paligemma2" if repo_id_or_config.text_config.model_type == "gemma2" else "paligemma"
+    aliases = {
+        "qwen2_5_vl": "qwen2_5_vl",
+        "qwen3_vl": "qwen3_vl",
+        "qwen3_vl_moe": "qwen3_vl_moe",
+        "kosmos-2": "kosmos2",
+    }
+    if model_type not in aliases:
+        raise ConfigError(f"model type {model_type!r} is not one of the paper's VLM families")
+    return aliases[model_type]
