@@ -19,17 +19,19 @@ from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
 from datasets_build.errors import ConfigError, OutputExistsError
 from datasets_build.tiny_models import (
+    build_tiny_model,
+    cached_snapshot,
+    content_hash,
+    install_in_hf_cache,
+    install_tiny_backbones,
+)
+from datasets_build.vlm_families import (
     FAMILIES,
     IMAGE_TOKENS_224,
     MODULE_PATHS,
     PAPER_BACKBONES,
     PAPER_PARAMS_M,
-    build_tiny_model,
-    cached_snapshot,
-    content_hash,
     family_of,
-    install_in_hf_cache,
-    install_tiny_backbones,
     real_config,
 )
 
