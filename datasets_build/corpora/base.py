@@ -65,6 +65,14 @@ def frame_image(frame: np.ndarray, size: int) -> Image.Image:
     return image
 
 
+def check_choices(corpus: str, key: str, chosen: list[str], known: tuple[str, ...], allow_empty: bool = False) -> None:
+    """One-line ConfigError when `chosen` (a corpus option such as question_types) names something unknown."""
+    unknown = [q for q in chosen if q not in known]
+    if unknown or (not chosen and not allow_empty):
+        found = f"unknown {unknown}" if unknown else "empty"
+        raise ConfigError(f"corpus {corpus} options: {key}: {found}; choose from {', '.join(known)}")
+
+
 def format_options(options: list[str]) -> str:
     """Lettered option lines ("A. first", "B. second", ...) for a multiple-choice question."""
     return "\n".join(f"{LETTERS[i]}. {text}" for i, text in enumerate(options))

@@ -49,6 +49,7 @@ from datasets_build.corpora.base import (
     CorpusBuilder,
     EpisodeContext,
     EpisodeResult,
+    check_choices,
     frame_image,
     register_corpus,
     sample_key,
@@ -268,9 +269,7 @@ class BridgeVQABuilder(CorpusBuilder):
     def __init__(self, config: BridgeVQAConfig, image_size: int = 224) -> None:
         super().__init__(config, image_size)
         where = "corpus bridgevqa options"
-        unknown = [q for q in config.question_types if q not in QUESTION_TYPES]
-        if unknown or not config.question_types:
-            raise ConfigError(f"{where}: question_types must be a non-empty subset of {QUESTION_TYPES}")
+        check_choices(self.name, "question_types", config.question_types, QUESTION_TYPES)
         if config.units not in UNITS:
             raise ConfigError(f"{where}: units {config.units!r} is not one of {', '.join(UNITS)}")
         if config.frames_per_episode < 1 or config.turns_per_image < 1 or config.frame_attempts < 1:

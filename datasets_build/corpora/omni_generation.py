@@ -59,6 +59,7 @@ from datasets_build.corpora.base import (
     CorpusBuilder,
     EpisodeContext,
     EpisodeResult,
+    check_choices,
     frame_image,
     message_text,
     register_corpus,
@@ -331,9 +332,7 @@ class OmniGenerationBuilder(CorpusBuilder):
     def __init__(self, config: OmniGenerationConfig, image_size: int = 224) -> None:
         super().__init__(config, image_size)
         where = "corpus omni_generation options"
-        unknown = [q for q in config.question_types if q not in QUESTION_TYPES]
-        if unknown:
-            raise ConfigError(f"{where}: unknown question_types {unknown}; known {QUESTION_TYPES}")
+        check_choices(self.name, "question_types", config.question_types, QUESTION_TYPES)
         if config.depth_encoding not in DEPTH_ENCODINGS:
             raise ConfigError(f"{where}: depth_encoding {config.depth_encoding!r} not one of {DEPTH_ENCODINGS}")
         if config.legend not in LEGENDS:

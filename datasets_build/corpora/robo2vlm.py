@@ -40,6 +40,7 @@ from datasets_build.corpora.base import (
     CorpusBuilder,
     EpisodeContext,
     EpisodeResult,
+    check_choices,
     format_options,
     frame_image,
     message_text,
@@ -428,9 +429,7 @@ class Robo2VLMBuilder(CorpusBuilder):
 
     def __init__(self, config: Robo2VLMConfig, image_size: int = 224) -> None:
         super().__init__(config, image_size)
-        unknown = [q for q in config.question_types if q not in QUESTION_TYPES]
-        if unknown:
-            raise ConfigError(f"corpus robo2vlm options: question_types: unknown {unknown}; known: {QUESTION_TYPES}")
+        check_choices(self.name, "question_types", config.question_types, QUESTION_TYPES)
         if config.direction_frame not in ("auto", "world", "camera"):
             raise ConfigError("corpus robo2vlm options: direction_frame: must be auto, world or camera")
         if config.per_type < 1 or config.horizon < 1 or config.min_length < 2:

@@ -30,17 +30,18 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from datasets_build.answers import format_points, parse_points, parse_tuples
 from datasets_build.corpora.base import (
     CorpusBuilder,
     EpisodeContext,
     EpisodeResult,
+    check_choices,
     frame_image,
     message_text,
     register_corpus,
@@ -98,27 +99,6 @@ FORMAT_NOTE = (
     "Answer with a list of points [(x1, y1), (x2, y2), ...], where x and y are the column and row "
     "of each point normalised to [0, 1] by the image width and height."
 )
-
-_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
-_TUPLE = re.compile(r"[\(\[]\s*(" + _NUMBER + r"(?:\s*,\s*" + _NUMBER + r")*)\s*,?\s*[\)\]]")
-
-
-def parse_tuples(text: str) -> list[tuple[float, ...]]:
-    """Every innermost `(a, b, ...)` or `[a, b, ...]` group of numbers in `text`, in order."""
-    return [tuple(float(v) for v in m.group(1).split(",")) for m in _TUPLE.finditer(text)]
-
-
-def parse_points(text: str) -> list[tuple[float, float]]:
-    """The (x, y) points of an answer such as "[(0.461, 0.527), (0.3, 0.4)]"; ValueError on boxes or junk."""
-    groups = parse_tuples(text)
-    if any(len(g) != 2 for g in groups):
-        raise ValueError(f"not a list of (x, y) points: {text[:80]!r}")
-    return [(g[0], g[1]) for g in groups]
-
-
-def format_points(points: list[tuple[float, float]]) -> str:
-    """Points as the published text, 3 decimals: "[(0.461, 0.527), ...]"."""
-    return "[" + ", ".join(f"({x:.3f}, {y:.3f})" for x, y in points) + "]"
 
 
 def rle_encode(mask: np.ndarray) -> dict[str, Any]:
@@ -302,9 +282,7 @@ class RobopointBuilder(CorpusBuilder):
 
     def __init__(self, config: RobopointConfig, image_size: int = 224) -> None:
         super().__init__(config, image_size)
-        unknown = [q for q in config.question_types if q not in QUESTION_TYPES]
-        if unknown:
-            raise ConfigError(f"corpus robopoint options: unknown question_types {unknown}; known {QUESTION_TYPES}")
+        check_choices(self.name, "question_types", config.question_types, QUESTION_TYPES)
         if not 1 <= config.min_points <= config.max_points:
             raise ConfigError("corpus robopoint options: need 1 <= min_points <= max_points")
         if config.per_type < 0 or config.erode < 0 or config.margin < 0 or config.attempts < 1 or config.frames < 1:

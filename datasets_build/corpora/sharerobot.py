@@ -47,6 +47,7 @@ from datasets_build.corpora.base import (
     CorpusBuilder,
     EpisodeContext,
     EpisodeResult,
+    check_choices,
     format_options,
     frame_image,
     message_text,
@@ -390,9 +391,7 @@ class ShareRobotBuilder(CorpusBuilder):
 
     def __init__(self, config: ShareRobotConfig, image_size: int = 224) -> None:
         super().__init__(config, image_size)
-        unknown = [q for q in config.question_types if q not in QUESTION_TYPES]
-        if unknown:
-            raise ConfigError(f"corpus sharerobot options: unknown question_types {unknown}; known {QUESTION_TYPES}")
+        check_choices(self.name, "question_types", config.question_types, QUESTION_TYPES)
         if config.per_type < 1 or config.attempts < 1:
             raise ConfigError("corpus sharerobot options: per_type and attempts must be >= 1")
         if config.num_points < 3:

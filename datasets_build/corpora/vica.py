@@ -52,6 +52,7 @@ from datasets_build.corpora.base import (
     CorpusBuilder,
     EpisodeContext,
     EpisodeResult,
+    check_choices,
     format_options,
     frame_image,
     message_text,
@@ -292,10 +293,8 @@ class VicaBuilder(CorpusBuilder):
     def __init__(self, config: VicaConfig, image_size: int = 224) -> None:
         super().__init__(config, image_size)
         where = "corpus vica options"
-        for key in ("question_types", "clip_types"):
-            unknown = [q for q in getattr(config, key) if q not in QUESTION_TYPES]
-            if unknown:
-                raise ConfigError(f"{where}: {key}: unknown {unknown}; known: {QUESTION_TYPES}")
+        check_choices(self.name, "question_types", config.question_types, QUESTION_TYPES)
+        check_choices(self.name, "clip_types", config.clip_types, QUESTION_TYPES, allow_empty=True)
         if "appearance_order" in config.question_types and "appearance_order" not in config.clip_types:
             raise ConfigError(f"{where}: appearance_order needs a clip: keep it in clip_types")
         if config.num_frames < 2 or config.per_type < 1 or config.attempts < 1:

@@ -1,0 +1,98 @@
+"""Loading the policy under evaluation, plus two reference policies for checking adapters.
+
+`load_policy(spec)`: "zero" (hold still, gripper open), "replay:DIR" (play back the recorded
+demo episodes in DIR by instruction), or a checkpoint folder / Hub id through
+`vla.Policy.from_pretrained` (imported only then). Every policy is seen as `vla.api.PolicyLike`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from datasets_build.actions import ACTION_DIM, GRIPPER, GRIPPER_OPEN
+from datasets_build.errors import ConfigError
+from vla.api import PolicyLike
+
+
+class ConstantPolicy:
+    """Always the same action (default: no motion, gripper open): a floor for any benchmark."""
+
+    def __init__(self, action: Sequence[float] | None = None, chunk_size: int = 1) -> None:
+        if action is None:
+            base = np.zeros(ACTION_DIM, dtype=np.float32)
+            base[GRIPPER] = GRIPPER_OPEN
+        else:
+            base = np.asarray(action, dtype=np.float32).reshape(-1)
+        self.action = base
+        self.chunk_size = chunk_size
+
+    def reset(self) -> None:
+        """Stateless."""
+
+    def act(self, images: Sequence[np.ndarray], instruction: str) -> np.ndarray:
+        """(chunk, D) copies of the action."""
+        return np.repeat(self.action[None], self.chunk_size, axis=0)
+
+    def act_batch(self, images: Sequence[Sequence[np.ndarray]], instructions: Sequence[str]) -> np.ndarray:
+        """(N, chunk, D) copies of the action."""
+        return np.repeat(self.act([], "")[None], len(instructions), axis=0)
+
+
+class ReplayPolicy:
+    """Plays back recorded action sequences chosen by instruction, `chunk_size` steps per call.
+
+    Replaying an expert episode into the simulator it was recorded in must reproduce its success:
+    that checks an adapter's action conversion end to end. One cursor per instruction, so batched
+    environments with distinct instructions replay independently; `reset` rewinds every cursor.
+    Past the end of a recording it repeats the last action.
+    """
+
+    def __init__(self, recordings: Mapping[str, np.ndarray], chunk_size: int = 1) -> None:
+        self.recordings = {k: np.asarray(v, dtype=np.float32) for k, v in recordings.items()}
+        self.chunk_size = chunk_size
+        self._cursor: dict[str, int] = {}
+
+    @classmethod
+    def from_episodes(cls, path: str, source: str = "demo", chunk_size: int = 1) -> ReplayPolicy:
+        """Recordings from the episodes of `source` at `path` (instruction -> actions)."""
+        from datasets_build.sources import open_source
+
+        return cls({ep.instruction: ep.actions for ep in open_source(source, path).episodes()}, chunk_size)
+
+    def reset(self) -> None:
+        """Rewind every recording."""
+        self._cursor.clear()
+
+    def act(self, images: Sequence[np.ndarray], instruction: str) -> np.ndarray:
+        """The next `chunk_size` recorded actions for `instruction`."""
+        if instruction not in self.recordings:
+            raise ConfigError(f"replay policy: no recording for instruction {instruction!r}")
+        actions = self.recordings[instruction]
+        start = self._cursor.get(instruction, 0)
+        self._cursor[instruction] = start + self.chunk_size
+        index = np.minimum(np.arange(start, start + self.chunk_size), len(actions) - 1)
+        return actions[index]
+
+    def act_batch(self, images: Sequence[Sequence[np.ndarray]], instructions: Sequence[str]) -> np.ndarray:
+        """One `act` per environment, stacked."""
+        return np.stack([self.act(imgs, text) for imgs, text in zip(images, instructions, strict=True)])
+
+
+def load_policy(spec: str) -> PolicyLike:
+    """The policy named by `spec` ("zero", "replay:DIR", or a checkpoint folder / Hub id); one-line errors."""
+    if spec == "zero":
+        return ConstantPolicy()
+    if spec.startswith("replay:"):
+        return ReplayPolicy.from_episodes(spec.removeprefix("replay:"))
+    try:
+        from vla import Policy  # type: ignore[attr-defined]
+    except ImportError as exc:
+        raise ConfigError(f"policy {spec!r}: vla.Policy is not available in this install ({exc})") from exc
+    try:
+        policy: PolicyLike = Policy.from_pretrained(spec)
+    except Exception as exc:  # noqa: BLE001 (any loading failure becomes one line naming the checkpoint)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"policy {spec!r}: cannot load checkpoint ({type(exc).__name__}: {first})") from exc
+    return policy

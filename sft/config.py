@@ -1,0 +1,100 @@
+"""`SFTTrainConfig`: one post-training run (base model, shard sets, freezing, LoRA, FAST tokens, trainer).
+
+A recipe YAML maps onto it one to one (unknown keys are errors); the `trainer` fields map onto TRL's
+`SFTConfig` in `sft.train`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+LORA_PRESETS = ("llm", "llm_vision")
+REPORT_TO = ("none", "tensorboard", "wandb")
+
+
+@dataclass
+class ShardSource:
+    """One shard set (folder, glob or Hub dataset id) and its sampling weight in the mix."""
+
+    path: str = ""
+    weight: float = 1.0
+
+
+@dataclass
+class FreezeConfig:
+    """Parameter groups kept fixed during training (paths from `datasets_build.vlm_families.MODULE_PATHS`).
+
+    In Qwen-VL the projector sits inside the vision tower: freezing `vision_tower` freezes it too.
+    `modules` freezes extra dotted module paths; a path the model lacks is an error.
+    """
+
+    vision_tower: bool = False
+    projector: bool = False
+    word_embeddings: bool = False
+    llm: bool = False
+    lm_head: bool = False
+    modules: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LoraSettings:
+    """PEFT LoRA: `preset` picks the target Linear layers (`llm` or `llm_vision`); merged into the saved model."""
+
+    enabled: bool = False
+    preset: str = "llm"
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+
+
+@dataclass
+class FastSettings:
+    """FAST action tokens: `tokenizer` is a `fit-fast` folder; `mapping` is `new_tokens` or `vocab_tail`."""
+
+    tokenizer: str = ""
+    mapping: str = "new_tokens"
+
+
+@dataclass
+class TrainerSettings:
+    """The fields passed on to TRL's `SFTConfig` (see `sft.train.sft_arguments`)."""
+
+    max_steps: int = 100
+    learning_rate: float = 2e-5
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    lr_scheduler_type: str = "cosine"
+    per_device_train_batch_size: int = 2
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float = 1.0
+    save_steps: int = 50
+    save_total_limit: int = 2
+    logging_steps: int = 10
+    report_to: str = "none"
+    seed: int = 0
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    dataloader_num_workers: int = 0
+
+
+@dataclass
+class SFTTrainConfig:
+    """One SFT run: `model` (Hub id or folder) trained on `data` into `output_dir`.
+
+    `output_dir/checkpoints/checkpoint-N` hold the trainer state (resume); `output_dir/final` is the
+    checkpoint folder the VLA stage loads. `resume` continues from the last checkpoint; `overwrite`
+    clears an existing `output_dir`.
+    """
+
+    model: str = "Qwen/Qwen2.5-VL-3B-Instruct"
+    revision: str | None = None
+    data: list[ShardSource] = field(default_factory=list)
+    output_dir: str = "runs/sft"
+    freeze: FreezeConfig = field(default_factory=FreezeConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    fast: FastSettings = field(default_factory=FastSettings)
+    trainer: TrainerSettings = field(default_factory=TrainerSettings)
+    shuffle_buffer: int = 256
+    verify_shards: bool = True
+    resume: bool = False
+    overwrite: bool = False

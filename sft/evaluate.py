@@ -1,0 +1,137 @@
+"""`evaluate`: greedy answers of a checkpoint on held-out shards, scored per task with the corpus answer parsers.
+
+Scores come from `datasets_build.answers.score_answer` (points in region, choice / yes-no accuracy, quantity
+error, box IoU, trajectory distance, FAST exact match); results are averaged per task into JSON and a
+Markdown table (recipe stage kind `sft_evaluate`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from tqdm import tqdm
+from transformers import AutoModelForImageTextToText
+from trl.data_utils import prepare_multimodal_messages
+
+from datasets_build.answers import score_answer
+from datasets_build.checkpoint import RECIPE_FILE
+from datasets_build.errors import ConfigError, DataError
+from datasets_build.fast.vocab import FastVocabMapping, answer_text
+from datasets_build.sample import Sample
+from datasets_build.shards import ShardSet
+from sft.freezing import embedding_rows
+from sft.model import load_processor
+
+
+@dataclass
+class EvaluateConfig:
+    """Which checkpoint to score on which shard sets; `out` is a folder for eval.json / eval.md (optional)."""
+
+    checkpoint: str = ""
+    data: list[str] = field(default_factory=list)
+    max_samples: int | None = None
+    max_new_tokens: int = 64
+    out: str | None = None
+    verify_shards: bool = True
+
+
+def split_turns(sample: Sample) -> tuple[list[dict[str, Any]], str]:
+    """The prompt turns (everything before the last assistant turn) and the reference answer text."""
+    messages = sample.messages
+    if not messages or messages[-1].get("role") != "assistant":
+        raise DataError("the last turn is not an assistant answer", sample.key, "messages")
+    content = messages[-1]["content"]
+    reference = content if isinstance(content, str) else "".join(p.get("text") or "" for p in content)
+    return messages[:-1], reference
+
+
+def _vocab_tail_mapping(checkpoint: str, vocab_rows: int) -> FastVocabMapping | None:
+    """The FAST vocab_tail mapping the checkpoint was trained with (from its recipe), if any."""
+    recipe_path = Path(checkpoint) / RECIPE_FILE
+    if not recipe_path.is_file():
+        return None
+    recipe = yaml.safe_load(recipe_path.read_text(encoding="utf-8")) or {}
+    fast = recipe.get("fast") or {}
+    if not fast.get("tokenizer") or fast.get("mapping") != "vocab_tail":
+        return None
+    from datasets_build.fast import FastTokenizer
+
+    size = FastTokenizer.from_pretrained(fast["tokenizer"]).vocab_size
+    return FastVocabMapping("vocab_tail", size, vocab_rows)
+
+
+def aggregate(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean of every metric per task, plus `count`, and an `all` row over every sample."""
+    sums: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        for group in (row["task"], "all"):
+            for metric, value in row["scores"].items():
+                if metric != "count":
+                    sums[group][metric].append(float(value))
+            sums[group]["count"].append(1.0)
+    out: dict[str, dict[str, float]] = {}
+    for group, metrics in sums.items():
+        out[group] = {m: (sum(v) if m == "count" else sum(v) / len(v)) for m, v in metrics.items()}
+    return out
+
+
+def markdown_table(per_task: dict[str, dict[str, float]]) -> str:
+    """One row per task, one column per metric seen (blank where a task has no such metric)."""
+    metrics = sorted({m for row in per_task.values() for m in row if m != "count"})
+    lines = ["| task | count | " + " | ".join(metrics) + " |", "| --- | --- |" + " --- |" * len(metrics)]
+    for task in sorted(per_task, key=lambda t: (t == "all", t)):
+        row = per_task[task]
+        cells = [f"{row[m]:.3f}" if m in row else "" for m in metrics]
+        lines.append(f"| {task} | {int(row['count'])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
+    """Generate (greedy) and score answers; returns {checkpoint, samples, per_task, predictions}."""
+    if not cfg.checkpoint:
+        raise ConfigError("evaluate: checkpoint is required")
+    if not cfg.data:
+        raise ConfigError("evaluate: give at least one shard set (--data)")
+    sets = [ShardSet(spec, verify=cfg.verify_shards) for spec in cfg.data]
+    processor = load_processor(cfg.checkpoint)
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(cfg.checkpoint)
+    except OSError as exc:
+        raise ConfigError(f"evaluate: cannot load {cfg.checkpoint!r} ({str(exc).splitlines()[0]})") from exc
+    model.eval()
+    tail = _vocab_tail_mapping(cfg.checkpoint, embedding_rows(model))
+    total = sum(len(s) for s in sets)
+    limit = min(total, cfg.max_samples) if cfg.max_samples is not None else total
+    rows: list[dict[str, Any]] = []
+    samples = (sample for s in sets for sample in s)
+    for sample in tqdm(samples, total=limit, desc="evaluate", unit="sample"):
+        if len(rows) >= limit:
+            break
+        prompt, reference = split_turns(sample)
+        messages = prepare_multimodal_messages(prompt, images=list(sample.images))
+        inputs: Any = processor.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+        )
+        with torch.no_grad():
+            generated = model.generate(**inputs, max_new_tokens=cfg.max_new_tokens, do_sample=False)
+        new_ids = generated[0, inputs["input_ids"].shape[1] :].tolist()
+        text = processor.decode(new_ids, skip_special_tokens=True)
+        if tail is not None and "<fast_" in reference:
+            text = answer_text(tail.from_vlm(new_ids))
+        scores = score_answer(text, reference, sample.meta)
+        task = sample.task or "unknown"
+        rows.append({"key": sample.key, "task": task, "prediction": text, "reference": reference, "scores": scores})
+    per_task = aggregate(rows)
+    result = {"checkpoint": cfg.checkpoint, "samples": len(rows), "per_task": per_task, "predictions": rows}
+    if cfg.out:
+        out = Path(cfg.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "eval.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        (out / "eval.md").write_text(markdown_table(per_task) + "\n", encoding="utf-8")
+    return result

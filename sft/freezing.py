@@ -1,0 +1,162 @@
+"""Freezing by parameter group, LoRA target presets, FAST token rows, and the parameter-group table.
+
+Groups come from `datasets_build.vlm_families.MODULE_PATHS` (vision tower, projector, word embeddings, LLM,
+lm_head). FAST `new_tokens` adds rows to the embeddings; when the embedding matrix is otherwise frozen (by a
+flag or by LoRA) it is made trainable again with a gradient hook that zeroes the gradient of the old rows, and
+it is excluded from weight decay (see `SFTTrainerWithExtras.get_decay_parameter_names`), so AdamW's moments
+of old rows stay zero and their weights stay bit-identical.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from torch import nn
+
+from datasets_build.errors import ConfigError
+from datasets_build.vlm_families import MODULE_PATHS, ModulePaths
+from sft.config import LORA_PRESETS, FreezeConfig, LoraSettings
+
+GROUPS = ("vision_tower", "projector", "word_embeddings", "llm", "lm_head", "other")
+_PEFT_PREFIX = "base_model.model."
+
+
+def embedding_rows(model: nn.Module) -> int:
+    """Rows of the model's input embedding matrix (its token vocabulary size)."""
+    return int(model.get_input_embeddings().weight.shape[0])  # type: ignore[operator]
+
+
+def _has_module(model: nn.Module, path: str) -> bool:
+    """Whether `model` has a submodule at dotted `path`."""
+    try:
+        model.get_submodule(path)
+    except AttributeError:
+        return False
+    return True
+
+
+def group_of(name: str, paths: ModulePaths) -> str:
+    """The group a parameter name belongs to (the most specific module path wins)."""
+    name = name.removeprefix(_PEFT_PREFIX)
+    ordered = [
+        ("projector", paths.projector),
+        ("word_embeddings", paths.word_embeddings),
+        ("vision_tower", paths.vision_tower),
+        ("lm_head", paths.lm_head),
+        ("llm", paths.language_model),
+    ]
+    for group, prefix in ordered:
+        if name == prefix or name.startswith(prefix + "."):
+            return group
+    return "other"
+
+
+def apply_freezing(model: nn.Module, family: str, freeze: FreezeConfig) -> list[str]:
+    """Set requires_grad=False on the chosen groups and extra module paths; returns what was frozen.
+
+    ConfigError (before any step) when a chosen group or path is absent from this model.
+    """
+    paths = MODULE_PATHS[family]
+    chosen = {
+        "vision_tower": (freeze.vision_tower, paths.vision_tower),
+        "projector": (freeze.projector, paths.projector),
+        "word_embeddings": (freeze.word_embeddings, paths.word_embeddings),
+        "llm": (freeze.llm, paths.language_model),
+        "lm_head": (freeze.lm_head, paths.lm_head),
+    }
+    frozen = []
+    for group, (wanted, path) in chosen.items():
+        if not wanted:
+            continue
+        if not _has_module(model, path):
+            raise ConfigError(f"freeze.{group}: the {family} model has no module {path!r}")
+        model.get_submodule(path).requires_grad_(False)
+        frozen.append(group)
+    for path in freeze.modules:
+        if not _has_module(model, path):
+            raise ConfigError(f"freeze.modules: the {family} model has no module {path!r}")
+        model.get_submodule(path).requires_grad_(False)
+        frozen.append(path)
+    return frozen
+
+
+def lora_targets(model: nn.Module, family: str, preset: str) -> list[str]:
+    """Full names of the nn.Linear layers a preset adapts: `llm` (the language model's), `llm_vision` (plus the
+    vision tower's, projector included). MoE expert weights are fused tensors, not Linear, and stay as they are."""
+    if preset not in LORA_PRESETS:
+        raise ConfigError(f"lora.preset: {preset!r} is not one of {', '.join(LORA_PRESETS)}")
+    paths = MODULE_PATHS[family]
+    roots = [paths.language_model] + ([paths.vision_tower] if preset == "llm_vision" else [])
+    names = [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and any(name.startswith(root + ".") for root in roots)
+    ]
+    if not names:
+        raise ConfigError(f"lora.preset: no Linear layers under {roots} in this {family} model")
+    return names
+
+
+def apply_lora(model: nn.Module, family: str, lora: LoraSettings) -> PeftModel:
+    """Wrap `model` with PEFT LoRA adapters on the preset's layers (everything else frozen)."""
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora_targets(model, family, lora.preset),
+        bias="none",
+    )
+    peft_model: PeftModel = get_peft_model(model, config)
+    return peft_model
+
+
+@dataclass
+class RowMask:
+    """Embedding matrices that train only their rows from `first_row` on (the added FAST tokens)."""
+
+    first_row: int
+    parameters: list[nn.Parameter] = field(default_factory=list)
+
+
+def train_new_rows_only(model: nn.Module, first_row: int) -> RowMask:
+    """Make frozen input/output embedding matrices train rows >= `first_row` only: requires_grad on, plus a
+    gradient hook that zeroes the old rows. Matrices that are already trainable keep training in full."""
+    mask = RowMask(first_row)
+    seen: set[int] = set()
+    for module in (model.get_input_embeddings(), model.get_output_embeddings()):  # type: ignore[operator]
+        weight = getattr(module, "weight", None)
+        if not isinstance(weight, nn.Parameter) or id(weight) in seen or weight.requires_grad:
+            continue
+        seen.add(id(weight))
+        keep = torch.zeros(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)
+        keep[first_row:] = 1
+        weight.requires_grad_(True)
+        weight.register_hook(lambda grad, keep=keep: grad * keep.to(grad.device, grad.dtype))
+        mask.parameters.append(weight)
+    return mask
+
+
+def parameter_table(model: nn.Module, family: str) -> list[dict[str, Any]]:
+    """Rows {group, trainable, frozen, tensors} per parameter group (shared tensors counted once)."""
+    paths = MODULE_PATHS[family]
+    counts = {g: {"trainable": 0, "frozen": 0, "tensors": 0} for g in GROUPS}
+    for name, param in model.named_parameters():
+        row = counts[group_of(name, paths)]
+        row["trainable" if param.requires_grad else "frozen"] += param.numel()
+        row["tensors"] += 1
+    return [{"group": g, **row} for g, row in counts.items() if row["tensors"]]
+
+
+def format_table(rows: list[dict[str, Any]], row_masked: int = 0) -> str:
+    """The parameter-group table as fixed-width text (printed at start, stored in the model card)."""
+    lines = [f"{'group':<16} {'trainable':>14} {'frozen':>14}"]
+    lines += [f"{row['group']:<16} {row['trainable']:>14,} {row['frozen']:>14,}" for row in rows]
+    total_t = sum(r["trainable"] for r in rows)
+    total_f = sum(r["frozen"] for r in rows)
+    lines.append(f"{'total':<16} {total_t:>14,} {total_f:>14,}")
+    if row_masked:
+        lines.append(f"(embedding rows before id {row_masked} get no gradient: only the added FAST rows train)")
+    return "\n".join(lines)

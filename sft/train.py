@@ -1,0 +1,225 @@
+"""`train`: the SFT stage end to end (recipe stage kind `sft_train`).
+
+Order matters for failing fast: the output folder, then the shard sets (cards, sha256), then the model and
+its chat template, then freezing/LoRA/FAST, all before the first step. The trainer writes resumable
+checkpoints to `output_dir/checkpoints` every `save_steps` (keeping `save_total_limit`), each with the recipe
+and a card; the final checkpoint folder `output_dir/final` is written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+from trl import SFTConfig
+
+from datasets_build.configs import config_to_dict
+from datasets_build.errors import ConfigError, OutputExistsError
+from datasets_build.shards import CARD_NAME, sha256_file
+from sft.action_tokens import FastSetup, prepare_fast
+from sft.card import card_text, save_checkpoint_folder, write_card_files
+from sft.collator import SFTCollator
+from sft.config import REPORT_TO, SFTTrainConfig
+from sft.data import OpenedSource, open_sources, stream_dataset
+from sft.freezing import (
+    RowMask,
+    apply_freezing,
+    apply_lora,
+    format_table,
+    parameter_table,
+    train_new_rows_only,
+)
+from sft.model import LoadedModel, load_model
+from sft.trainer import ExtraLoss, SFTTrainerWithExtras
+
+CHECKPOINTS = "checkpoints"
+FINAL = "final"
+
+
+@dataclass
+class TrainingRun:
+    """Everything `build_trainer` set up: the trainer and the facts the model card records."""
+
+    cfg: SFTTrainConfig
+    trainer: SFTTrainerWithExtras
+    loaded: LoadedModel
+    sources: list[OpenedSource]
+    frozen: list[str]
+    table: str
+    fast: FastSetup | None
+    resume_from: str | None
+    corpora: list[dict[str, Any]] = field(default_factory=list)
+
+
+def check_output_dir(cfg: SFTTrainConfig) -> Path:
+    """The run folder: refuse a non-empty one unless resuming or overwriting (then cleared)."""
+    out = Path(cfg.output_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out}: output_dir exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not cfg.resume:
+        if not cfg.overwrite:
+            raise OutputExistsError(f"{out}: output_dir is not empty (set resume=true or overwrite=true)")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def sft_arguments(cfg: SFTTrainConfig, checkpoints: Path) -> SFTConfig:
+    """TRL `SFTConfig` from the run config: assistant-only loss, no truncation (image tokens must stay whole)."""
+    t = cfg.trainer
+    if t.report_to not in REPORT_TO:
+        raise ConfigError(f"trainer.report_to: {t.report_to!r} is not one of {', '.join(REPORT_TO)}")
+    if t.max_steps < 1:
+        raise ConfigError(f"trainer.max_steps: must be >= 1, got {t.max_steps}")
+    return SFTConfig(
+        output_dir=str(checkpoints),
+        max_steps=t.max_steps,
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_steps,
+        lr_scheduler_type=t.lr_scheduler_type,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        max_grad_norm=t.max_grad_norm,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        logging_steps=t.logging_steps,
+        report_to=[] if t.report_to == "none" else [t.report_to],
+        seed=t.seed,
+        data_seed=t.seed,
+        bf16=t.bf16,
+        gradient_checkpointing=t.gradient_checkpointing,
+        dataloader_num_workers=t.dataloader_num_workers,
+        assistant_only_loss=True,
+        max_length=None,
+        remove_unused_columns=False,
+        disable_tqdm=False,
+    )
+
+
+def corpora_provenance(sources: list[OpenedSource]) -> list[dict[str, Any]]:
+    """Per shard set: name, path, weight, samples, shard sha256s and the sha256 of its dataset_card.json."""
+    out = []
+    for source in sources:
+        entry = source.provenance()
+        card = source.shard_set.root / CARD_NAME
+        entry["card_sha256"] = sha256_file(card) if card.is_file() else ""
+        out.append(entry)
+    return out
+
+
+class CardOnSave(TrainerCallback):
+    """Writes the resolved recipe and a model card into every periodic checkpoint (main process only)."""
+
+    def __init__(self, run: TrainingRun) -> None:
+        self.run = run
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        """Called by the Trainer right after it wrote `checkpoint-<step>`."""
+        if not state.is_world_process_zero:
+            return
+        folder = Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
+        if folder.is_dir():
+            metrics = dict(state.log_history[-1]) if state.log_history else {}
+            write_card_files(folder, config_to_dict(self.run.cfg), readme_for(self.run, state.global_step, metrics))
+
+
+def readme_for(run: TrainingRun, steps: int, metrics: dict[str, Any]) -> str:
+    """The model card of `run` after `steps` steps."""
+    return card_text(
+        base_model=run.cfg.model,
+        family=run.loaded.family,
+        corpora=run.corpora,
+        frozen=run.frozen,
+        table=run.table,
+        steps=steps,
+        metrics=metrics,
+        lora=config_to_dict(run.cfg.lora) if run.cfg.lora.enabled else None,
+        fast=run.fast.describe() if run.fast is not None else None,
+    )
+
+
+def build_trainer(cfg: SFTTrainConfig, extra_loss: ExtraLoss | None = None, verbose: bool = True) -> TrainingRun:
+    """Check inputs and set up the trainer (no step taken); `extra_loss` is the seam for an extra head."""
+    out = check_output_dir(cfg)
+    args = sft_arguments(cfg, out / CHECKPOINTS)
+    sources = open_sources(cfg.data, verify=cfg.verify_shards)
+    loaded = load_model(cfg.model, cfg.revision, bf16=cfg.trainer.bf16)
+    model: Any = loaded.model
+    processor, family = loaded.processor, loaded.family
+    fast = prepare_fast(model, processor, cfg.fast)
+    frozen = apply_freezing(model, family, cfg.freeze)
+    if cfg.lora.enabled:
+        model = apply_lora(model, family, cfg.lora)
+        frozen.append("all but LoRA adapters")
+    row_mask: RowMask | None = None
+    if fast is not None and fast.first_new_row is not None:
+        row_mask = train_new_rows_only(model, fast.first_new_row)
+    rows = parameter_table(model, family)
+    table = format_table(rows, row_mask.first_row if row_mask is not None and row_mask.parameters else 0)
+    if verbose:
+        print(f"parameter groups of {cfg.model} ({family}):\n{table}", flush=True)
+    if not any(r["trainable"] for r in rows):
+        raise ConfigError("freeze: every parameter is frozen; nothing to train")
+    collator = SFTCollator(fast.collate_processor if fast else processor, remap=fast.remap if fast else None)
+    dataset = stream_dataset(sources, seed=cfg.trainer.seed, shuffle_buffer=cfg.shuffle_buffer)
+    trainer = SFTTrainerWithExtras(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=processor,
+        data_collator=collator,
+        row_mask=row_mask,
+        extra_loss=extra_loss,
+    )
+    resume_from = get_last_checkpoint(str(out / CHECKPOINTS)) if cfg.resume and (out / CHECKPOINTS).is_dir() else None
+    run = TrainingRun(cfg, trainer, loaded, sources, frozen, table, fast, resume_from, corpora_provenance(sources))
+    trainer.add_callback(CardOnSave(run))
+    return run
+
+
+def finish(run: TrainingRun, metrics: dict[str, Any]) -> Path:
+    """Write the final checkpoint folder (LoRA merged) from the main process; returns its path."""
+    trainer = run.trainer
+    final = Path(run.cfg.output_dir) / FINAL
+    if trainer.is_world_process_zero():
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        if run.cfg.lora.enabled:
+            model = model.merge_and_unload()
+        readme = readme_for(run, trainer.state.global_step, metrics)
+        save_checkpoint_folder(model, run.loaded.processor, final, config_to_dict(run.cfg), readme)
+    trainer.accelerator.wait_for_everyone()
+    return final
+
+
+def train(cfg: SFTTrainConfig) -> dict[str, Any]:
+    """Run one SFT stage; returns a summary {checkpoint, steps, metrics, frozen}."""
+    run = build_trainer(cfg)
+    output = run.trainer.train(resume_from_checkpoint=run.resume_from)
+    metrics = {k: v for k, v in output.metrics.items() if isinstance(v, int | float)}
+    logged = [h for h in run.trainer.state.log_history if "loss" in h]
+    if logged:
+        metrics["final_loss"] = float(logged[-1]["loss"])
+    final = finish(run, metrics)
+    return {
+        "checkpoint": str(final),
+        "steps": run.trainer.state.global_step,
+        "metrics": metrics,
+        "frozen": run.frozen,
+        "parameters_sha1": _state_digest(run),
+    }
+
+
+def _state_digest(run: TrainingRun) -> str:
+    """A short digest of the trained weights (for logs: equal runs print equal digests)."""
+    digest = hashlib.sha1()
+    for name, tensor in sorted(run.trainer.accelerator.unwrap_model(run.trainer.model).state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,237 @@
+"""`python -m vla train CONFIG.yaml [key=value ...]`: fine-tune a VLM into a VLA on robot data with accelerate.
+
+A plain torch loop under `Accelerator` (DDP, DeepSpeed or FSDP via `accelerate launch` / `torchrun`; bf16 on GPU):
+AdamW + a transformers LR schedule, gradient clipping, losses split into Huber and BCE, gripper accuracy, lr and
+samples/s logged to tensorboard or wandb. Every `save_every` steps a complete checkpoint `checkpoint-NNNNNN/` (a
+`Policy.from_pretrained` folder plus `train_state/` for resuming: optimizer, scheduler, RNG) is written under a
+temporary name and renamed; all are kept for the checkpoint sweep.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from datasets_build.configs import config_to_dict
+from datasets_build.errors import ConfigError, DataError, OutputExistsError
+from datasets_build.inspection import source_stats
+from datasets_build.sources import open_source
+from vla.configuration_vla import VLATrainConfig
+from vla.data import VLACollator, VLASampleStream
+from vla.modeling_vla import VLAPolicyModel
+from vla.normalization import ActionNormalizer
+
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d{6,})$")
+TRAIN_STATE = "train_state"
+STEP_FILE = "step.json"
+SUMMARY_FILE = "train_summary.json"
+
+
+def checkpoint_dirs(out: str | Path) -> list[Path]:
+    """The completed checkpoints in `out`, oldest first."""
+    root = Path(out)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := CHECKPOINT_RE.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def _normalizer(cfg: VLATrainConfig) -> ActionNormalizer:
+    """From `data.stats` (the `stats` command's stats.json) or computed from the training source."""
+    if cfg.data.stats:
+        return ActionNormalizer.from_file(cfg.data.stats, cfg.model.normalization)
+    try:
+        source = open_source(cfg.data.source, cfg.data.path, **cfg.data.options)
+    except TypeError as exc:
+        raise ConfigError(f"data.options: bad option for source {cfg.data.source!r} ({exc})") from exc
+    stats = source_stats(source, progress=False)
+    if not stats:
+        raise DataError("no episodes to compute action statistics from", cfg.data.path)
+    return ActionNormalizer.from_stats(stats, cfg.model.normalization, where=cfg.data.path)
+
+
+def format_parameter_table(rows: list[tuple[str, int, bool]]) -> str:
+    """The trainable / frozen parameter groups as a fixed-width table."""
+    lines = [f"{'group':<20} {'parameters':>14}  trainable"]
+    lines += [f"{name:<20} {count:>14,}  {'yes' if trainable else 'FROZEN'}" for name, count, trainable in rows]
+    total = sum(count for _, count, _ in rows)
+    trainable_total = sum(count for _, count, trainable in rows if trainable)
+    lines.append(f"{'total':<20} {total:>14,}  {trainable_total:,} trainable")
+    return "\n".join(lines)
+
+
+def _prepare_out(cfg: VLATrainConfig) -> Path:
+    out = Path(cfg.out)
+    if out.exists() and any(out.iterdir()) and not cfg.resume:
+        if not cfg.overwrite:
+            raise OutputExistsError(f"{out}: output folder is not empty (set overwrite=true or resume=true)")
+        shutil.rmtree(out)
+    return out
+
+
+def _batches(loader: DataLoader, device: torch.device) -> Iterator[dict[str, torch.Tensor]]:
+    for batch in loader:
+        yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def _checksum(model: torch.nn.Module, device: torch.device) -> torch.Tensor:
+    """One float64 number summarising every parameter (compared across ranks to prove DDP kept them in sync)."""
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    for i, param in enumerate(model.parameters()):
+        total += param.detach().double().sum() * (1.0 + 1e-3 * (i % 97))
+    return total
+
+
+def train(cfg: VLATrainConfig) -> dict[str, Any]:
+    """Run one training job; returns a summary (steps, checkpoints, last losses, samples/s, world size)."""
+    precision = cfg.mixed_precision
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() else "no"
+    accelerator = Accelerator(
+        mixed_precision=precision,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        log_with=None if cfg.report_to == "none" else cfg.report_to,
+        project_dir=cfg.out,
+    )
+    world = accelerator.num_processes
+    per_device, rest = divmod(cfg.batch_size, world * cfg.gradient_accumulation_steps)
+    if rest or per_device < 1:
+        raise ConfigError(
+            f"batch_size {cfg.batch_size} is not divisible by {world} processes x "
+            f"{cfg.gradient_accumulation_steps} accumulation steps"
+        )
+    out = _prepare_out(cfg) if accelerator.is_main_process else Path(cfg.out)
+    accelerator.wait_for_everyone()
+    out.mkdir(parents=True, exist_ok=True)
+    set_seed(cfg.seed)
+
+    normalizer = _normalizer(cfg)
+    model = VLAPolicyModel.build(cfg.model)
+    if accelerator.is_main_process:
+        print(format_parameter_table(model.parameter_groups()))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = get_scheduler(
+        cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.steps
+    )
+    # The scheduler stays unprepared: it steps once per optimizer step whatever the number of processes.
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    unwrapped: VLAPolicyModel = accelerator.unwrap_model(model)
+
+    start = 0
+    existing = checkpoint_dirs(out)
+    if cfg.resume and existing:
+        latest = existing[-1]
+        accelerator.load_state(str(latest / TRAIN_STATE))
+        start = int(json.loads((latest / STEP_FILE).read_text())["step"])
+        if accelerator.is_main_process:
+            print(f"resumed from {latest} at step {start}")
+    if start >= cfg.steps:
+        return {"steps": start, "checkpoints": [str(p) for p in existing], "world_size": world}
+
+    stream = VLASampleStream(
+        cfg.data.source,
+        cfg.data.path,
+        cfg.model.chunk_size,
+        normalizer,
+        camera=cfg.data.camera,
+        options=cfg.data.options,
+        shuffle_buffer=cfg.data.shuffle_buffer,
+        seed=cfg.seed + start,  # a resumed run draws fresh samples
+        rank=accelerator.process_index,
+        world_size=world,
+    )
+    loader = DataLoader(
+        stream,
+        batch_size=per_device,
+        num_workers=cfg.data.num_workers,
+        collate_fn=VLACollator(unwrapped.backbone),
+        pin_memory=accelerator.device.type == "cuda",
+        prefetch_factor=4 if cfg.data.num_workers > 0 else None,
+    )
+    recipe = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    if cfg.report_to != "none":
+        flat = {k: v for k, v in json.loads(json.dumps(asdict(cfg), default=str)).items() if not isinstance(v, dict)}
+        accelerator.init_trackers("vla", config=flat)
+
+    def save(step: int) -> Path:
+        final = out / f"checkpoint-{step:06d}"
+        staging = out / f".tmp-checkpoint-{step:06d}"
+        if accelerator.is_main_process:
+            shutil.rmtree(staging, ignore_errors=True)
+            unwrapped.save_pretrained(staging, normalizer, recipe=recipe, atomic=False)
+            (staging / STEP_FILE).write_text(json.dumps({"step": step}) + "\n")
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(staging / TRAIN_STATE))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            shutil.rmtree(final, ignore_errors=True)
+            staging.rename(final)
+        accelerator.wait_for_everyone()
+        return final
+
+    model.train()
+    batches = _batches(loader, accelerator.device)
+    history: list[dict[str, float]] = []
+    saved: list[Path] = list(existing)
+    samples_per_step = cfg.batch_size
+    window_start, window_steps = time.perf_counter(), 0
+    bar = tqdm(total=cfg.steps, initial=start, desc="vla train", disable=not (cfg.progress and accelerator.is_main_process))
+    for step in range(start + 1, cfg.steps + 1):
+        metrics: dict[str, torch.Tensor] = {}
+        for _ in range(cfg.gradient_accumulation_steps):
+            batch = next(batches)
+            with accelerator.accumulate(model):
+                metrics = model(batch)
+                accelerator.backward(metrics["loss"])
+                if accelerator.sync_gradients and cfg.grad_clip > 0:
+                    accelerator.clip_grad_norm_(params, cfg.grad_clip)
+                optimizer.step()
+                if accelerator.sync_gradients:
+                    scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+        window_steps += 1
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            reduced = {k: accelerator.reduce(v.detach().float(), reduction="mean").item() for k, v in metrics.items()}
+            elapsed = time.perf_counter() - window_start
+            reduced["samples_per_s"] = window_steps * samples_per_step / max(elapsed, 1e-9)
+            reduced["lr"] = scheduler.get_last_lr()[0]
+            reduced["step"] = step
+            history.append(reduced)
+            accelerator.log({f"train/{k}": v for k, v in reduced.items() if k != "step"}, step=step)
+            bar.set_postfix(loss=f"{reduced['loss']:.4f}", acc=f"{reduced['gripper_accuracy']:.2f}")
+            window_start, window_steps = time.perf_counter(), 0
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            saved.append(save(step))
+    bar.close()
+    if not all(math.isfinite(h["loss"]) for h in history):
+        raise DataError("training diverged (non-finite loss)", cfg.out)
+    checksums = accelerator.gather(_checksum(model, accelerator.device).reshape(1)).tolist()
+    accelerator.end_training()
+    summary = {
+        "steps": cfg.steps,
+        "world_size": world,
+        "checkpoints": [str(p) for p in saved],
+        "history": history,
+        "rank_parameter_checksums": checksums,
+    }
+    if accelerator.is_main_process:
+        (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
