@@ -68,6 +68,22 @@ STAGE_KINDS: dict[str, StageKind] = {
         "datasets_build.corpora.mix:mix_shards",
         "interleave built corpora and general VQA into one shard set (e.g. vqa_mix)",
     ),
+    "sft_train": StageKind(
+        "sft.config:SFTTrainConfig",
+        "sft.train:train",
+        "post-train a Qwen-VL model on corpus shards (TRL SFT; freezing, LoRA, FAST tokens, omni head)",
+    ),
+    "sft_evaluate": StageKind(
+        "sft.evaluate:EvaluateConfig",
+        "sft.evaluate:evaluate",
+        "generate answers of a checkpoint on shards and score them per task",
+    ),
+    "sft_push": StageKind("sft.push:PushConfig", "sft.push:push", "upload a checkpoint folder to the Hub"),
+    "vla_train": StageKind(
+        "vla.configuration_vla:VLATrainConfig",
+        "vla.train:train",
+        "train a VLA (VLM + <ActionQuery> + MLP head) on robot data; a checkpoint every save_every steps",
+    ),
     "verify": StageKind(
         "datasets_build.corpora.build:VerifyConfig",
         "datasets_build.corpora.build:run_verify",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,10 +74,16 @@ def write_card_files(folder: str | Path, recipe: dict[str, Any], readme: str) ->
 
 
 def save_checkpoint_folder(
-    model: PreTrainedModel, processor: ProcessorMixin, out: str | Path, recipe: dict[str, Any], readme: str
+    model: PreTrainedModel,
+    processor: ProcessorMixin,
+    out: str | Path,
+    recipe: dict[str, Any],
+    readme: str,
+    extra: Callable[[Path], Any] | None = None,
 ) -> CheckpointFolder:
     """Write model, processor, recipe and card to a temporary sibling of `out`, check it against the contract,
-    then rename it to `out` (replacing an older folder there)."""
+    then rename it to `out` (replacing an older folder there). `extra(folder)` writes more parts (e.g. the
+    omni-generation head) into the temporary folder first."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -85,6 +91,8 @@ def save_checkpoint_folder(
         model.save_pretrained(tmp, safe_serialization=True)
         processor.save_pretrained(tmp)
         write_card_files(tmp, recipe, readme)
+        if extra is not None:
+            extra(tmp)
         CheckpointFolder.inspect(tmp)
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}"

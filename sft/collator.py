@@ -12,6 +12,7 @@ from trl.chat_template_utils import get_training_chat_template, has_generation_m
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 ROW_KEYS = ("images", "messages")
+TASK_KEY = "task_names"  # per-row task names (a list of str) for per-task losses; popped before the forward
 IdRemap = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -48,7 +49,7 @@ class SFTCollator:
         self.extra = extra
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        """Model inputs + labels for a list of rows (extra row keys such as `task` are dropped)."""
+        """Model inputs + labels for a list of rows; row `task`s ride along as `task_names`."""
         batch: dict[str, Any] = self.inner([{k: row[k] for k in ROW_KEYS} for row in rows])
         if self.remap is not None:
             batch["input_ids"] = self.remap(batch["input_ids"])
@@ -56,4 +57,6 @@ class SFTCollator:
             batch["labels"] = torch.where(labels == -100, labels, self.remap(labels.clamp(min=0)))
         if self.extra is not None:
             batch.update(self.extra(rows))
+        if all("task" in row for row in rows):
+            batch[TASK_KEY] = [str(row["task"]) for row in rows]
         return batch

@@ -1,4 +1,4 @@
-"""`SFTTrainConfig`: one post-training run (base model, shard sets, freezing, LoRA, FAST tokens, trainer).
+"""`SFTTrainConfig`: one post-training run (base model, shard sets, freezing, LoRA, FAST tokens, omni head, trainer).
 
 A recipe YAML maps onto it one to one (unknown keys are errors); the `trainer` fields map onto TRL's
 `SFTConfig` in `sft.train`.
@@ -7,6 +7,8 @@ A recipe YAML maps onto it one to one (unknown keys are errors); the `trainer` f
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from datasets_build.errors import ConfigError
 
 LORA_PRESETS = ("llm", "llm_vision")
 REPORT_TO = ("none", "tensorboard", "wandb")
@@ -73,8 +75,34 @@ class TrainerSettings:
     report_to: str = "none"
     seed: int = 0
     bf16: bool = False
-    gradient_checkpointing: bool = False
+    activation_checkpointing: bool = False
     dataloader_num_workers: int = 0
+
+
+@dataclass
+class OmniHeadConfig:
+    """Size of the head and its diffusion schedule (the `omni` section of an SFT recipe)."""
+
+    enabled: bool = False
+    num_queries: int = 16
+    image_size: int = 64  # targets are resized to this square size
+    cond_dim: int = 256  # denoiser cross-attention width
+    block_out_channels: list[int] = field(default_factory=lambda: [64, 128, 128])
+    layers_per_block: int = 1
+    attention_head_dim: int = 8
+    train_timesteps: int = 1000
+    sample_steps: int = 25
+    weight: float = 1.0  # diffusion loss weight relative to the text loss
+    depth_far: float = 5.0  # metres mapped to 1.0 when depth targets become denoiser images
+
+    def check(self) -> None:
+        """One-line ConfigError on impossible sizes."""
+        if self.num_queries < 1 or self.image_size < 8 or self.cond_dim < 8:
+            raise ConfigError("omni: num_queries >= 1, image_size >= 8 and cond_dim >= 8 are required")
+        if self.image_size % (2 ** (len(self.block_out_channels) - 1)):
+            raise ConfigError("omni: image_size must be divisible by 2^(len(block_out_channels) - 1)")
+        if any(c % self.attention_head_dim for c in self.block_out_channels):
+            raise ConfigError("omni: every block_out_channels entry must be a multiple of attention_head_dim")
 
 
 @dataclass
@@ -94,6 +122,7 @@ class SFTTrainConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     fast: FastSettings = field(default_factory=FastSettings)
     trainer: TrainerSettings = field(default_factory=TrainerSettings)
+    omni: OmniHeadConfig = field(default_factory=OmniHeadConfig)  # the omni-generation head (off by default)
     shuffle_buffer: int = 256
     verify_shards: bool = True
     resume: bool = False

@@ -58,19 +58,29 @@ def open_sources(sources: Sequence[ShardSource], verify: bool = True) -> list[Op
     return opened
 
 
-def sample_row(sample: Sample) -> dict[str, Any]:
-    """The TRL vision-SFT row of one Sample (the task name rides along for per-task metrics)."""
-    return {"images": list(sample.images), "messages": sample.messages, "task": sample.task}
+def sample_row(sample: Sample, with_targets: bool = False) -> dict[str, Any]:
+    """The TRL vision-SFT row of one Sample (the task name rides along for per-task metrics).
+
+    `with_targets` adds the generation target and its type (`target`, `generation`; None for rows without)
+    for the omni-generation head.
+    """
+    row = {"images": list(sample.images), "messages": sample.messages, "task": sample.task}
+    if with_targets:
+        row["target"] = sample.target
+        row["generation"] = str(sample.meta.get("question_type", "")) if sample.target is not None else None
+    return row
 
 
-def _set_rows(shards: list[str]) -> Iterator[dict[str, Any]]:
+def _set_rows(shards: list[str], with_targets: bool = False) -> Iterator[dict[str, Any]]:
     """Rows of the given tars, in order."""
     for path in shards:
         for record in iter_tar_records(path):
-            yield sample_row(Sample.decode(record, where=str(record.get("__url__", path))))
+            yield sample_row(Sample.decode(record, where=str(record.get("__url__", path))), with_targets)
 
 
-def _rows(shards: list[tuple[int, str]], weights: tuple[float, ...], seed: int) -> Iterator[dict[str, Any]]:
+def _rows(
+    shards: list[tuple[int, str]], weights: tuple[float, ...], seed: int, with_targets: bool = False
+) -> Iterator[dict[str, Any]]:
     """Rows of the given (set index, tar) pairs, the sets mixed by `weights` with a seeded draw.
 
     A set that runs out restarts (oversampling small sets) until every set present has run out once.
@@ -80,7 +90,7 @@ def _rows(shards: list[tuple[int, str]], weights: tuple[float, ...], seed: int) 
     for index, path in shards:
         by_set.setdefault(index, []).append(path)
     order = sorted(by_set)
-    streams = {i: _set_rows(by_set[i]) for i in order}
+    streams = {i: _set_rows(by_set[i], with_targets) for i in order}
     exhausted: set[int] = set()
     rng = random.Random(f"{seed}:{shards[0][1] if shards else ''}")
     while len(exhausted) < len(order):
@@ -88,20 +98,23 @@ def _rows(shards: list[tuple[int, str]], weights: tuple[float, ...], seed: int) 
         row = next(streams[i], None)
         if row is None:
             exhausted.add(i)
-            streams[i] = _set_rows(by_set[i])
+            streams[i] = _set_rows(by_set[i], with_targets)
             row = next(streams[i], None)
             if row is None or len(exhausted) == len(order):
                 continue
         yield row
 
 
-def stream_dataset(sources: Sequence[OpenedSource], seed: int = 0, shuffle_buffer: int = 256) -> IterableDataset:
+def stream_dataset(
+    sources: Sequence[OpenedSource], seed: int = 0, shuffle_buffer: int = 256, with_targets: bool = False
+) -> IterableDataset:
     """One IterableDataset over all sets: tars of every set in one shard list (so ranks and workers split
     them), sets mixed with probabilities proportional to their weights, then a seeded tar-order shuffle and a
     `shuffle_buffer` row buffer. Rows keep PIL images (no Arrow round trip)."""
     shards = [(i, str(p)) for i, source in enumerate(sources) for p in source.shard_set.shards]
     weights = tuple(float(s.weight) for s in sources)
-    stream = IterableDataset.from_generator(_rows, gen_kwargs={"shards": shards, "weights": weights, "seed": seed})
+    kwargs = {"shards": shards, "weights": weights, "seed": seed, "with_targets": with_targets}
+    stream = IterableDataset.from_generator(_rows, gen_kwargs=kwargs)
     if shuffle_buffer > 1:
         stream = stream.shuffle(seed=seed, buffer_size=shuffle_buffer)
     return stream

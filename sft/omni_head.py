@@ -12,7 +12,7 @@ as PNG through the corpus's own encoders (`datasets_build.corpora.omni_generatio
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from torch import nn
 
 from datasets_build.corpora.omni_generation import PALETTE, encode_depth_target
 from datasets_build.errors import ConfigError, DataError
+from sft.config import OmniHeadConfig
 from sft.trainer import ExtraLoss
 
 HEAD_DIR = "omni_head"
@@ -38,32 +39,6 @@ KINDS = ("depth", "segmentation", "image")
 def query_token(i: int) -> str:
     """The i-th generation query token."""
     return f"<gen_{i}>"
-
-
-@dataclass
-class OmniHeadConfig:
-    """Size of the head and its diffusion schedule (the `omni` section of an SFT recipe)."""
-
-    enabled: bool = False
-    num_queries: int = 16
-    image_size: int = 64  # targets are resized to this square size
-    cond_dim: int = 256  # denoiser cross-attention width
-    block_out_channels: list[int] = field(default_factory=lambda: [64, 128, 128])
-    layers_per_block: int = 1
-    attention_head_dim: int = 8
-    train_timesteps: int = 1000
-    sample_steps: int = 25
-    weight: float = 1.0  # diffusion loss weight relative to the text loss
-    depth_far: float = 5.0  # metres mapped to 1.0 when depth targets become denoiser images
-
-    def check(self) -> None:
-        """One-line ConfigError on impossible sizes."""
-        if self.num_queries < 1 or self.image_size < 8 or self.cond_dim < 8:
-            raise ConfigError("omni: num_queries >= 1, image_size >= 8 and cond_dim >= 8 are required")
-        if self.image_size % (2 ** (len(self.block_out_channels) - 1)):
-            raise ConfigError("omni: image_size must be divisible by 2^(len(block_out_channels) - 1)")
-        if any(c % self.attention_head_dim for c in self.block_out_channels):
-            raise ConfigError("omni: every block_out_channels entry must be a multiple of attention_head_dim")
 
 
 def add_query_tokens(tokenizer: Any, model: Any, num_queries: int) -> list[int]:
@@ -168,6 +143,7 @@ class OmniGenerationHead(ExtraLoss):
         self.config = config
         self.hidden_size = hidden_size
         self.register_buffer("query_ids", torch.tensor(query_ids, dtype=torch.long), persistent=False)
+        self.query_tokens = [query_token(i) for i in range(len(query_ids))]
         self.projector = nn.Sequential(
             nn.Linear(hidden_size, config.cond_dim), nn.GELU(), nn.Linear(config.cond_dim, config.cond_dim)
         )
@@ -254,3 +230,29 @@ class OmniGenerationHead(ExtraLoss):
         head.projector.load_state_dict(load_file(str(root / PROJECTOR_FILE)))
         head.denoiser = UNet2DConditionModel.from_pretrained(root / DENOISER_DIR)
         return head
+
+
+def sample_to_png(
+    checkpoint: str | Path, image: str | Path, prompt: str, kind: str, out: str | Path, seed: int = 0
+) -> Path:
+    """Generate a map (depth / segmentation / image) for one image and prompt with a saved checkpoint's head."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    if kind not in (*KINDS, "future_frame"):
+        raise ConfigError(f"kind: must be one of {', '.join((*KINDS, 'future_frame'))}, got {kind!r}")
+    root = Path(checkpoint)
+    processor = AutoProcessor.from_pretrained(root)
+    model = AutoModelForImageTextToText.from_pretrained(root).eval()
+    head = OmniGenerationHead.from_pretrained(root / HEAD_DIR, processor.tokenizer).eval()
+    try:
+        picture = Image.open(image).convert("RGB")
+    except OSError as exc:
+        raise DataError(f"cannot read image ({exc})", image) from exc
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    inputs = dict(processor(text=[text], images=[[picture]], return_tensors="pt"))
+    generated = head.sample(model, inputs, torch.Generator().manual_seed(seed))[0]
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensor_to_png(generated, "image" if kind == "future_frame" else kind, head.config.depth_far).save(path)
+    return path

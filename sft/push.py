@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-import httpx
 from huggingface_hub import HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError
 
@@ -21,6 +20,8 @@ from datasets_build.errors import ConfigError, ToolkitError
 
 T = TypeVar("T")
 TRANSIENT_STATUS = (408, 429, 500, 502, 503, 504)
+# huggingface_hub's HTTP client raises its own transport errors (httpx in 1.x, httpx2 in 2.x): match by class name
+TRANSPORT_ERRORS = ("TransportError", "TimeoutException", "NetworkError")
 
 
 class PushError(ToolkitError):
@@ -38,6 +39,7 @@ class PushConfig:
     commit_message: str = "Upload SFT checkpoint"
     retries: int = 4
     backoff_s: float = 2.0
+    endpoint: str | None = None  # default: HF_ENDPOINT or https://huggingface.co
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -45,7 +47,9 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, HfHubHTTPError):
         status = exc.response.status_code if exc.response is not None else None
         return status in TRANSIENT_STATUS
-    return isinstance(exc, httpx.TransportError | ConnectionError | TimeoutError)
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    return any(cls.__name__ in TRANSPORT_ERRORS for cls in type(exc).__mro__)
 
 
 def with_retries(call: Callable[[], T], what: str, retries: int, backoff_s: float, token: str | None) -> T:
@@ -73,7 +77,7 @@ def push(cfg: PushConfig, token: str | None = None) -> str:
     token = token or get_token()
     if not token:
         raise ConfigError("push: no Hub token (set HF_TOKEN or run `hf auth login`)")
-    api = HfApi(token=token)
+    api = HfApi(endpoint=cfg.endpoint, token=token)
     with_retries(
         lambda: api.create_repo(cfg.repo_id, private=cfg.private, repo_type="model", exist_ok=True),
         f"create_repo {cfg.repo_id}",

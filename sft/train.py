@@ -8,12 +8,15 @@ and a card; the final checkpoint folder `output_dir/final` is written atomically
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+from accelerate import PartialState
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig
@@ -35,6 +38,7 @@ from sft.freezing import (
     train_new_rows_only,
 )
 from sft.model import LoadedModel, load_model
+from sft.omni_head import HEAD_DIR, OmniGenerationHead, add_query_tokens, collate_targets
 from sft.trainer import ExtraLoss, SFTTrainerWithExtras
 
 CHECKPOINTS = "checkpoints"
@@ -94,7 +98,9 @@ def sft_arguments(cfg: SFTTrainConfig, checkpoints: Path) -> SFTConfig:
         seed=t.seed,
         data_seed=t.seed,
         bf16=t.bf16,
-        gradient_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing=t.activation_checkpointing,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=t.dataloader_num_workers,
         assistant_only_loss=True,
         max_length=None,
@@ -147,28 +153,50 @@ def readme_for(run: TrainingRun, steps: int, metrics: dict[str, Any]) -> str:
 
 def build_trainer(cfg: SFTTrainConfig, extra_loss: ExtraLoss | None = None, verbose: bool = True) -> TrainingRun:
     """Check inputs and set up the trainer (no step taken); `extra_loss` is the seam for an extra head."""
-    out = check_output_dir(cfg)
+    out = Path(cfg.output_dir)
     args = sft_arguments(cfg, out / CHECKPOINTS)
+    _ = args.device  # the Trainer's own distributed set-up (gloo on CPU under torchrun) before we use it
+    state = PartialState()
+    if state.is_main_process:
+        check_output_dir(cfg)
+    state.wait_for_everyone()
     sources = open_sources(cfg.data, verify=cfg.verify_shards)
     loaded = load_model(cfg.model, cfg.revision, bf16=cfg.trainer.bf16)
     model: Any = loaded.model
     processor, family = loaded.processor, loaded.family
     fast = prepare_fast(model, processor, cfg.fast)
+    first_new_row = fast.first_new_row if fast is not None else None
+    omni_ids: list[int] = []
+    if cfg.omni.enabled:
+        if extra_loss is not None:
+            raise ConfigError("omni.enabled and an explicit extra_loss cannot be combined")
+        cfg.omni.check()
+        omni_ids = add_query_tokens(processor.tokenizer, model, cfg.omni.num_queries)
+        first_new_row = min(omni_ids) if first_new_row is None else min(first_new_row, *omni_ids)
+        extra_loss = OmniGenerationHead(cfg.omni, model.config.get_text_config().hidden_size, omni_ids)
     frozen = apply_freezing(model, family, cfg.freeze)
     if cfg.lora.enabled:
         model = apply_lora(model, family, cfg.lora)
         frozen.append("all but LoRA adapters")
     row_mask: RowMask | None = None
-    if fast is not None and fast.first_new_row is not None:
-        row_mask = train_new_rows_only(model, fast.first_new_row)
+    if first_new_row is not None:  # FAST or omni query tokens: new rows train even in frozen embeddings
+        row_mask = train_new_rows_only(model, first_new_row)
     rows = parameter_table(model, family)
     table = format_table(rows, row_mask.first_row if row_mask is not None and row_mask.parameters else 0)
     if verbose:
         print(f"parameter groups of {cfg.model} ({family}):\n{table}", flush=True)
     if not any(r["trainable"] for r in rows):
         raise ConfigError("freeze: every parameter is frozen; nothing to train")
-    collator = SFTCollator(fast.collate_processor if fast else processor, remap=fast.remap if fast else None)
-    dataset = stream_dataset(sources, seed=cfg.trainer.seed, shuffle_buffer=cfg.shuffle_buffer)
+    extra_columns = None
+    if cfg.omni.enabled:
+        size, far = cfg.omni.image_size, cfg.omni.depth_far
+        extra_columns = functools.partial(collate_targets, size=size, depth_far=far)
+    collator = SFTCollator(
+        fast.collate_processor if fast else processor, remap=fast.remap if fast else None, extra=extra_columns
+    )
+    dataset = stream_dataset(
+        sources, seed=cfg.trainer.seed, shuffle_buffer=cfg.shuffle_buffer, with_targets=cfg.omni.enabled
+    )
     trainer = SFTTrainerWithExtras(
         model=model,
         args=args,
@@ -193,7 +221,15 @@ def finish(run: TrainingRun, metrics: dict[str, Any]) -> Path:
         if run.cfg.lora.enabled:
             model = model.merge_and_unload()
         readme = readme_for(run, trainer.state.global_step, metrics)
-        save_checkpoint_folder(model, run.loaded.processor, final, config_to_dict(run.cfg), readme)
+        head = trainer.extra_loss if isinstance(trainer.extra_loss, OmniGenerationHead) else None
+        save_checkpoint_folder(
+            model,
+            run.loaded.processor,
+            final,
+            config_to_dict(run.cfg),
+            readme,
+            extra=(lambda folder: head.save_pretrained(folder / HEAD_DIR, head.query_tokens)) if head else None,
+        )
     trainer.accelerator.wait_for_everyone()
     return final
 

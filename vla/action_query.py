@@ -22,7 +22,7 @@ ACTION_QUERY_TOKEN = "<ActionQuery>"
 
 def add_action_query_token(processor: ProcessorMixin) -> int:
     """Add `<ActionQuery>` to the processor's tokenizer as one special token (idempotent); returns its id."""
-    tokenizer = processor.tokenizer  # type: ignore[attr-defined]
+    tokenizer = processor.tokenizer
     tokenizer.add_tokens([AddedToken(ACTION_QUERY_TOKEN, special=True, normalized=False)], special_tokens=True)
     token_id = tokenizer.convert_tokens_to_ids(ACTION_QUERY_TOKEN)
     if not isinstance(token_id, int) or token_id == tokenizer.unk_token_id:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from datasets_build.actions import ACTION_DIM
@@ -39,6 +40,11 @@ class ActionHead(nn.Sequential):
         self.hidden_size = hidden_size
         self.width = w
         self.chunk_size = chunk_size
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Parameter dtype of the head (its input is cast to it)."""
+        return next(self.parameters()).dtype
 
     def table9_parameters(self) -> int:
         """Parameters of the two layers Table 9 prints (the final projection excluded)."""

@@ -109,7 +109,7 @@ class VLAPolicyModel(nn.Module):
         hidden = self.backbone.hidden_states(inputs)
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         query_state = hidden[rows, self.query.positions(inputs["input_ids"])]
-        out = self.head(query_state.to(self.head[0].weight.dtype))
+        out = self.head(query_state.to(self.head.dtype))
         return out.view(-1, self.config.chunk_size, ACTION_DIM)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

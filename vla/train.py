@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 import time
@@ -98,11 +99,15 @@ def _checksum(model: torch.nn.Module, device: torch.device) -> torch.Tensor:
 
 
 def train(cfg: VLATrainConfig) -> dict[str, Any]:
-    """Run one training job; returns a summary (steps, checkpoints, last losses, samples/s, world size)."""
+    """Run one training job; returns a summary (steps, checkpoints, last logged metrics, world size) and writes it,
+    with the history of every logged step, to `out/train_summary.json`."""
     precision = cfg.mixed_precision
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() else "no"
+    # accelerate only takes its multi-process CPU (gloo) path when asked for the CPU explicitly (torchrun on CPU)
+    multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     accelerator = Accelerator(
+        cpu=multi_cpu,
         mixed_precision=precision,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         log_with=None if cfg.report_to == "none" else cfg.report_to,
@@ -192,7 +197,9 @@ def train(cfg: VLATrainConfig) -> dict[str, Any]:
     saved: list[Path] = list(existing)
     samples_per_step = cfg.batch_size
     window_start, window_steps = time.perf_counter(), 0
-    bar = tqdm(total=cfg.steps, initial=start, desc="vla train", disable=not (cfg.progress and accelerator.is_main_process))
+    bar = tqdm(
+        total=cfg.steps, initial=start, desc="vla train", disable=not (cfg.progress and accelerator.is_main_process)
+    )
     for step in range(start + 1, cfg.steps + 1):
         metrics: dict[str, torch.Tensor] = {}
         for _ in range(cfg.gradient_accumulation_steps):
@@ -229,9 +236,9 @@ def train(cfg: VLATrainConfig) -> dict[str, Any]:
         "steps": cfg.steps,
         "world_size": world,
         "checkpoints": [str(p) for p in saved],
-        "history": history,
+        "last": history[-1] if history else {},
         "rank_parameter_checksums": checksums,
     }
-    if accelerator.is_main_process:
-        (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    if accelerator.is_main_process:  # the full log-step history goes to the file, the summary stays short
+        (out / SUMMARY_FILE).write_text(json.dumps({**summary, "history": history}, indent=2) + "\n")
     return summary

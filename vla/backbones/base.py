@@ -51,7 +51,7 @@ class Backbone:
         self.model = model
         self.processor = processor
         self.options = options
-        self.tokenizer: Any = processor.tokenizer  # type: ignore[attr-defined]
+        self.tokenizer: Any = processor.tokenizer
         # Right padding for every family: with causal attention over the query, a row's query state then does not
         # depend on the other rows of its batch (act_batch == act), and positions match the unpadded prompt.
         self.tokenizer.padding_side = "right"

@@ -7,6 +7,8 @@ processor adds `<s>`, `<image>`, the 64 image-position tokens and `</image>`.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from vla.action_query import ACTION_QUERY_TOKEN
@@ -27,8 +29,9 @@ class Kosmos2Backbone(Backbone):
 
     def hidden_states(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Image features -> the text decoder (no lm_head), as Kosmos2ForConditionalGeneration.forward does."""
-        image_embeds = self.model.get_image_features(inputs["pixel_values"], return_dict=True).pooler_output
-        outputs = self.model.text_model.model(
+        model: Any = self.model
+        image_embeds = model.get_image_features(inputs["pixel_values"], return_dict=True).pooler_output
+        outputs = model.text_model.model(
             input_ids=inputs["input_ids"],
             attention_mask=inputs["attention_mask"],
             image_embeds=image_embeds,

@@ -37,9 +37,7 @@ class PaliGemmaBackbone(Backbone):
             raise DataError(f"{len(images)} images for {len(instructions)} instructions", field="images")
         texts = [self.prompt(check_instruction(text)) for text in instructions]
         text = self.tokenizer(texts, padding=True, add_special_tokens=False, return_tensors="pt")
-        pixels = self.processor.image_processor(  # type: ignore[attr-defined]
-            [self.prepare_image(image) for image in images], return_tensors="pt"
-        )
+        pixels = self.processor.image_processor([self.prepare_image(image) for image in images], return_tensors="pt")
         image_id = self.tokenizer.convert_tokens_to_ids(self.image_token)
         input_ids = text["input_ids"]
         return {

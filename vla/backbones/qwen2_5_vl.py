@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from vla.action_query import ACTION_QUERY_TOKEN
 from vla.backbones.base import Backbone
 
@@ -22,7 +24,7 @@ class QwenBackbone(Backbone):
         image = getattr(self.processor, "image_token", "<|image_pad|>")
         if self.options.prompt_scheme == "short":
             return f"<|im_start|><|vision_start|>{image}<|vision_end|>{instruction}\n{ACTION_QUERY_TOKEN}"
-        messages = [
+        messages: list[dict[str, Any]] = [
             {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
             {
                 "role": "user",

@@ -1,0 +1,92 @@
+"""FAST action tokens in SFT: `new_tokens` adds rows that train while the old rows stay bit-identical under
+frozen embeddings and weight decay; `vocab_tail` keeps the vocabulary and puts the answer on its tail ids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoProcessor
+
+from datasets_build.configs import build_config
+from datasets_build.fast import FastTokenizer, parse_answer
+from datasets_build.fast.vocab import FastVocabMapping
+from sft.config import SFTTrainConfig
+from sft.data import open_sources, stream_dataset
+from sft.train import build_trainer, finish
+
+QWEN25 = "Qwen/Qwen2.5-VL-3B-Instruct"
+
+
+@pytest.fixture(scope="module")
+def fast_corpus(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from datasets_build.corpora import BuildConfig, build_corpus
+    from datasets_build.fast.fit import FitFastConfig, fit_fast
+    from datasets_build.tiny_models import install_tiny_backbones
+
+    install_tiny_backbones(ids=[QWEN25])
+    root = tmp_path_factory.mktemp("sft_fast")
+    tokenizer = root / "fast"
+    fit_fast(FitFastConfig(source="demo", input=str(demo_dir), out=str(tokenizer), horizon=4, vocab_size=96))
+    corpus = root / "fast_tokens"
+    options = {"tokenizer": str(tokenizer), "stride": 4}
+    build_corpus(BuildConfig(name="fast_tokens", input=str(demo_dir), out=str(corpus), max_samples=16, options=options))
+    return tokenizer, corpus
+
+
+def make_cfg(fast_corpus: tuple[Path, Path], out: Path, mapping: str, **layers: Any) -> SFTTrainConfig:
+    tokenizer, corpus = fast_corpus
+    base = {
+        "model": QWEN25,
+        "data": [{"path": str(corpus)}],
+        "output_dir": str(out),
+        "shuffle_buffer": 4,
+        "fast": {"tokenizer": str(tokenizer), "mapping": mapping},
+        "trainer": {"max_steps": 2, "save_steps": 100, "learning_rate": 1e-2, "weight_decay": 0.1},
+    }
+    return build_config(SFTTrainConfig, base, layers, where="test")
+
+
+def test_new_tokens_train_only_the_added_rows(fast_corpus, tmp_path):
+    base_rows = AutoConfig.from_pretrained(QWEN25).get_text_config().vocab_size
+    run = build_trainer(make_cfg(fast_corpus, tmp_path / "run", "new_tokens", freeze={"word_embeddings": True}))
+    fast = run.fast
+    assert fast is not None
+    assert fast.first_new_row == base_rows
+    embedding = run.trainer.model.get_input_embeddings().weight
+    assert embedding.shape[0] == base_rows + fast.mapping.fast_vocab_size
+    assert embedding.requires_grad
+    assert "only the added FAST rows train" in run.table
+    decay = run.trainer.get_decay_parameter_names(run.trainer.model)
+    assert not any("embed_tokens" in n for n in decay)
+    before = embedding.detach().clone()
+    run.trainer.train()
+    after = run.trainer.model.get_input_embeddings().weight.detach()
+    assert torch.equal(before[:base_rows], after[:base_rows])  # old rows: no gradient, no decay
+    assert not torch.equal(before[base_rows:], after[base_rows:])  # answer tokens moved
+    final = finish(run, {})
+    processor = AutoProcessor.from_pretrained(final)
+    assert processor.tokenizer.convert_tokens_to_ids("<fast_0>") == base_rows
+    assert AutoConfig.from_pretrained(final).get_text_config().vocab_size == embedding.shape[0]
+
+
+def test_vocab_tail_keeps_the_vocabulary_and_labels_the_tail(fast_corpus, tmp_path):
+    rows = AutoConfig.from_pretrained(QWEN25).get_text_config().vocab_size
+    run = build_trainer(make_cfg(fast_corpus, tmp_path / "run", "vocab_tail"), verbose=False)
+    assert run.fast is not None
+    assert run.fast.first_new_row is None
+    assert run.trainer.model.get_input_embeddings().weight.shape[0] == rows
+    assert len(run.loaded.processor.tokenizer) <= rows  # the saved processor gets no placeholder tokens
+    mapping = FastVocabMapping("vocab_tail", FastTokenizer.from_pretrained(fast_corpus[0]).vocab_size, rows)
+    examples = [r for _, r in zip(range(3), stream_dataset(open_sources(run.cfg.data), 0, 1), strict=False)]
+    batch = run.trainer.data_collator(examples)
+    assert int(batch["input_ids"].max()) < rows
+    end = run.loaded.processor.tokenizer.encode("<|im_end|>\n")
+    for i, example in enumerate(examples):
+        ids = parse_answer(example["messages"][-1]["content"][0]["text"])
+        labels = batch["labels"][i]
+        assert labels[labels != -100].tolist() == mapping.to_vlm(ids) + end
+    run.trainer.train()
+    assert run.trainer.state.global_step == 2

@@ -1,0 +1,79 @@
+"""`python -m vla {train, download, info}`: argparse sub-commands mapped onto the stage's typed configs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+
+from datasets_build.cli import run_cli
+from datasets_build.configs import build_config, load_yaml, parse_overrides
+
+
+def _train(args: argparse.Namespace) -> int:
+    from vla.configuration_vla import VLATrainConfig
+    from vla.train import train
+
+    layers = [load_yaml(args.config)] if args.config else []
+    where = args.config or "vla train"
+    cfg = build_config(VLATrainConfig, *layers, parse_overrides(args.overrides), where=where)
+    summary = train(cfg)
+    print(json.dumps({"checkpoints": summary["checkpoints"], "last": summary.get("last", {})}, indent=2))
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    from vla.download import download
+
+    info = download(args.repo_id, revision=args.revision, check=not args.no_check)
+    print(f"{info['repo_id']}: {info['bytes'] / 1e9:.2f} GB at {info['path']}")
+    if "family" in info:
+        print(f"loads as a {info['family']} backbone (hidden {info['hidden']})")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from vla.info import format_info, model_info
+
+    info = model_info(args.model, chunk_size=args.chunk_size)
+    print(json.dumps(info, indent=2) if args.json else format_info(info))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `python -m vla` parser."""
+    parser = argparse.ArgumentParser(prog="python -m vla", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    tr = sub.add_parser("train", help="train a VLA (backbone + <ActionQuery> + MLP head) on robot data")
+    tr.add_argument("config", nargs="?", help="YAML mapping onto VLATrainConfig (optional)")
+    tr.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model.backbone=... data.path=... steps=100")
+    tr.set_defaults(func=_train)
+
+    dl = sub.add_parser("download", help="download a backbone (weights + processor) into the HF cache and check it")
+    dl.add_argument("repo_id", help="Hub model id, e.g. Qwen/Qwen2.5-VL-3B-Instruct or BAAI/RoboBrain2.0-7B")
+    dl.add_argument("--revision", help="branch, tag or commit")
+    dl.add_argument("--no-check", action="store_true", help="skip loading it as a backbone")
+    dl.set_defaults(func=_download)
+
+    inf = sub.add_parser("info", help="parameter counts and head widths of a VLA on MODEL, beside Table 9")
+    inf.add_argument("model", help="one of the paper's nine Hub ids (real config, no download), another id or a folder")
+    inf.add_argument("--chunk-size", type=int, default=10, help="action chunk of the final layer [10]")
+    inf.add_argument("--json", action="store_true", help="print JSON")
+    inf.set_defaults(func=_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m vla`."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "train":
+        if args.config and "=" in args.config:  # only overrides were given
+            args.overrides, args.config = [args.config, *args.overrides], None
+        if extra and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+            extra = []
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return run_cli(args.func, args)
