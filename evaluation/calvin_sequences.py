@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 
-
 SUBTASKS_PER_CHAIN = 5
 State = dict[str, Any]
 Chain = tuple[State, tuple[str, ...]]

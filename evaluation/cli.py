@@ -1,0 +1,161 @@
+"""`python -m evaluation {run, sweep, report, calvin-sequences}`: each sub-command maps its flags onto a config.
+
+Flags cover the common settings; any config field can also be set as `key=value` (e.g.
+`sim_options.suite=libero_10`). Expected errors print one `error: ...` line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from datasets_build.configs import build_config, parse_overrides
+from datasets_build.errors import ToolkitError
+
+
+def _flags(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def _run(args: argparse.Namespace) -> int:
+    from evaluation.run import RunConfig, run
+
+    flags = _flags(
+        args, ("sim", "policy", "out", "chunk_mode", "trials", "workers", "num_shards", "shard_index", "video")
+    )
+    flags["overwrite"] = args.overwrite
+    if args.no_batch:
+        flags["batch_inference"] = False
+    cfg = build_config(RunConfig, flags, parse_overrides(args.overrides), where="run")
+    summary = run(cfg)
+    print(json.dumps(summary["metrics"], indent=2))
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from evaluation.sweep import SweepConfig, sweep
+
+    flags = _flags(args, ("sim", "run", "out", "trials", "workers", "repeats"))
+    modes = [m for m in args.chunk_modes or [] if "=" not in m]
+    overrides = [*(m for m in args.chunk_modes or [] if "=" in m), *args.overrides]  # key=value after the modes
+    if modes:
+        flags["chunk_modes"] = modes
+    cfg = build_config(SweepConfig, flags, parse_overrides(overrides), where="sweep")
+    result = sweep(cfg)
+    print(json.dumps(result["best"], indent=2))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from evaluation.report import ReportConfig, report
+
+    flags = _flags(args, ("out", "baseline", "capability", "title"))
+    flags["results"] = list(args.results)
+    cfg = build_config(ReportConfig, flags, where="report")
+    written = report(cfg)
+    print("\n".join(str(p) for p in written))
+    return 0
+
+
+def _calvin_sequences(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from evaluation.calvin_sequences import chains_digest, get_sequences, to_json
+
+    chains = get_sequences(args.num, cache_dir=args.cache_dir)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(to_json(chains))
+    tmp.replace(out)
+    print(f"{len(chains)} chains -> {out} (sha256 {chains_digest(chains)})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse tree of `python -m evaluation`."""
+    parser = argparse.ArgumentParser(prog="python -m evaluation", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="roll a policy out in a simulator (resumable; episodes.jsonl + summary.json)",
+        description="Evaluate one policy on one simulator's protocol. Rerunning into the same --out skips "
+        "finished trials.",
+    )
+    run.add_argument("--sim", required=True, help="demo | libero | calvin | simpler | maniskill")
+    run.add_argument("--policy", required=True, help="checkpoint folder or Hub id (vla.Policy), 'zero', 'replay:DIR'")
+    run.add_argument("--out", required=True, help="results folder")
+    run.add_argument("--chunk-mode", dest="chunk_mode", choices=("full", "half", "one"), help="[full]")
+    run.add_argument("--trials", type=int, help="trials per task (CALVIN: chains) [protocol's count]")
+    run.add_argument("--workers", type=int, help="simulator processes [1]")
+    run.add_argument("--no-batch", action="store_true", help="one policy call per environment, not act_batch")
+    run.add_argument("--num-shards", dest="num_shards", type=int, help="split the trials into this many jobs [1]")
+    run.add_argument("--shard-index", dest="shard_index", type=int, help="which split this job runs [0]")
+    run.add_argument("--video", type=int, help="mp4 of the first N trials of each task [0]")
+    run.add_argument("--overwrite", action="store_true", help="discard results already in --out")
+    run.add_argument("overrides", nargs="*", help="config key=value (e.g. sim_options.suite=libero_10)")
+    run.set_defaults(func=_run)
+
+    sweep = sub.add_parser(
+        "sweep",
+        help="every checkpoint of a training run x every chunk mode; best-of reported, all kept",
+        description="Evaluate every saved checkpoint of a training run folder with every chunk mode.",
+    )
+    sweep.add_argument("--sim", required=True, help="simulator name")
+    sweep.add_argument("--run", required=True, help="training run folder (checkpoint-* subfolders)")
+    sweep.add_argument("--out", help="results folder [RUN/eval-SIM]")
+    sweep.add_argument("--chunk-modes", dest="chunk_modes", nargs="+", help="subset of full half one [all]")
+    sweep.add_argument("--trials", type=int, help="trials per task")
+    sweep.add_argument("--workers", type=int, help="simulator processes")
+    sweep.add_argument("--repeats", type=int, help="runs per setting, averaged (stochastic policies) [1]")
+    sweep.add_argument("overrides", nargs="*", help="config key=value")
+    sweep.set_defaults(func=_sweep)
+
+    report = sub.add_parser(
+        "report",
+        help="paper-style tables (Markdown, CSV, LaTeX), box plots and correlation plots",
+        description="Tables in the layout of the paper's Tables 1-4 and 10, Fig. 4 box plots over "
+        "checkpoints and the Fig. 3 capability scatter.",
+    )
+    report.add_argument(
+        "results", nargs="+", help="results folders, summary.json files or sweep folders; NAME=PATH names the row"
+    )
+    report.add_argument("--out", required=True, help="report folder")
+    report.add_argument("--baseline", help="row name the deltas are taken against")
+    report.add_argument("--capability", help="CSV model,score of a VLM capability benchmark (Fig. 3)")
+    report.add_argument("--title", help="table caption")
+    report.set_defaults(func=_report)
+
+    seqs = sub.add_parser(
+        "calvin-sequences",
+        help="write the CALVIN evaluation chains (identical to upstream get_sequences)",
+        description="Write the first N CALVIN ABC-D evaluation chains as a JSON list of "
+        "[initial_state, [subtask x 5]].",
+    )
+    seqs.add_argument("--num", type=int, default=1000, help="number of chains [1000]")
+    seqs.add_argument("--out", required=True, help="output JSON file")
+    seqs.add_argument("--cache-dir", dest="cache_dir", help="cache folder [~/.cache/vlm4vla/calvin_sequences]")
+    seqs.set_defaults(func=_calvin_sequences, overrides=[])
+    return parser
+
+
+def run_cli(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Call a sub-command, mapping expected errors to one line on stderr and exit code 2."""
+    try:
+        return func(args)
+    except ToolkitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m evaluation`."""
+    args = build_parser().parse_args(argv)
+    return run_cli(args.func, args)

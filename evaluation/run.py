@@ -1,0 +1,346 @@
+"""`python -m evaluation run`: roll a policy out over a simulator's trials, resumably, on K worker processes.
+
+The policy lives in this process and is asked for chunks in one batch (`act_batch`) for every
+environment that needs one; each of the K workers owns one simulator adapter (K = 1 runs it
+in-process). Every finished episode is appended to `episodes.jsonl` at once, so a rerun after a
+crash skips finished trials; `summary.json` is rewritten from all episodes at the end.
+With one environment `policy.reset()` runs before every episode (and CALVIN subtask); with
+several it runs once, so batched policies must keep no per-episode state (VLM4VLA keeps none).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from datasets_build.errors import ConfigError, DataError, ToolkitError
+from evaluation.policies import load_policy
+from evaluation.protocol import CHUNK_MODES, EpisodeRecord, steps_per_chunk, summarize
+from evaluation.results import (
+    SUMMARY_FILE,
+    TIMING_FILE,
+    EpisodeLog,
+    check_run,
+    read_episodes,
+    write_json,
+)
+from evaluation.sims import METRICS, SIMULATORS, Observation, SimAdapter, StepResult, Trial, make_sim, require_package
+from vla.api import PolicyLike
+
+
+@dataclass
+class RunConfig:
+    """One evaluation run: which simulator and policy, how chunks are executed, how the trials are split."""
+
+    sim: str = "demo"
+    policy: str = ""  # checkpoint folder, Hub id, "zero" or "replay:DIR"
+    out: str = ""
+    chunk_mode: str = "full"  # full | half | one
+    trials: int | None = None  # per task (CALVIN: chains); None = the protocol's count
+    workers: int = 1  # simulator processes; 1 = in this process
+    batch_inference: bool = True  # one act_batch call for all environments waiting for a chunk
+    num_shards: int = 1
+    shard_index: int = 0
+    video: int = 0  # mp4 of the first `video` trials of each task
+    overwrite: bool = False
+    progress: bool = True
+    sim_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.sim not in SIMULATORS:
+            raise ConfigError(f"sim: unknown simulator {self.sim!r}; known: {sorted(SIMULATORS)}")
+        if self.chunk_mode not in CHUNK_MODES:
+            raise ConfigError(f"chunk_mode: must be one of {list(CHUNK_MODES)}, got {self.chunk_mode!r}")
+        if self.workers < 1 or (self.trials is not None and self.trials < 1) or self.video < 0:
+            raise ConfigError("workers and trials must be >= 1, video >= 0")
+        if not 0 <= self.shard_index < self.num_shards:
+            raise ConfigError(f"shard_index must be in [0, {self.num_shards}), got {self.shard_index}")
+
+
+# ----------------------------------------------------------------------------------------- workers
+def _serve(adapter: SimAdapter, command: str, argument: Any) -> Any:
+    if command == "trials":
+        return adapter.trials(argument)
+    if command == "reset":
+        return adapter.reset(argument)
+    result = adapter.step(argument)
+    if result.done:
+        result.info["result"] = adapter.result_info()
+    return result
+
+
+def _worker_main(conn: Connection, sim: str, options: dict[str, Any]) -> None:
+    try:
+        adapter = make_sim(sim, **options)
+    except Exception as exc:
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ok", (adapter.action_dim, adapter.max_steps)))
+    try:
+        while True:
+            command, argument = conn.recv()
+            if command == "close":
+                break
+            try:
+                conn.send(("ok", _serve(adapter, command, argument)))
+            except Exception as exc:
+                conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    except (EOFError, KeyboardInterrupt):
+        pass
+    finally:
+        adapter.close()
+
+
+class _Slot:
+    """One environment: in this process or in a worker; `send` then `recv` so workers step in parallel."""
+
+    def __init__(self, sim: str, options: dict[str, Any], remote: bool) -> None:
+        self.trial: Trial | None = None
+        self.queue: deque[np.ndarray] = deque()
+        self.observation: Observation | None = None
+        self.steps = 0
+        self.frames: list[np.ndarray] = []
+        self.started = 0.0
+        self.waiting = False
+        self._reply: Any = None
+        self._process: Any = None
+        if remote:
+            context = multiprocessing.get_context("spawn")
+            self._conn, child = context.Pipe()
+            self._process = context.Process(target=_worker_main, args=(child, sim, options), daemon=True)
+            self._process.start()
+            child.close()
+            self.action_dim, self.max_steps = self._unwrap(self._conn.recv())
+        else:
+            self._adapter = make_sim(sim, **options)
+            self.action_dim, self.max_steps = self._adapter.action_dim, self._adapter.max_steps
+
+    @staticmethod
+    def _unwrap(reply: tuple[str, Any]) -> Any:
+        status, value = reply
+        if status != "ok":
+            raise ToolkitError(f"simulator worker: {value}")
+        return value
+
+    def send(self, command: str, argument: Any) -> None:
+        self.waiting = True
+        if self._process is not None:
+            self._conn.send((command, argument))
+        else:
+            self._reply = _serve(self._adapter, command, argument)
+
+    def recv(self) -> Any:
+        self.waiting = False
+        if self._process is not None:
+            return self._unwrap(self._conn.recv())
+        return self._reply
+
+    def call(self, command: str, argument: Any) -> Any:
+        self.send(command, argument)
+        return self.recv()
+
+    def close(self) -> None:
+        if self._process is not None:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                self._conn.send(("close", None))
+            self._process.join(timeout=30)
+            if self._process.is_alive():
+                self._process.terminate()
+        else:
+            self._adapter.close()
+
+
+# ------------------------------------------------------------------------------------------ runner
+def _check_actions(actions: np.ndarray, count: int, action_dim: int, where: str) -> np.ndarray:
+    arr = np.asarray(actions, dtype=np.float32)
+    if arr.ndim != 3 or arr.shape[0] != count or arr.shape[1] < 1:
+        raise DataError(f"expected actions of shape ({count}, chunk, {action_dim}), got {arr.shape}", where, "actions")
+    if arr.shape[2] != action_dim:
+        raise DataError(
+            f"policy predicts {arr.shape[2]}-D actions but the simulator takes {action_dim}-D actions", where, "actions"
+        )
+    return arr
+
+
+class _Rollouts:
+    """Drives the slots over the pending trials, writing each finished episode to the log."""
+
+    def __init__(self, cfg: RunConfig, policy: PolicyLike, slots: list[_Slot], log: EpisodeLog, out: Path) -> None:
+        self.cfg, self.policy, self.slots, self.log, self.out = cfg, policy, slots, log, out
+        self.policy_s = 0.0
+        self.steps = 0
+        self.finished: list[EpisodeRecord] = []
+
+    def _start(self, slot: _Slot, pending: deque[Trial]) -> None:
+        slot.trial = pending.popleft() if pending else None
+        slot.queue.clear()
+        slot.steps = 0
+        slot.frames = []
+        slot.observation = None
+        if slot.trial is not None:
+            if len(self.slots) == 1:  # one environment: per-episode policy state can be reset
+                self.policy.reset()
+            slot.started = time.perf_counter()
+            slot.send("reset", slot.trial)
+
+    def _record(self, slot: _Slot, result: StepResult) -> None:
+        trial = slot.trial
+        if trial is None or slot.observation is None:
+            raise RuntimeError("recording a slot with no episode")
+        record = EpisodeRecord(
+            key=trial.key,
+            task=trial.task,
+            index=trial.index,
+            seed=trial.seed,
+            instruction=slot.observation.instruction,
+            success=bool(result.success),
+            steps=slot.steps,
+            info=dict(result.info.get("result", {})),
+            wall_s=round(time.perf_counter() - slot.started, 3),
+        )
+        self.log.append(record)
+        self.finished.append(record)
+        if slot.frames:
+            from evaluation.video import write_mp4
+
+            write_mp4(self.out / "videos" / f"{trial.task}_{trial.index:04d}.mp4", slot.frames)
+
+    def _act(self, ready: list[_Slot]) -> None:
+        images = [s.observation.images for s in ready if s.observation is not None]
+        texts = [s.observation.instruction for s in ready if s.observation is not None]
+        started = time.perf_counter()
+        if len(ready) == 1 or not self.cfg.batch_inference:
+            chunks = np.stack(
+                [np.asarray(self.policy.act(i, t), dtype=np.float32) for i, t in zip(images, texts, strict=True)]
+            )
+        else:
+            chunks = np.asarray(self.policy.act_batch(images, texts), dtype=np.float32)
+        self.policy_s += time.perf_counter() - started
+        chunks = _check_actions(
+            chunks, len(ready), ready[0].action_dim, f"policy {self.cfg.policy or type(self.policy).__name__}"
+        )
+        execute = steps_per_chunk(chunks.shape[1], self.cfg.chunk_mode)
+        for slot, chunk in zip(ready, chunks, strict=True):
+            slot.queue.extend(chunk[:execute])
+
+    def run(self, pending: deque[Trial], bar: tqdm) -> None:
+        for slot in self.slots:
+            self._start(slot, pending)
+        while any(slot.trial is not None for slot in self.slots):
+            for slot in self.slots:  # collect what every busy slot sent back
+                if not slot.waiting:
+                    continue
+                reply = slot.recv()
+                if isinstance(reply, Observation):
+                    slot.observation = reply
+                else:
+                    self._after_step(slot, reply, pending, bar)
+                if (
+                    slot.observation is not None
+                    and slot.trial is not None
+                    and self.cfg.video
+                    and slot.trial.index < self.cfg.video
+                    and not slot.frames
+                ):
+                    slot.frames.append(slot.observation.images[0])
+            active = [s for s in self.slots if s.trial is not None and not s.waiting and s.observation is not None]
+            needy = [s for s in active if not s.queue]
+            if needy:
+                self._act(needy)
+            for slot in active:
+                slot.send("step", slot.queue.popleft())
+                slot.steps += 1
+                self.steps += 1
+
+    def _after_step(self, slot: _Slot, result: StepResult, pending: deque[Trial], bar: tqdm) -> None:
+        slot.observation = result.observation
+        if slot.frames:
+            slot.frames.append(result.observation.images[0])
+        if result.info.get("new_subtask"):
+            slot.queue.clear()  # a new instruction: never finish the old subtask's chunk
+            if len(self.slots) == 1:
+                self.policy.reset()
+        if result.done or (slot.max_steps and slot.steps >= slot.max_steps):
+            self._record(slot, result)
+            bar.update(1)
+            self._start(slot, pending)
+
+
+def run_config_record(cfg: RunConfig) -> dict[str, Any]:
+    """The settings that define a run's results (a rerun must match them to resume)."""
+    return {
+        "sim": cfg.sim,
+        "policy": cfg.policy,
+        "chunk_mode": cfg.chunk_mode,
+        "trials": cfg.trials,
+        "num_shards": cfg.num_shards,
+        "shard_index": cfg.shard_index,
+        "sim_options": dict(cfg.sim_options),
+    }
+
+
+def run(cfg: RunConfig, policy: PolicyLike | None = None) -> dict[str, Any]:
+    """Evaluate `policy` (or the one `cfg.policy` names) and return the summary also written to summary.json."""
+    if not cfg.out:
+        raise ConfigError("out: a results folder is required")
+    if policy is None and not cfg.policy:
+        raise ConfigError("policy: a checkpoint folder, Hub id, 'zero' or 'replay:DIR' is required")
+    require_package(cfg.sim)
+    out = Path(cfg.out)
+    policy = policy if policy is not None else load_policy(cfg.policy)  # before touching `out`
+    check_run(out, run_config_record(cfg), cfg.overwrite)
+    started = time.perf_counter()
+    slots = [_Slot(cfg.sim, dict(cfg.sim_options), remote=cfg.workers > 1) for _ in range(cfg.workers)]
+    log = EpisodeLog(out)
+    try:
+        trials = slots[0].call("trials", cfg.trials)
+        mine = [t for i, t in enumerate(trials) if i % cfg.num_shards == cfg.shard_index]
+        done = {r.key for r in read_episodes(out)}
+        pending = deque(t for t in mine if t.key not in done)
+        policy.reset()
+        rollouts = _Rollouts(cfg, policy, slots, log, out)
+        with tqdm(
+            total=len(mine),
+            initial=len(mine) - len(pending),
+            desc=f"{cfg.sim} episodes",
+            unit="ep",
+            disable=not cfg.progress,
+        ) as bar:
+            rollouts.run(pending, bar)
+    finally:
+        log.close()
+        for slot in slots:
+            slot.close()
+    wall = time.perf_counter() - started
+    episodes = [r for r in read_episodes(out) if r.key in {t.key for t in mine}]
+    metric = METRICS[cfg.sim]
+    summary = {
+        **run_config_record(cfg),
+        "metric": metric,
+        "complete": len(episodes) == len(mine),
+        "metrics": summarize(metric, episodes),
+    }
+    write_json(out / SUMMARY_FILE, summary)
+    ran = len(rollouts.finished)
+    write_json(
+        out / TIMING_FILE,
+        {
+            "wall_s": wall,
+            "episodes_run": ran,
+            "steps_run": rollouts.steps,
+            "policy_s": rollouts.policy_s,
+            "episodes_per_s": ran / wall if wall else 0.0,
+            "steps_per_s": rollouts.steps / wall if wall else 0.0,
+            "workers": cfg.workers,
+        },
+    )
+    return summary

@@ -1,0 +1,180 @@
+"""SimplerEnv-Bridge (WidowX) as an evaluation adapter, through `simpler_env` (SAPIEN / ManiSkill2) or ManiSkill3.
+
+Protocol as SimplerEnv's own Bridge evaluation (`maniskill2_evaluator`, scripts `*_bridge.sh`):
+four tasks x 24 object episodes (`obj_init_options.episode_id` 0..23), the prepackaged scene,
+overlay and robot pose of `simpler_env.make`, 60 control steps (120 for the eggplant-in-basket
+sink scene); the episode runs until the time limit and succeeds when the environment reports
+success at its last step. The policy sees the `3rd_view_camera` RGB image as rendered.
+Action conversion as SimplerEnv's Bridge inference wrappers (e.g. Octo's, `widowx_bridge`):
+translation as is, the roll-pitch-yaw delta turned into the controller's axis-angle vector
+(static-axes xyz Euler -> rotation vector), gripper binarised to +1 open / -1 close.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from datasets_build.actions import GRIPPER, ROTATION, TRANSLATION
+from datasets_build.errors import ConfigError
+from evaluation.sims.base import Observation, SimAdapter, StepResult, Trial
+
+# simpler_env task name -> (ManiSkill3 env id, control steps per episode)
+BRIDGE_TASKS: dict[str, tuple[str, int]] = {
+    "widowx_carrot_on_plate": ("PutCarrotOnPlateInScene-v1", 60),
+    "widowx_put_eggplant_in_basket": ("PutEggplantInBasketScene-v1", 120),
+    "widowx_spoon_on_towel": ("PutSpoonOnTableClothInScene-v1", 60),
+    "widowx_stack_cube": ("StackGreenCubeOnYellowCubeBakedTexInScene-v1", 60),
+}
+TRIALS_PER_TASK = 24
+CAMERA = "3rd_view_camera"
+
+
+def bridge_action(action: np.ndarray) -> np.ndarray:
+    """Project action (7,) -> WidowX controller action: xyz, axis-angle (3), gripper +1 open / -1 close."""
+    arr = np.asarray(action, dtype=np.float64).reshape(-1)
+    rotvec = Rotation.from_euler("xyz", arr[ROTATION]).as_rotvec()
+    gripper = 1.0 if arr[GRIPPER] > 0.5 else -1.0
+    return np.concatenate([arr[TRANSLATION], rotvec, [gripper]])
+
+
+class _BridgeTrials:
+    """Trials shared by both backends: 24 object episodes per task, task-major."""
+
+    tasks: list[str]
+
+    def trials(self, per_task: int | None = None) -> list[Trial]:
+        """`per_task` (default 24) object episodes of each task."""
+        count = TRIALS_PER_TASK if per_task is None else per_task
+        return [Trial(task, i, 0, {"episode_id": i}) for task in self.tasks for i in range(count)]
+
+
+def _check_tasks(tasks: list[str] | None) -> list[str]:
+    chosen = list(tasks or BRIDGE_TASKS)
+    unknown = [t for t in chosen if t not in BRIDGE_TASKS]
+    if unknown:
+        raise ConfigError(f"simpler: unknown tasks {unknown}; known: {sorted(BRIDGE_TASKS)}")
+    return chosen
+
+
+class SimplerSim(_BridgeTrials, SimAdapter):
+    """SimplerEnv's Bridge tasks via `simpler_env.make` (one environment per task, rebuilt when the task changes).
+
+    `make_env(task_name)` may replace `simpler_env.make` (e.g. to add renderer options).
+    """
+
+    name = "simpler"
+
+    def __init__(self, tasks: list[str] | None = None, make_env: Any = None) -> None:
+        self.tasks = _check_tasks(tasks)
+        if make_env is None:
+            import simpler_env
+
+            make_env = simpler_env.make
+        self._make_env = make_env
+        self._env: Any = None
+        self._task: str | None = None
+        self._instruction = ""
+        self._steps = 0
+        self.max_steps = max(BRIDGE_TASKS[t][1] for t in self.tasks)
+        self._limit = self.max_steps
+
+    def reset(self, trial: Trial) -> Observation:
+        """Object episode `trial.data["episode_id"]` of `trial.task` in its prepackaged scene."""
+        if trial.task != self._task:
+            self.close()
+            self._env = self._make_env(trial.task)
+            self._task = trial.task
+        self._limit = BRIDGE_TASKS[trial.task][1]
+        obs, _ = self._env.reset(options={"obj_init_options": {"episode_id": int(trial.data["episode_id"])}})
+        self._instruction = str(self._env.get_language_instruction())
+        self._steps = 0
+        return self._observation(obs)
+
+    def step(self, action: np.ndarray) -> StepResult:
+        """One 5 Hz control step; the episode ends at the time limit, success is the last step's verdict."""
+        obs, _, done, truncated, info = self._env.step(bridge_action(action))
+        self._steps += 1
+        finished = bool(truncated) or self._steps >= self._limit
+        return StepResult(self._observation(obs), finished, bool(done), {"success": bool(info.get("success", done))})
+
+    def _observation(self, obs: dict[str, Any]) -> Observation:
+        return Observation([np.asarray(obs["image"][CAMERA]["rgb"], dtype=np.uint8)], self._instruction)
+
+    def close(self) -> None:
+        """Close the SAPIEN environment."""
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+            self._task = None
+
+
+class ManiSkillBridgeSim(_BridgeTrials, SimAdapter):
+    """The same Bridge tasks on ManiSkill3 (`mani_skill`'s `*-v1` GPU-simulated digital twins), one env per task.
+
+    The environment is built with `gym.make(id, obs_mode="rgb+segmentation", num_envs=1, sim_backend=...)`;
+    observations are torch tensors with a leading environment axis, which the adapter strips.
+    """
+
+    name = "maniskill"
+
+    def __init__(self, tasks: list[str] | None = None, sim_backend: str = "auto", make_env: Any = None) -> None:
+        self.tasks = _check_tasks(tasks)
+        if make_env is None:
+            import gymnasium as gym
+            import mani_skill.envs  # noqa: F401  (registers the environments)
+
+            def make_env(task: str) -> Any:
+                return gym.make(BRIDGE_TASKS[task][0], obs_mode="rgb+segmentation", num_envs=1, sim_backend=sim_backend)
+
+        self._make_env = make_env
+        self._env: Any = None
+        self._task: str | None = None
+        self._instruction = ""
+        self._steps = 0
+        self.max_steps = max(BRIDGE_TASKS[t][1] for t in self.tasks)
+        self._limit = self.max_steps
+
+    def reset(self, trial: Trial) -> Observation:
+        """Object episode `trial.data["episode_id"]` of `trial.task`."""
+        import torch
+
+        if trial.task != self._task:
+            self.close()
+            self._env = self._make_env(trial.task)
+            self._task = trial.task
+        self._limit = BRIDGE_TASKS[trial.task][1]
+        episode = torch.tensor([int(trial.data["episode_id"])])
+        obs, _ = self._env.reset(seed=trial.seed, options={"episode_id": episode})
+        instruction = self._env.unwrapped.get_language_instruction()
+        self._instruction = str(instruction[0] if isinstance(instruction, (list, tuple)) else instruction)
+        self._steps = 0
+        return self._observation(obs)
+
+    def step(self, action: np.ndarray) -> StepResult:
+        """One control step with a (1, 7) tensor action."""
+        import torch
+
+        command = torch.as_tensor(bridge_action(action), dtype=torch.float32)[None]
+        obs, _, _, truncated, info = self._env.step(command)
+        self._steps += 1
+        success = bool(np.asarray(_numpy(info["success"])).reshape(-1)[0])
+        finished = bool(np.asarray(_numpy(truncated)).reshape(-1)[0]) or self._steps >= self._limit
+        return StepResult(self._observation(obs), finished, success, {"success": success})
+
+    def _observation(self, obs: dict[str, Any]) -> Observation:
+        image = np.asarray(_numpy(obs["sensor_data"][CAMERA]["rgb"]))[0]
+        return Observation([image.astype(np.uint8)], self._instruction)
+
+    def close(self) -> None:
+        """Close the ManiSkill3 environment."""
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+            self._task = None
+
+
+def _numpy(value: Any) -> Any:
+    return value.detach().cpu().numpy() if hasattr(value, "detach") else value
