@@ -153,8 +153,14 @@ def apply_env(env: Any, where: str) -> None:
         os.environ[key] = str(int(value)) if isinstance(value, bool) else str(value)
 
 
-def plan_recipe(path: Path, overrides: list[str], only: list[str] | None = None) -> list[PlannedStage]:
-    """Load, override, interpolate and validate a recipe into typed stage configs."""
+def plan_recipe(
+    path: Path, overrides: list[str], only: list[str] | None = None, set_env: bool = False
+) -> list[PlannedStage]:
+    """Load, override, interpolate and validate a recipe into typed stage configs.
+
+    With `set_env` the recipe's `env` is put into `os.environ` first (before any stage module is imported,
+    as huggingface_hub reads HF_HOME at import); planning alone (tests, --dry-run) leaves the environment as is.
+    """
     where = str(path)
     raw = load_yaml(path)
     unknown = set(raw) - TOP_LEVEL_KEYS
@@ -168,7 +174,10 @@ def plan_recipe(path: Path, overrides: list[str], only: list[str] | None = None)
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{where}: {str(exc).splitlines()[0]}") from exc
     assert isinstance(resolved, dict)
-    apply_env(resolved.get("env"), where)  # before any stage module is imported (HF_HOME is read at import)
+    if set_env:
+        apply_env(resolved.get("env"), where)
+    elif resolved.get("env") is not None and not isinstance(resolved.get("env"), dict):
+        raise ConfigError(f"{where}: env: must map variable names to strings")
     plan: list[PlannedStage] = []
     for name, raw_body in resolved["stages"].items():
         body = dict(raw_body or {})
@@ -200,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     path = Path(args.name) if args.name.endswith((".yaml", ".yml")) else RECIPES_DIR / f"{args.name}.yaml"
     try:
-        plan = plan_recipe(path, args.overrides, args.stage)
+        plan = plan_recipe(path, args.overrides, args.stage, set_env=not args.dry_run)
         if args.dry_run:
             doc = {p.name: {"uses": p.kind, **config_to_dict(p.config)} for p in plan}
             print(f"# recipe {path} ({len(plan)} stages, in order)")

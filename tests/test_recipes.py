@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +83,15 @@ def test_run_sh_dry_run_and_error_exit():
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0
     assert "bogus: unknown key" in bad.stderr
+
+
+def test_env_is_set_only_when_stages_run(tmp_path, monkeypatch):
+    text = GOOD.replace("stages:", "env:\n  VLM4VLA_TEST_VAR: ${vars.run_dir}/hf\nstages:", 1)
+    path = _recipe(tmp_path, text)
+    monkeypatch.delenv("VLM4VLA_TEST_VAR", raising=False)
+    runner.plan_recipe(path, [])
+    assert "VLM4VLA_TEST_VAR" not in os.environ
+    runner.plan_recipe(path, ["run_dir=/data"], set_env=True)
+    assert os.environ["VLM4VLA_TEST_VAR"] == "/data/hf"
+    with pytest.raises(ConfigError, match="env"):
+        runner.plan_recipe(_recipe(tmp_path, text.replace("VLM4VLA_TEST_VAR: ${vars.run_dir}/hf", "- a")), [])
