@@ -213,6 +213,15 @@ class OmniGenerationHead(ExtraLoss):
         self.denoiser.save_pretrained(out / DENOISER_DIR)
         return out
 
+    def load_weights(self, folder: str | Path) -> None:
+        """Load the projector and denoiser weights of a head saved by `save_pretrained` (e.g. to resume)."""
+        root = Path(folder)
+        if not (root / CONFIG_FILE).is_file():
+            raise DataError("no omni-generation head here", root / CONFIG_FILE)
+        self.projector.load_state_dict(load_file(str(root / PROJECTOR_FILE)))
+        saved = UNet2DConditionModel.from_pretrained(root / DENOISER_DIR)
+        self.denoiser.load_state_dict(saved.state_dict())
+
     @classmethod
     def from_pretrained(cls, folder: str | Path, tokenizer: Any) -> OmniGenerationHead:
         """Load a head saved by `save_pretrained`; the tokenizer must hold its query tokens."""

@@ -134,6 +134,9 @@ class CardOnSave(TrainerCallback):
         if folder.is_dir():
             metrics = dict(state.log_history[-1]) if state.log_history else {}
             write_card_files(folder, config_to_dict(self.run.cfg), readme_for(self.run, state.global_step, metrics))
+            head = self.run.trainer.extra_loss
+            if isinstance(head, OmniGenerationHead):  # the Trainer saves its optimizer state, not its weights
+                head.save_pretrained(folder / HEAD_DIR, head.query_tokens)
 
 
 def readme_for(run: TrainingRun, steps: int, metrics: dict[str, Any]) -> str:
@@ -207,6 +210,8 @@ def build_trainer(cfg: SFTTrainConfig, extra_loss: ExtraLoss | None = None, verb
         extra_loss=extra_loss,
     )
     resume_from = get_last_checkpoint(str(out / CHECKPOINTS)) if cfg.resume and (out / CHECKPOINTS).is_dir() else None
+    if resume_from is not None and isinstance(extra_loss, OmniGenerationHead):
+        extra_loss.load_weights(Path(resume_from) / HEAD_DIR)
     run = TrainingRun(cfg, trainer, loaded, sources, frozen, table, fast, resume_from, corpora_provenance(sources))
     trainer.add_callback(CardOnSave(run))
     return run

@@ -145,7 +145,7 @@ def test_joint_steps_train_the_head_and_sampling_writes_png(vlm, omni_rows, tmp_
 @pytest.mark.slow
 def test_sft_train_with_the_omni_head_and_sample_command(demo_dir, tmp_path, capsys):
     from datasets_build.checkpoint import CheckpointFolder
-    from datasets_build.configs import build_config
+    from datasets_build.configs import build_config, config_to_dict
     from datasets_build.corpora import BuildConfig, build_corpus
     from sft.cli import main
     from sft.config import SFTTrainConfig
@@ -165,7 +165,7 @@ def test_sft_train_with_the_omni_head_and_sample_command(demo_dir, tmp_path, cap
             "output_dir": str(tmp_path / "run"),
             "shuffle_buffer": 4,
             "freeze": {"word_embeddings": True},
-            "trainer": {"max_steps": 2, "save_steps": 100, "logging_steps": 1, "per_device_train_batch_size": 2},
+            "trainer": {"max_steps": 2, "save_steps": 2, "logging_steps": 1, "per_device_train_batch_size": 2},
             "omni": {**vars(CONFIG), "enabled": True},
         },
         where="test",
@@ -174,6 +174,11 @@ def test_sft_train_with_the_omni_head_and_sample_command(demo_dir, tmp_path, cap
     final = Path(summary["checkpoint"])
     CheckpointFolder.inspect(final)
     assert (final / "omni_head" / "omni_config.json").is_file()
+    assert (tmp_path / "run" / "checkpoints" / "checkpoint-2" / "omni_head" / "omni_config.json").is_file()
+    resumed = train(
+        build_config(SFTTrainConfig, {**config_to_dict(cfg), "resume": True}, {"trainer": {"max_steps": 3}})
+    )
+    assert resumed["steps"] == 3
     # the VLM alone still loads with plain transformers (the VLA stage uses only it)
     AutoModelForImageTextToText.from_pretrained(final)
     image = tmp_path / "in.png"
