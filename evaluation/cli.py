@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+from datasets_build.cli import run_cli
 from datasets_build.configs import build_config, parse_overrides
-from datasets_build.errors import ToolkitError
 
 
 def _flags(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
@@ -141,18 +140,6 @@ def build_parser() -> argparse.ArgumentParser:
     seqs.add_argument("--cache-dir", dest="cache_dir", help="cache folder [~/.cache/vlm4vla/calvin_sequences]")
     seqs.set_defaults(func=_calvin_sequences, overrides=[])
     return parser
-
-
-def run_cli(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """Call a sub-command, mapping expected errors to one line on stderr and exit code 2."""
-    try:
-        return func(args)
-    except ToolkitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
