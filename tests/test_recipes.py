@@ -95,3 +95,40 @@ def test_env_is_set_only_when_stages_run(tmp_path, monkeypatch):
     assert os.environ["VLM4VLA_TEST_VAR"] == "/data/hf"
     with pytest.raises(ConfigError, match="env"):
         runner.plan_recipe(_recipe(tmp_path, text.replace("VLM4VLA_TEST_VAR: ${vars.run_dir}/hf", "- a")), [])
+
+
+@pytest.mark.slow
+def test_headline_recipe_runs_on_a_tiny_bridge(tmp_path, capsys):
+    """`fast_tokens_unfreeze_vision` end to end on a Bridge RLDS fixture with a tiny Qwen3-VL-4B (but Simpler)."""
+    from transformers import AutoTokenizer
+
+    from datasets_build.tiny_models import install_tiny_backbones
+    from tests import rlds_fixtures as fx
+
+    install_tiny_backbones(ids=["Qwen/Qwen3-VL-4B-Instruct"])
+    episodes = fx.bridge_v2_episodes((12, 14, 16, 12), height=64, width=80)
+    for i, ep in enumerate(episodes):
+        ep["steps/language_instruction"] = [f"put the spoon in pot {i}"] * ep["_length"]
+    bridge = fx.write_rlds(tmp_path, "bridge_dataset", "1.0.0", fx.bridge_v2_spec(64, 80), episodes, [2, 2])
+    run_dir = tmp_path / "run"
+    small = [
+        f"bridge={bridge}",
+        f"run_dir={run_dir}",
+        "sft.trainer.max_steps=2",
+        "sft.trainer.bf16=false",
+        "sft.trainer.dataloader_num_workers=0",
+        "vla.steps=2",
+        "vla.batch_size=2",
+        "vla.save_every=1",
+        "vla.data.num_workers=0",
+        "fast_tokens.workers=1",
+    ]
+    stages = ["fast_tokenizer", "fast_tokens", "verify_fast_tokens", "sft", "vla"]
+    args = ["fast_tokens_unfreeze_vision", *small, *(x for s in stages for x in ("--stage", s))]
+    assert runner.main(args) == 0, capsys.readouterr().err
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / "sft" / "final")
+    assert tokenizer.convert_tokens_to_ids("<fast_0>") != tokenizer.unk_token_id
+    assert (run_dir / "vla" / "checkpoint-000002").is_dir()
+    # SimplerEnv cannot run here: the sweep stage says which extra is missing, in one line
+    assert runner.main(["fast_tokens_unfreeze_vision", *small, "--stage", "simpler_sweep"]) == 2
+    assert "simpler" in capsys.readouterr().err.lower()
