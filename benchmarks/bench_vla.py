@@ -103,11 +103,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--act-batch", type=int, default=8, help="observations per act_batch call")
     parser.add_argument("--steps", type=int, default=12, help="timed training steps per data path and round")
     parser.add_argument("--batch", type=int, default=8, help="training batch size")
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the real data path")
+    cores = os.cpu_count() or 1
+    parser.add_argument(
+        "--workers", type=int, default=max(1, min(2, cores - 1)), help="DataLoader workers of the real data path"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads of the training process (default: the cores the loader workers leave, at least 1)",
+    )
     parser.add_argument("--demo-dir", help="recorded demo episodes (default: record 6 into a temporary folder)")
     parser.add_argument("--real-config", action="store_true", help="the backbone's real config, random weights")
     parser.add_argument("--json", help="write the results to this JSON file")
     args = parser.parse_args(argv)
+    threads = args.threads or max(1, cores - args.workers)
+    torch.set_num_threads(threads)  # loader workers and training threads share the cores: do not oversubscribe
 
     install_tiny_backbones(ids=[args.backbone])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -187,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         "act_batch_vs_act": round(batch_obs_s / (1e3 / act_ms), 2),
         "train_batch": args.batch,
         "train_workers": args.workers,
+        "train_torch_threads": threads,
         "train_samples_per_s_data_path": round(real_sps, 2),
         "train_samples_per_s_synthetic": round(synthetic_sps, 2),
         "data_path_ratio": round(ratio, 3),

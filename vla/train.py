@@ -114,6 +114,10 @@ def train(cfg: VLATrainConfig) -> dict[str, Any]:
         project_dir=cfg.out,
     )
     world = accelerator.num_processes
+    if accelerator.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        # CPU training: leave the loader workers their cores (oversubscribing starves the data path)
+        cores = (os.cpu_count() or 1) // world
+        torch.set_num_threads(max(1, cores - cfg.data.num_workers))
     per_device, rest = divmod(cfg.batch_size, world * cfg.gradient_accumulation_steps)
     if rest or per_device < 1:
         raise ConfigError(
