@@ -25,16 +25,7 @@ from datasets_build.episode import Episode
 from datasets_build.fast import FastTokenizer, action_chunks
 from datasets_build.sample import Sample
 from datasets_build.shards import ShardWriter
-from datasets_build.sim import TASK_FAMILIES, TabletopConfig, TabletopEnv, rollout_expert
-
-
-def record(n: int) -> list[Episode]:
-    """`n` expert episodes over every task family (their meta names the state layout and the table id)."""
-    env = TabletopEnv(TabletopConfig())
-    tasks = sorted(TASK_FAMILIES)
-    episodes = [rollout_expert(env, tasks[i % len(tasks)], i) for i in range(n)]
-    env.close()
-    return episodes
+from datasets_build.sim import expert_episodes
 
 
 def corpus_options(name: str, episodes: list[Episode], per_type: int, tmp: Path) -> dict[str, Any]:
@@ -86,7 +77,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--corpora", default="", help="comma-separated corpus names [every registered one]")
     args = parser.parse_args()
-    episodes = record(args.episodes)
+    episodes = expert_episodes(args.episodes)
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in [n for n in args.corpora.split(",") if n] or available_corpora():

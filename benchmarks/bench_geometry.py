@@ -34,7 +34,7 @@ from datasets_build.episode import Episode
 from datasets_build.geometry.estimated import EstimatedOptions, GeometryEstimator
 from datasets_build.geometry.ground_truth import ground_truth_geometry
 from datasets_build.geometry.language import object_phrases
-from datasets_build.sim import TASK_FAMILIES, TabletopConfig, TabletopEnv, rollout_expert
+from datasets_build.sim import expert_episodes
 from tests.geometry_models import install_tiny_geometry_models
 
 STAGES = ("detection", "masks", "depth", "points")
@@ -43,15 +43,6 @@ NOTE = (
     "NOTE: tiny random models (<1M parameters): these timings measure the pipeline overhead only. "
     "Real-size OWLv2 / SAM / Depth Anything need a GPU; their cost is not measured here."
 )
-
-
-def record(n: int) -> list[Episode]:
-    """`n` expert episodes over every task family."""
-    env = TabletopEnv(TabletopConfig())
-    tasks = sorted(TASK_FAMILIES)
-    episodes = [rollout_expert(env, tasks[i % len(tasks)], i) for i in range(n)]
-    env.close()
-    return episodes
 
 
 def frames_of(episodes: list[Episode], steps: int) -> list[tuple[Episode, int]]:
@@ -108,7 +99,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(NOTE)
     ids = install_tiny_geometry_models()
-    frames = frames_of(record(args.episodes), args.steps)
+    frames = frames_of(expert_episodes(args.episodes), args.steps)
     estimator = GeometryEstimator(EstimatedOptions(**ids))
     start = time.perf_counter()
     _ = estimator.models

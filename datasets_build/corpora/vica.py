@@ -350,6 +350,14 @@ class VicaBuilder(CorpusBuilder):
             return clip_steps(len(episode), self.config.num_frames)
         return [int(rng.integers(len(episode)))]
 
+    def _clip_objects(
+        self, episode: Episode, qtype: str, rng: np.random.Generator, cache: dict[tuple[str, int], FrameGeometry | str]
+    ) -> tuple[list[int], dict[str, _Object], dict[str, Any]] | str:
+        """The steps a `qtype` question looks at, with the objects visible there (or a skip reason)."""
+        steps = self._steps(episode, qtype, rng)
+        found = self._objects(episode, steps, cache)
+        return found if isinstance(found, str) else (steps, *found)
+
     def _objects(
         self, episode: Episode, steps: list[int], cache: dict[tuple[str, int], FrameGeometry | str]
     ) -> tuple[dict[str, _Object], dict[str, Any]] | str:
@@ -410,11 +418,10 @@ class VicaBuilder(CorpusBuilder):
         cache: dict[tuple[str, int], FrameGeometry | str],
         used: set[str],
     ) -> dict[str, Any] | str:
-        steps = self._steps(episode, "object_size", rng)
-        found = self._objects(episode, steps, cache)
+        found = self._clip_objects(episode, "object_size", rng, cache)
         if isinstance(found, str):
             return found
-        objects, facts = found
+        steps, objects, facts = found
         names = [n for n in objects if f"size:{n}" not in used]
         if not names:
             return "no_objects"
@@ -436,11 +443,10 @@ class VicaBuilder(CorpusBuilder):
         cache: dict[tuple[str, int], FrameGeometry | str],
         used: set[str],
     ) -> dict[str, Any] | str:
-        steps = self._steps(episode, "abs_distance", rng)
-        found = self._objects(episode, steps, cache)
+        found = self._clip_objects(episode, "abs_distance", rng, cache)
         if isinstance(found, str):
             return found
-        objects, facts = found
+        steps, objects, facts = found
         static = self._static(objects)
         pairs = [p for p in itertools.combinations(static, 2) if f"dist:{p[0]}|{p[1]}" not in used]
         if not pairs:
@@ -471,12 +477,11 @@ class VicaBuilder(CorpusBuilder):
         cfg = self.config
         reason = "too_few_objects"
         for _ in range(cfg.attempts):
-            steps = self._steps(episode, "rel_distance", rng)
-            found = self._objects(episode, steps, cache)
+            found = self._clip_objects(episode, "rel_distance", rng, cache)
             if isinstance(found, str):
                 reason = found
                 continue
-            objects, facts = found
+            steps, objects, facts = found
             static = self._static(objects)
             if len(static) < cfg.min_options + 1:
                 continue
@@ -517,11 +522,10 @@ class VicaBuilder(CorpusBuilder):
         cache: dict[tuple[str, int], FrameGeometry | str],
         used: set[str],
     ) -> dict[str, Any] | str:
-        steps = self._steps(episode, "count", rng)
-        found = self._objects(episode, steps, cache)
+        found = self._clip_objects(episode, "count", rng, cache)
         if isinstance(found, str):
             return found
-        objects, facts = found
+        steps, objects, facts = found
         categories = sorted({o.category for o in objects.values() if o.category} - {s.split(":", 1)[1] for s in used})
         if not categories:
             return "no_category"
@@ -614,12 +618,11 @@ class VicaBuilder(CorpusBuilder):
         cfg = self.config
         reason = "too_few_objects"
         for _ in range(cfg.attempts):
-            steps = self._steps(episode, "triangular_position", rng)
-            found = self._objects(episode, steps, cache)
+            found = self._clip_objects(episode, "triangular_position", rng, cache)
             if isinstance(found, str):
                 reason = found
                 continue
-            objects, facts = found
+            steps, objects, facts = found
             static = self._static(objects)
             if len(static) < 3:
                 continue

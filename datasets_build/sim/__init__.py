@@ -24,7 +24,7 @@ from datasets_build.sim.env import STATE_NAMES, TabletopConfig, TabletopEnv, mak
 from datasets_build.sim.evaluate import ExpertEvalConfig, evaluate_expert, format_table
 from datasets_build.sim.expert import DEFAULT_NOISE, ExpertResult, ScriptedExpert, play_expert
 from datasets_build.sim.robot import RobotConfig
-from datasets_build.sim.rollout import episode_id, rollout_expert
+from datasets_build.sim.rollout import episode_id, expert_episodes, rollout_expert
 from datasets_build.sim.scene import (
     BACKGROUND_ID,
     FIRST_OBJECT_ID,
@@ -65,6 +65,7 @@ __all__ = [
     "WristCameraConfig",
     "episode_id",
     "evaluate_expert",
+    "expert_episodes",
     "format_table",
     "get_family",
     "make_env",

@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 
 from datasets_build.episode import Episode, ObjectInfo
-from datasets_build.sim.env import CAMERAS, STATE_NAMES, TabletopEnv
+from datasets_build.sim.env import CAMERAS, STATE_NAMES, TabletopConfig, TabletopEnv
 from datasets_build.sim.expert import DEFAULT_NOISE, ScriptedExpert
 from datasets_build.sim.scene import TABLE_ID
+from datasets_build.sim.tasks import TASK_FAMILIES
 
 SOURCE = "demo"
 
@@ -118,3 +119,13 @@ def rollout_expert(env: TabletopEnv, task: str, seed: int, noise: float = DEFAUL
         success=success,
         meta=meta,
     )
+
+
+def expert_episodes(n: int, config: TabletopConfig | None = None) -> list[Episode]:
+    """`n` in-memory expert episodes cycling over every task family (seed i for episode i)."""
+    env = TabletopEnv(config or TabletopConfig())
+    tasks = sorted(TASK_FAMILIES)
+    try:
+        return [rollout_expert(env, tasks[i % len(tasks)], i) for i in range(n)]
+    finally:
+        env.close()

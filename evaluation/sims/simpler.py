@@ -41,14 +41,39 @@ def bridge_action(action: np.ndarray) -> np.ndarray:
 
 
 class _BridgeTrials:
-    """Trials shared by both backends: 24 object episodes per task, task-major."""
+    """What both backends share: the tasks, 24 object episodes per task (task-major), one environment per task
+    (rebuilt by `make_env(task)` when the task changes), the per-task step limit and closing."""
 
-    tasks: list[str]
+    def __init__(self, tasks: list[str] | None, make_env: Any) -> None:
+        self.tasks = _check_tasks(tasks)
+        self._make_env = make_env
+        self._env: Any = None
+        self._task: str | None = None
+        self._instruction = ""
+        self._steps = 0
+        self.max_steps = max(BRIDGE_TASKS[t][1] for t in self.tasks)
+        self._limit = self.max_steps
 
     def trials(self, per_task: int | None = None) -> list[Trial]:
         """`per_task` (default 24) object episodes of each task."""
         count = TRIALS_PER_TASK if per_task is None else per_task
         return [Trial(task, i, 0, {"episode_id": i}) for task in self.tasks for i in range(count)]
+
+    def _enter(self, trial: Trial) -> None:
+        """Build the trial's task environment if another one is open; set its step limit; restart the count."""
+        if trial.task != self._task:
+            self.close()
+            self._env = self._make_env(trial.task)
+            self._task = trial.task
+        self._limit = BRIDGE_TASKS[trial.task][1]
+        self._steps = 0
+
+    def close(self) -> None:
+        """Close the simulator environment."""
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+            self._task = None
 
 
 def _check_tasks(tasks: list[str] | None) -> list[str]:
@@ -68,29 +93,17 @@ class SimplerSim(_BridgeTrials, SimAdapter):
     name = "simpler"
 
     def __init__(self, tasks: list[str] | None = None, make_env: Any = None) -> None:
-        self.tasks = _check_tasks(tasks)
         if make_env is None:
             import simpler_env
 
             make_env = simpler_env.make
-        self._make_env = make_env
-        self._env: Any = None
-        self._task: str | None = None
-        self._instruction = ""
-        self._steps = 0
-        self.max_steps = max(BRIDGE_TASKS[t][1] for t in self.tasks)
-        self._limit = self.max_steps
+        super().__init__(tasks, make_env)
 
     def reset(self, trial: Trial) -> Observation:
         """Object episode `trial.data["episode_id"]` of `trial.task` in its prepackaged scene."""
-        if trial.task != self._task:
-            self.close()
-            self._env = self._make_env(trial.task)
-            self._task = trial.task
-        self._limit = BRIDGE_TASKS[trial.task][1]
+        self._enter(trial)
         obs, _ = self._env.reset(options={"obj_init_options": {"episode_id": int(trial.data["episode_id"])}})
         self._instruction = str(self._env.get_language_instruction())
-        self._steps = 0
         return self._observation(obs)
 
     def step(self, action: np.ndarray) -> StepResult:
@@ -103,13 +116,6 @@ class SimplerSim(_BridgeTrials, SimAdapter):
     def _observation(self, obs: dict[str, Any]) -> Observation:
         return Observation([np.asarray(obs["image"][CAMERA]["rgb"], dtype=np.uint8)], self._instruction)
 
-    def close(self) -> None:
-        """Close the SAPIEN environment."""
-        if self._env is not None:
-            self._env.close()
-            self._env = None
-            self._task = None
-
 
 class ManiSkillBridgeSim(_BridgeTrials, SimAdapter):
     """The same Bridge tasks on ManiSkill3 (`mani_skill`'s `*-v1` GPU-simulated digital twins), one env per task.
@@ -121,7 +127,7 @@ class ManiSkillBridgeSim(_BridgeTrials, SimAdapter):
     name = "maniskill"
 
     def __init__(self, tasks: list[str] | None = None, sim_backend: str = "auto", make_env: Any = None) -> None:
-        self.tasks = _check_tasks(tasks)
+        _check_tasks(tasks)  # unknown tasks fail before mani_skill is imported
         if make_env is None:
             import gymnasium as gym
             import mani_skill.envs  # noqa: F401  (registers the environments)
@@ -129,28 +135,17 @@ class ManiSkillBridgeSim(_BridgeTrials, SimAdapter):
             def make_env(task: str) -> Any:
                 return gym.make(BRIDGE_TASKS[task][0], obs_mode="rgb+segmentation", num_envs=1, sim_backend=sim_backend)
 
-        self._make_env = make_env
-        self._env: Any = None
-        self._task: str | None = None
-        self._instruction = ""
-        self._steps = 0
-        self.max_steps = max(BRIDGE_TASKS[t][1] for t in self.tasks)
-        self._limit = self.max_steps
+        super().__init__(tasks, make_env)
 
     def reset(self, trial: Trial) -> Observation:
         """Object episode `trial.data["episode_id"]` of `trial.task`."""
         import torch
 
-        if trial.task != self._task:
-            self.close()
-            self._env = self._make_env(trial.task)
-            self._task = trial.task
-        self._limit = BRIDGE_TASKS[trial.task][1]
+        self._enter(trial)
         episode = torch.tensor([int(trial.data["episode_id"])])
         obs, _ = self._env.reset(seed=trial.seed, options={"episode_id": episode})
         instruction = self._env.unwrapped.get_language_instruction()
         self._instruction = str(instruction[0] if isinstance(instruction, (list, tuple)) else instruction)
-        self._steps = 0
         return self._observation(obs)
 
     def step(self, action: np.ndarray) -> StepResult:
@@ -167,13 +162,6 @@ class ManiSkillBridgeSim(_BridgeTrials, SimAdapter):
     def _observation(self, obs: dict[str, Any]) -> Observation:
         image = np.asarray(_numpy(obs["sensor_data"][CAMERA]["rgb"]))[0]
         return Observation([image.astype(np.uint8)], self._instruction)
-
-    def close(self) -> None:
-        """Close the ManiSkill3 environment."""
-        if self._env is not None:
-            self._env.close()
-            self._env = None
-            self._task = None
 
 
 def _numpy(value: Any) -> Any:
