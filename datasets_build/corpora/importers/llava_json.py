@@ -13,7 +13,6 @@ record index, id, image paths). Bad records raise DataError naming file, record 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from datasets_build.corpora.base import frame_image
+from datasets_build.corpora.importers.records import read_records
 from datasets_build.errors import ConfigError, DataError
 from datasets_build.sample import Sample, key_part
 from datasets_build.shards import ShardWriter
@@ -139,30 +139,6 @@ def record_sample(
             "turns": sum(1 for m in messages if m["role"] == "user"),
         },
     )
-
-
-def read_records(path: Path) -> list[Any]:
-    """The records of a `.json` list or a `.jsonl` file (one object a line, blank lines ignored)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read ({exc})", path) from exc
-    if path.suffix == ".jsonl":
-        records = []
-        for n, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except ValueError as exc:
-                    raise DataError(f"invalid JSON ({exc})", f"{path}:line {n}") from exc
-        return records
-    try:
-        records = json.loads(text)
-    except ValueError as exc:
-        raise DataError(f"invalid JSON ({exc})", path) from exc
-    if not isinstance(records, list):
-        raise DataError("expected a list of records", path)
-    return records
 
 
 def iter_llava_json(

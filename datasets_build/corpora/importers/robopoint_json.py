@@ -7,7 +7,6 @@ task `robopoint/imported` and `meta["question_type"] = "imported"`, so `verify` 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from datasets_build.corpora.base import frame_image
+from datasets_build.corpora.importers.records import read_records
 from datasets_build.corpora.robopoint import parse_tuples
 from datasets_build.errors import DataError
 from datasets_build.sample import Sample, assistant_turn, key_part, user_turn
@@ -47,12 +47,7 @@ def iter_robopoint_json(
 ) -> Iterator[Sample]:
     """Samples of the records in `json_path` (images under `image_root`), in file order."""
     path = Path(json_path)
-    try:
-        records = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read ({exc})", path) from exc
-    if not isinstance(records, list):
-        raise DataError("expected a list of records", path)
+    records = read_records(path)
     for row, record in enumerate(records):
         where = f"{path}:record {row}"
         if not isinstance(record, dict) or "image" not in record:

@@ -18,7 +18,6 @@ visualisation code does) a string `id`, relative to `image_root`. Samples use ta
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from PIL import Image
 
 from datasets_build.answers import format_points
 from datasets_build.corpora.base import frame_image
+from datasets_build.corpora.importers.records import read_records
 from datasets_build.corpora.sharerobot import BOX_NOTE, POINTS_NOTE, format_box, rounded_points
 from datasets_build.errors import ConfigError, DataError
 from datasets_build.sample import Sample, assistant_turn, key_part, user_turn
@@ -212,14 +212,7 @@ def iter_sharerobot_json(
     if kind not in KINDS:
         raise ConfigError(f"kind: must be one of {', '.join(KINDS)}, got {kind!r}")
     path = Path(json_path)
-    try:
-        records = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read ({exc})", path) from exc
-    if isinstance(records, dict):
-        records = [records]
-    if not isinstance(records, list):
-        raise DataError("expected a list of records", path)
+    records = read_records(path, allow_single=True)
     root = Path(image_root)
     for row, record in enumerate(records):
         where = f"{path}:record {row}"

@@ -10,7 +10,6 @@ only the first answer's form (a letter, a number or text: `meta["answer_kind"]`)
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import av
 import numpy as np
 
 from datasets_build.corpora.base import frame_image
+from datasets_build.corpora.importers.records import read_records
 from datasets_build.corpora.vica import answer_kind
 from datasets_build.errors import DataError
 from datasets_build.sample import Sample, assistant_turn, key_part, user_turn
@@ -188,12 +188,7 @@ def iter_vica_json(
     cache: dict[Path, tuple[list[np.ndarray], list[int]]] = {}
     for path in task_files(root):
         relative = str(path.relative_to(root)) if root.is_dir() else path.name
-        try:
-            records = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise DataError(f"cannot read ({exc})", path) from exc
-        if not isinstance(records, list):
-            raise DataError("expected a list of records", path)
+        records = read_records(path)
         for row, record in enumerate(records):
             made = _try_record(record, row, path, relative, Path(video_root), num_frames, image_size, cache)
             if isinstance(made, Sample):
