@@ -43,7 +43,17 @@ from webdataset import TarWriter
 
 from datasets_build.atomic import CommitOrAbort
 from datasets_build.errors import ConfigError, DataError, OutputExistsError
-from datasets_build.sample import Sample, count_image_parts, validate_messages
+from datasets_build.sample import (
+    IMAGES_MEMBER,
+    JSON_MEMBER,
+    MEMBERS,
+    TARGETS_MEMBER,
+    Sample,
+    count_image_parts,
+    packed_count,
+    upgrade_record,
+    validate_messages,
+)
 from datasets_build.shards.card import CARD_NAME, DatasetCard, ShardEntry, fingerprint_path, to_jsonable
 from datasets_build.shards.reader import sha256_file
 
@@ -330,11 +340,13 @@ class ShardWriter(CommitOrAbort):
         self._append(sample.key, sample.encode(self.jpeg_quality), sample.task, sample.source)
 
     def write_record(self, record: Mapping[str, Any]) -> None:
-        """Append one already-encoded webdataset record (`__key__`, `json`, `0.jpg`, ...) byte for byte.
+        """Append one already-encoded webdataset record byte for byte (layout 2: `__key__`, `json`, `images.npy`,
+        `targets.npy`); a layout-1 record (`0.jpg`, `target.png`, ...) is first upgraded with its images as encoded.
 
-        For copying samples between shard sets (mixing) without decoding and re-encoding their images,
-        which would cost time and JPEG generation loss. The JSON payload is checked as `Sample` would
-        (chat format, image parts = image members); entries whose name starts with "_" are not members.
+        For copying samples between shard sets (mixing, merging) without decoding and re-encoding their images,
+        which would cost time and JPEG generation loss. The record is checked as `Sample` would check it (chat
+        format, image parts = images, meta a JSON object string); entries whose name starts with "_" are not
+        members.
         """
         key = str(record.get("__key__", ""))
         where = f"{self.out_dir}: sample {key}"
@@ -342,27 +354,26 @@ class ShardWriter(CommitOrAbort):
             raise DataError("keys are 1-80 letters, digits, '_' or '-'", where, "__key__")
         self._check_open_and_new(key)
         members = {k: v for k, v in record.items() if not k.startswith("_")}
-        try:
-            payload = json.loads(members["json"])
-        except KeyError as exc:
-            raise DataError("record has no json member", where, "json") from exc
-        except (TypeError, ValueError) as exc:
-            raise DataError(f"invalid JSON ({exc})", where, "json") from exc
-        if not isinstance(payload, dict):
-            raise DataError("must be a JSON object", where, "json")
-        validate_messages(payload.get("messages"), where)
-        n_images = payload.get("images", 0)
-        fmt = payload.get("image_format", "jpg")
-        if count_image_parts(payload["messages"]) != n_images:
-            raise DataError(f"{count_image_parts(payload['messages'])} image parts but {n_images} images", where)
-        expected = {"json", *(f"{i}.{fmt}" for i in range(n_images))}
-        if payload.get("has_target"):
-            expected.add("target.png")
-        if set(members) != expected:
-            raise DataError(f"members {sorted(members)} differ from {sorted(expected)}", where)
         if not all(isinstance(v, bytes | bytearray) for v in members.values()):
             raise DataError("every member must be bytes", where)
-        self._append(key, {"__key__": key, **members}, str(payload.get("task", "")), str(payload.get("source", "")))
+        expected = _expected_members(members, where)
+        if set(members) != expected:
+            raise DataError(f"members {sorted(members)} differ from {sorted(expected)}", where)
+        upgraded = upgrade_record({"__key__": key, **members}, str(self.out_dir))
+        payload = json.loads(upgraded[JSON_MEMBER])
+        validate_messages(payload.get("messages"), where)
+        try:
+            meta = json.loads(payload.get("meta"))
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"meta must be a JSON object string ({exc})", where, "meta") from exc
+        if not isinstance(meta, dict):
+            raise DataError("meta must be a JSON object string", where, "meta")
+        n_images = packed_count(upgraded[IMAGES_MEMBER], where)
+        if count_image_parts(payload["messages"]) != n_images:
+            raise DataError(f"{count_image_parts(payload['messages'])} image parts but {n_images} images", where)
+        if packed_count(upgraded[TARGETS_MEMBER], where, TARGETS_MEMBER) > 1:
+            raise DataError("at most one target", where, TARGETS_MEMBER)
+        self._append(key, upgraded, str(payload.get("task", "")), str(payload.get("source", "")))
 
     def _check_open_and_new(self, key: str) -> None:
         if self._closed:
@@ -457,6 +468,23 @@ class ShardWriter(CommitOrAbort):
         for entry in self._shards:
             (self.out_dir / entry.name).unlink(missing_ok=True)
         self._shards = []
+
+
+def _expected_members(members: Mapping[str, Any], where: str) -> set[str]:
+    """The member names a record with this JSON must have: the three of layout 2, or layout 1's per-image ones."""
+    if JSON_MEMBER not in members:
+        raise DataError("record has no json member", where, JSON_MEMBER)
+    try:
+        payload = json.loads(members[JSON_MEMBER])
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"invalid JSON ({exc})", where, JSON_MEMBER) from exc
+    if not isinstance(payload, dict):
+        raise DataError("must be a JSON object", where, JSON_MEMBER)
+    if payload.get("schema_version", 1) != 1:
+        return set(MEMBERS)
+    fmt = payload.get("image_format", "jpg")
+    expected = {JSON_MEMBER, *(f"{i}.{fmt}" for i in range(int(payload.get("images", 0))))}
+    return expected | {"target.png"} if payload.get("has_target") else expected
 
 
 _OUTPUT_RE = re.compile(
