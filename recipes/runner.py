@@ -65,6 +65,11 @@ STAGE_KINDS: dict[str, StageKind] = {
         "datasets_build.fast.fit:fit_fast",
         "fit a FAST action tokenizer (DCT + BPE) on a source's action chunks",
     ),
+    "merge_corpus": StageKind(
+        "datasets_build.corpora.merge:MergeConfig",
+        "datasets_build.corpora.merge:merge_corpus",
+        "join the shard folders of a job-array corpus build into one folder with one card",
+    ),
     "mix": StageKind(
         "datasets_build.corpora.mix:MixConfig",
         "datasets_build.corpora.mix:mix_shards",
