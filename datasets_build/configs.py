@@ -66,10 +66,21 @@ def parse_overrides(overrides: Sequence[str], where: str = "command line") -> di
 
 
 def build_config(cls: type[T], *layers: Mapping[str, Any] | DictConfig | None, where: str = "config") -> T:
-    """Merge `layers` onto the defaults of dataclass `cls` and return a validated instance."""
+    """Merge `layers` onto the defaults of dataclass `cls` and return a validated instance.
+
+    A class may define `config_layers(layers) -> layers` (a classmethod) to add layers that depend on what the
+    given ones set, e.g. a preset named by a key, inserted underneath so that explicit keys still win.
+    """
+    hook = getattr(cls, "config_layers", None)
     try:
+        present = [layer for layer in layers if layer]
+        if hook is not None:
+            try:
+                present = hook(present)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc}") from exc
         merged = OmegaConf.structured(cls)
-        for layer in layers:
+        for layer in present:
             if layer:
                 merged = OmegaConf.merge(merged, layer)
         return OmegaConf.to_object(merged)  # type: ignore[return-value]

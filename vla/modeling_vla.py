@@ -19,7 +19,7 @@ from datasets_build.errors import DataError
 from vla.action_query import ActionQuery
 from vla.backbones import Backbone, load_backbone
 from vla.configuration_vla import VLAConfig
-from vla.head import ActionHead
+from vla.head import bound_arm, build_head
 from vla.loss import action_loss
 from vla.normalization import ActionNormalizer
 
@@ -38,7 +38,7 @@ class VLAPolicyModel(nn.Module):
         # a new query starts at the mean word embedding; `from_checkpoint` then loads the learned one from its row
         self.query = ActionQuery(query_id, embeddings.weight.detach().float().mean(dim=0))
         self.query.attach(embeddings)
-        self.head = ActionHead(backbone.hidden_size, config.chunk_size, config.head_width or None)
+        self.head = build_head(config.head_type, backbone.hidden_size, config.chunk_size, config.head_width or None)
 
     @classmethod
     def build(cls, config: VLAConfig, dtype: torch.dtype | None = None) -> VLAPolicyModel:
@@ -109,8 +109,9 @@ class VLAPolicyModel(nn.Module):
         hidden = self.backbone.hidden_states(inputs)
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         query_state = hidden[rows, self.query.positions(inputs["input_ids"])]
-        out = self.head(query_state.to(self.head.dtype))
-        return out.view(-1, self.config.chunk_size, ACTION_DIM)
+        out = self.head(query_state.to(next(self.head.parameters()).dtype))
+        chunk = out.view(-1, self.config.chunk_size, ACTION_DIM)
+        return bound_arm(chunk, self.config.arm_activation, self.config.arm_scale)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """batch: model inputs + `actions` (B, chunk, 7) normalised and `action_mask` (B, chunk) -> loss dict."""
