@@ -23,7 +23,6 @@ import os
 import shutil
 import tempfile
 from collections import Counter
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -668,19 +667,3 @@ def install_tiny_backbones(
                 built[family] = build_tiny_model(family, Path(scratch) / family, seed=seed)
             installed[repo_id] = install_in_hf_cache(built[family], repo_id, hf_home=hf_home)
     return installed
-
-
-@dataclass
-class TinyModelsConfig:
-    """Recipe stage `tiny_models`: which paper ids get tiny models, and in which HF home."""
-
-    hf_home: str | None = None  # None = where huggingface_hub looks ($HF_HOME, ~/.cache/huggingface)
-    ids: list[str] | None = None  # None = all nine paper backbones
-    families: list[str] | None = None
-    seed: int = 0
-
-
-def install_tiny_models(cfg: TinyModelsConfig) -> dict[str, str]:
-    """`install_tiny_backbones` as a recipe stage; {Hub id: snapshot folder}."""
-    installed = install_tiny_backbones(cfg.hf_home, families=cfg.families, ids=cfg.ids, seed=cfg.seed)
-    return {repo_id: str(folder) for repo_id, folder in sorted(installed.items())}

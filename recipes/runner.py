@@ -1,131 +1,145 @@
-"""Run a recipe: `recipes/NAME.yaml` -> typed stage configs -> stages in order.
+"""Run a recipe: `recipes/NAME.yaml` -> typed stage configs -> stages in order, cached, resumable, multi-GPU.
 
-A recipe is a YAML mapping with `vars` (free values, usable as `${vars.x}`), optional `env` (environment
-variables set before any stage module is imported, e.g. HF_HOME for an offline cache) and `stages`, an
-ordered mapping from stage name to that stage's config; `uses: KIND` picks the stage kind when the
-name is not itself a kind. Overrides `STAGE.KEY=VALUE` or `vars.KEY=VALUE` (or `KEY=VALUE` for a
-var) are applied before validation; unknown keys are errors. Called by `recipes/run.sh`.
+A recipe is a YAML mapping: `vars` (free values, `${vars.x}`), `env` (environment variables set before any stage
+runs, e.g. HF_HOME for an offline cache), `launch` (how training stages start: `recipe_launch.LaunchConfig`),
+`profiles` (named partial recipes merged on top, e.g. `tiny`), `extends` (a template recipe this one is merged
+onto) and `stages`, an ordered mapping from stage name to that stage's config; `uses: KIND` picks the stage
+kind when the name is not itself a kind, `launch:` overrides the recipe's launch block for that stage, `after:`
+names stages it waits for beyond those whose outputs it reads. Overrides `VAR=VALUE`, `vars.KEY=VALUE`,
+`STAGE.KEY=VALUE`, `launch.KEY=VALUE`, `env.KEY=VALUE` and `profile=NAME` are applied before validation;
+unknown keys are errors.
+
+Each stage is cached by fingerprint (`recipe_cache`): a finished stage whose fingerprint matches is skipped, a
+started one resumes, and a finished output with another fingerprint is never deleted without `--force STAGE`.
+What each stage kind writes, reads and calls complete is in `recipe_kinds`; how training stages are launched in
+`recipe_launch`. Called by `recipes/run.sh`.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import copy
 import json
 import os
+import re
+import shutil
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-
-from datasets_build.configs import build_config, config_to_dict, load_yaml, parse_overrides
-from datasets_build.errors import ConfigError, ToolkitError
 
 RECIPES_DIR = Path(__file__).resolve().parent
-TOP_LEVEL_KEYS = {"description", "env", "vars", "stages"}
+if str(RECIPES_DIR) not in sys.path:
+    sys.path.insert(0, str(RECIPES_DIR))
 
+from recipe_cache import (  # noqa: E402
+    RECORD_NAME,
+    Marker,
+    StageRecord,
+    differences,
+    digest,
+    outside_fingerprint,
+    package_version,
+    set_path,
+    state_lock,
+    strip_keys,
+    write_json,
+)
+from recipe_kinds import EXECUTION_ONLY, STAGE_KINDS, Ref, StageKind, cached_model, hub_cache  # noqa: E402
+from recipe_launch import ERROR_SUFFIX, LaunchConfig, describe, launch_command, launcher_available  # noqa: E402
 
-@dataclass(frozen=True)
-class StageKind:
-    """A stage: its config dataclass and the function that runs it, as "module:attribute" strings."""
+from datasets_build.configs import build_config, config_to_dict, load_yaml, parse_overrides  # noqa: E402
+from datasets_build.errors import ConfigError, DataError, ToolkitError  # noqa: E402
 
-    config: str
-    run: str
-    help: str
-
-    def load(self, ref: str) -> Any:
-        module, _, attr = ref.partition(":")
-        return getattr(importlib.import_module(module), attr)
-
-
-# Later stages (build, sft, vla, evaluation) register here as their packages land.
-STAGE_KINDS: dict[str, StageKind] = {
-    "demo_episodes": StageKind(
-        "datasets_build.demo_episodes:DemoEpisodesConfig",
-        "datasets_build.demo_episodes:record_demo_episodes",
-        "record scripted-expert episodes of the demo sim (LeRobot v3.0 + geometry)",
-    ),
-    "expert_eval": StageKind(
-        "datasets_build.sim.evaluate:ExpertEvalConfig",
-        "datasets_build.sim.evaluate:evaluate_expert",
-        "success rate of the demo sim's scripted expert per task family",
-    ),
-    "build": StageKind(
-        "datasets_build.corpora.build:BuildConfig",
-        "datasets_build.corpora.build:build_corpus",
-        "build an auxiliary corpus (e.g. robo2vlm) from a robot dataset into shards",
-    ),
-    "fit_fast": StageKind(
-        "datasets_build.fast.fit:FitFastConfig",
-        "datasets_build.fast.fit:fit_fast",
-        "fit a FAST action tokenizer (DCT + BPE) on a source's action chunks",
-    ),
-    "merge_corpus": StageKind(
-        "datasets_build.corpora.merge:MergeConfig",
-        "datasets_build.corpora.merge:merge_corpus",
-        "join the shard folders of a job-array corpus build into one folder with one card",
-    ),
-    "mix": StageKind(
-        "datasets_build.corpora.mix:MixConfig",
-        "datasets_build.corpora.mix:mix_shards",
-        "interleave built corpora and general VQA into one shard set (e.g. vqa_mix)",
-    ),
-    "sft_train": StageKind(
-        "sft.config:SFTTrainConfig",
-        "sft.train:train",
-        "post-train a Qwen-VL model on corpus shards (TRL SFT; freezing, LoRA, FAST tokens, omni head)",
-    ),
-    "sft_evaluate": StageKind(
-        "sft.evaluate:EvaluateConfig",
-        "sft.evaluate:evaluate",
-        "generate answers of a checkpoint on shards and score them per task",
-    ),
-    "sft_push": StageKind("sft.push:PushConfig", "sft.push:push", "upload a checkpoint folder to the Hub"),
-    "vla_train": StageKind(
-        "vla.configuration_vla:VLATrainConfig",
-        "vla.train:train",
-        "train a VLA (VLM + <ActionQuery> + MLP head) on robot data; a checkpoint every save_every steps",
-    ),
-    "tiny_models": StageKind(
-        "datasets_build.tiny_models:TinyModelsConfig",
-        "datasets_build.tiny_models:install_tiny_models",
-        "install tiny random VLMs under the paper's Hub ids in the HF cache (offline demo)",
-    ),
-    "evaluate": StageKind(
-        "evaluation.run:RunConfig",
-        "evaluation.run:run",
-        "roll a policy out in a simulator (demo, libero, calvin, simpler, maniskill); resumable",
-    ),
-    "sweep": StageKind(
-        "evaluation.sweep:SweepConfig",
-        "evaluation.sweep:sweep",
-        "evaluate every checkpoint of a training run in every chunk mode; best-of reported",
-    ),
-    "report": StageKind(
-        "evaluation.report:ReportConfig",
-        "evaluation.report:report",
-        "paper-style tables (Markdown, CSV, LaTeX) and plots from evaluation results",
-    ),
-    "verify": StageKind(
-        "datasets_build.corpora.build:VerifyConfig",
-        "datasets_build.corpora.build:run_verify",
-        "re-check every answer of a built corpus against the facts in its meta",
-    ),
-}
+TOP_LEVEL_KEYS = {"description", "extends", "env", "vars", "launch", "profiles", "stages", "state_dir"}
+STAGE_META_KEYS = ("uses", "launch", "after")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+PREFIX = "[recipe]"
 
 
 @dataclass
 class PlannedStage:
-    """One resolved stage of a recipe."""
+    """One resolved stage of a recipe: its typed config and what the runner knows about it."""
 
     name: str
     kind: str
     config: Any
+    spec: StageKind = field(repr=False)
+    launch: LaunchConfig | None = None
+    after: list[str] = field(default_factory=list)
+    output: str | None = None
+    refs: list[Ref] = field(default_factory=list)
+    deps: list[str] = field(default_factory=list)  # upstream stages, in recipe order
+    produced_by: dict[str, list[str]] = field(default_factory=dict)  # ref field -> the earlier stages writing it
+    upstream_outputs: dict[str, str] = field(default_factory=dict)  # upstream stage -> its output folder
+
+
+@dataclass
+class Plan:
+    """A resolved recipe: where it came from, its environment, state folder and stages."""
+
+    path: Path
+    profile: str
+    description: str
+    env: dict[str, str]
+    state_dir: Path
+    stages: list[PlannedStage]
+    problems: list[str] = field(default_factory=list)  # missing inputs; a real run stops at the first
+    notes: list[str] = field(default_factory=list)  # models a run will download
+
+    def stage(self, name: str) -> PlannedStage:
+        """The stage called `name`."""
+        return next(s for s in self.stages if s.name == name)
+
+    def effective_env(self) -> dict[str, str]:
+        """The environment the stages run in: this process's, with the recipe's `env` on top."""
+        return {**os.environ, **self.env}
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def recipe_path(name: str) -> Path:
+    """`recipes/NAME.yaml` for a bare name, else the path as given."""
+    return Path(name) if name.endswith((".yaml", ".yml")) or os.sep in name else RECIPES_DIR / f"{name}.yaml"
+
+
+def _merge(base: Any, top: Any, at: str = "") -> Any:
+    """Recursive merge of plain mappings: top wins, key order of base kept, new keys appended, lists replaced.
+    A stage set to null over a template's (or in a profile) is removed."""
+    if isinstance(base, dict) and isinstance(top, dict):
+        out = dict(base)
+        for key, value in top.items():
+            if at == "stages" and value is None and key in base:
+                out.pop(key)
+            elif key in base and value is not None:
+                out[key] = _merge(base[key], value, key if not at else f"{at}.{key}")
+            else:
+                out[key] = copy.deepcopy(value)
+        return out
+    return copy.deepcopy(top)
+
+
+def load_recipe(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The recipe at `path` merged onto the template(s) it `extends` (paths relative to the recipe's folder)."""
+    raw = load_yaml(path)
+    unknown = set(raw) - TOP_LEVEL_KEYS
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key(s) {sorted(unknown)} (allowed: {sorted(TOP_LEVEL_KEYS)})")
+    parents = raw.pop("extends", None)
+    if parents is None:
+        return raw
+    merged: dict[str, Any] = {}
+    for parent in [parents] if isinstance(parents, str) else list(parents):
+        parent_path = (path.parent / str(parent)).resolve()
+        if parent_path in seen or parent_path == path.resolve():
+            raise ConfigError(f"{path}: extends: {parent} includes itself")
+        if not parent_path.is_file():
+            raise ConfigError(f"{path}: extends: {parent}: no such template beside the recipe")
+        merged = _merge(merged, load_recipe(parent_path, (*seen, path.resolve())))
+    return _merge(merged, raw)
 
 
 def _route_overrides(recipe: dict[str, Any], overrides: list[str], where: str) -> dict[str, Any]:
@@ -135,7 +149,7 @@ def _route_overrides(recipe: dict[str, Any], overrides: list[str], where: str) -
     for item in overrides:
         key = item.partition("=")[0]
         head = key.split(".")[0]
-        if head in ("vars", "stages", "env"):
+        if head in ("vars", "stages", "env", "launch", "state_dir"):
             routed.append(item)
         elif head in stages:
             routed.append(f"stages.{item}")
@@ -146,31 +160,96 @@ def _route_overrides(recipe: dict[str, Any], overrides: list[str], where: str) -
     return parse_overrides(routed, where)
 
 
-def apply_env(env: Any, where: str) -> None:
-    """Set the recipe's `env` mapping (e.g. HF_HOME, HF_HUB_OFFLINE) in this process and its children."""
+def _split_profile(overrides: list[str], profile: str | None) -> tuple[list[str], str | None]:
+    rest = []
+    for item in overrides:
+        if item.startswith("profile="):
+            profile = item.partition("=")[2]
+        else:
+            rest.append(item)
+    return rest, profile
+
+
+def _env_block(env: Any, where: str) -> dict[str, str]:
     if env is None:
-        return
+        return {}
     if not isinstance(env, dict) or not all(
-        isinstance(k, str) and isinstance(v, str | int | bool) for k, v in env.items()
+        isinstance(k, str) and isinstance(v, str | int | bool | float) for k, v in env.items()
     ):
         raise ConfigError(f"{where}: env: must map variable names to strings")
-    for key, value in env.items():
-        os.environ[key] = str(int(value)) if isinstance(value, bool) else str(value)
+    return {k: str(int(v)) if isinstance(v, bool) else str(v) for k, v in env.items()}
+
+
+def apply_env(env: Any, where: str) -> None:
+    """Set the recipe's `env` mapping (e.g. HF_HOME, HF_HUB_OFFLINE) in this process and its children."""
+    os.environ.update(_env_block(env, where))
+
+
+def auto_workers() -> int:
+    """`workers: auto`: the cores this job may use (SLURM_CPUS_PER_TASK on a cluster, else the CPU affinity)."""
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK")
+    return int(slurm) if slurm and slurm.isdigit() else max(1, len(os.sched_getaffinity(0)))
+
+
+def _launch_config(recipe_launch: Any, stage_launch: Any, where: str) -> LaunchConfig:
+    layers = [x for x in (recipe_launch, stage_launch) if x]
+    for layer in layers:
+        if not isinstance(layer, dict):
+            raise ConfigError(f"{where}: launch: must be a mapping (launcher, num_processes, config, ...)")
+    return build_config(LaunchConfig, *layers, where=f"{where}: launch")
+
+
+def _norm(path: str) -> str:
+    return os.path.normpath(os.path.abspath(os.path.expanduser(path)))
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def plan_recipe(
-    path: Path, overrides: list[str], only: list[str] | None = None, set_env: bool = False
+    path: Path,
+    overrides: list[str],
+    only: list[str] | None = None,
+    set_env: bool = False,
+    profile: str | None = None,
 ) -> list[PlannedStage]:
-    """Load, override, interpolate and validate a recipe into typed stage configs.
+    """Load, override, interpolate and validate a recipe into typed stage configs (in order; `only` filters).
 
-    With `set_env` the recipe's `env` is put into `os.environ` first (before any stage module is imported,
-    as huggingface_hub reads HF_HOME at import); planning alone (tests, --dry-run) leaves the environment as is.
+    With `set_env` the recipe's `env` is put into `os.environ` first (before any stage module is imported, as
+    huggingface_hub reads HF_HOME at import); planning alone (tests, --dry-run) leaves the environment as is.
     """
+    plan = make_plan(path, overrides, profile=profile)
+    if set_env:
+        os.environ.update(plan.env)
+    if only:
+        missing = set(only) - {s.name for s in plan.stages}
+        if missing:
+            raise ConfigError(f"{path}: --only {sorted(missing)} not in this recipe")
+        return [s for s in plan.stages if s.name in only]
+    return plan.stages
+
+
+def make_plan(path: Path, overrides: list[str], profile: str | None = None) -> Plan:
+    """The resolved, validated recipe with its stage graph and the problems of its inputs (see `Plan`)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
     where = str(path)
-    raw = load_yaml(path)
-    unknown = set(raw) - TOP_LEVEL_KEYS
-    if unknown:
-        raise ConfigError(f"{where}: unknown top-level key(s) {sorted(unknown)} (allowed: {sorted(TOP_LEVEL_KEYS)})")
+    raw = load_recipe(path)
+    overrides, profile = _split_profile(list(overrides), profile)
+    profiles = raw.pop("profiles", None) or {}
+    if not isinstance(profiles, dict):
+        raise ConfigError(f"{where}: profiles: must map profile names to partial recipes")
+    chosen = profile or "full"
+    if profile and profile != "full":
+        if profile not in profiles:
+            raise ConfigError(f"{where}: profile {profile!r}: not defined (profiles: {['full', *sorted(profiles)]})")
+        extra = profiles[profile] or {}
+        bad = set(extra) - (TOP_LEVEL_KEYS - {"profiles", "extends"})
+        if bad:
+            raise ConfigError(f"{where}: profiles.{profile}: unknown key(s) {sorted(bad)}")
+        raw = _merge(raw, extra)
     if not isinstance(raw.get("stages"), dict) or not raw["stages"]:
         raise ConfigError(f"{where}: stages: must be a non-empty mapping of stage name -> config")
     try:
@@ -179,59 +258,599 @@ def plan_recipe(
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{where}: {str(exc).splitlines()[0]}") from exc
     assert isinstance(resolved, dict)
-    if set_env:
-        apply_env(resolved.get("env"), where)
-    elif resolved.get("env") is not None and not isinstance(resolved.get("env"), dict):
-        raise ConfigError(f"{where}: env: must map variable names to strings")
-    plan: list[PlannedStage] = []
-    for name, raw_body in resolved["stages"].items():
-        body = dict(raw_body or {})
-        kind = body.pop("uses", name)
-        if kind not in STAGE_KINDS:
-            raise ConfigError(f"{where}: stages.{name}: unknown stage kind {kind!r}; known: {sorted(STAGE_KINDS)}")
-        spec = STAGE_KINDS[kind]
-        config = build_config(spec.load(spec.config), body, where=f"{where}: stages.{name}")
-        plan.append(PlannedStage(name, kind, config))
-    if only:
-        missing = set(only) - {p.name for p in plan}
-        if missing:
-            raise ConfigError(f"{where}: --stage {sorted(missing)} not in this recipe")
-        plan = [p for p in plan if p.name in only]
+    env = _env_block(resolved.get("env"), where)
+    variables = resolved.get("vars") or {}
+    default_state = Path(str(variables["run_dir"])) if "run_dir" in variables else Path("runs") / path.stem
+    state_dir = Path(str(resolved.get("state_dir") or default_state / ".recipe"))
+    stages = [_plan_stage(name, body, resolved.get("launch"), where) for name, body in resolved["stages"].items()]
+    plan = Plan(path, chosen, str(resolved.get("description") or ""), env, state_dir, stages)
+    _link(plan, where)
+    plan.problems, plan.notes = _input_problems(plan, where)
     return plan
+
+
+def _plan_stage(name: str, raw_body: Any, recipe_launch: Any, where: str) -> PlannedStage:
+    if raw_body is not None and not isinstance(raw_body, dict):
+        raise ConfigError(f"{where}: stages.{name}: must be a mapping of config keys")
+    body = dict(raw_body or {})
+    kind_name = body.pop("uses", name)
+    if kind_name not in STAGE_KINDS:
+        raise ConfigError(f"{where}: stages.{name}: unknown stage kind {kind_name!r}; known: {sorted(STAGE_KINDS)}")
+    spec = STAGE_KINDS[kind_name]
+    stage_launch = body.pop("launch", None)
+    after = body.pop("after", None) or []
+    if isinstance(after, str):
+        after = [after]
+    if body.get("overwrite") is True:
+        raise ConfigError(
+            f"{where}: stages.{name}.overwrite: recipes never overwrite; the runner replaces a finished output "
+            f"only with --force {name}"
+        )
+    for key in spec.workers:
+        if body.get(key) == "auto":
+            body[key] = auto_workers()
+    try:
+        config_class = spec.config_class()
+    except ImportError as exc:
+        raise ConfigError(f"{where}: stages.{name}: stage kind {kind_name!r} is not available here ({exc})") from exc
+    config = build_config(config_class, body, where=f"{where}: stages.{name}")
+    launch = None
+    if spec.training:
+        launch = _launch_config(recipe_launch, stage_launch, f"{where}: stages.{name}")
+    elif stage_launch:
+        raise ConfigError(f"{where}: stages.{name}.launch: only training stages are launched (sft_train, vla_train)")
+    output = spec.output(config)
+    return PlannedStage(
+        name, kind_name, config, spec, launch, [str(a) for a in after], _norm(output) if output else None,
+        spec.inputs(config),
+    )  # fmt: skip
+
+
+def _link(plan: Plan, where: str) -> None:
+    """Which earlier stage writes (or puts in the HF cache) what each stage reads; its upstream stages."""
+    outputs: dict[str, str] = {}
+    provided: dict[str, str] = {}
+    names = [s.name for s in plan.stages]
+    for stage in plan.stages:
+        for ref in stage.refs:
+            if not ref.value:
+                continue
+            if ref.model and ref.value in provided and not os.path.exists(ref.value):
+                stage.produced_by[ref.field] = [provided[ref.value]]
+                continue
+            value = _norm(ref.value)
+            writers = [n for out, n in outputs.items() if _inside(value, out) or _inside(out, value)]
+            if writers:
+                stage.produced_by[ref.field] = writers
+        for name in stage.after:
+            if name not in names[: names.index(stage.name)]:
+                raise ConfigError(f"{where}: stages.{stage.name}.after: {name!r} is not an earlier stage")
+        ups = {n for ns in stage.produced_by.values() for n in ns} | set(stage.after)
+        stage.deps = [n for n in names if n in ups]
+        stage.upstream_outputs = {n: out for out, n in outputs.items() if n in ups}
+        if stage.output:
+            clash = next((n for out, n in outputs.items() if out == stage.output), None)
+            if clash:
+                raise ConfigError(f"{where}: stages {clash} and {stage.name} both write {stage.output}")
+            outputs[stage.output] = stage.name
+        for repo_id in stage.spec.provides(stage.config):
+            provided[repo_id] = stage.name
+
+
+def _offline(env: Mapping[str, str]) -> bool:
+    return env.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def _input_problems(plan: Plan, where: str) -> tuple[list[str], list[str]]:
+    """Inputs that no earlier stage writes and that are not there (missing paths, models in no cache while
+    offline), and models that a run will have to download."""
+    env = plan.effective_env()
+    problems: list[str] = []
+    notes: list[str] = []
+    for stage in plan.stages:
+        for ref in stage.refs:
+            at = f"{where}: stages.{stage.name}.{ref.field}"
+            if ref.field in stage.produced_by:
+                continue
+            if not ref.value:
+                problems.append(f"{at}: is empty")
+            elif os.path.exists(ref.value):
+                continue
+            elif ref.model and HUB_ID.match(ref.value):
+                revision = getattr(getattr(stage.config, "model", None), "revision", None) or getattr(
+                    stage.config, "revision", None
+                )
+                if cached_model(ref.value, env, revision):
+                    continue
+                if _offline(env):
+                    problems.append(
+                        f"{at}: {ref.value}: not in the HF cache at {hub_cache(env)} and HF_HUB_OFFLINE is set"
+                    )
+                else:
+                    notes.append(f"{at}: {ref.value}: not in the HF cache at {hub_cache(env)}; it will be downloaded")
+            else:
+                problems.append(f"{at}: {ref.value}: no such file or folder (and no earlier stage writes it)")
+    return problems, notes
+
+
+# --------------------------------------------------------------------------------------------- decisions
+@dataclass
+class Decision:
+    """What the runner does with a stage: cached, run, resume, replace (--force), skip or blocked, and why."""
+
+    action: str
+    reason: str = ""
+    fingerprint: str | None = None
+    payload: dict[str, Any] | None = None
+
+
+def record_path(plan: Plan, stage: PlannedStage) -> Path:
+    """`recipe_stage.json` in the stage's output folder, or in the state folder for stages that write none."""
+    if stage.output:
+        return Path(stage.output) / RECORD_NAME
+    return plan.state_dir / "stages" / f"{stage.name}.json"
+
+
+def marker_path(plan: Plan, stage: PlannedStage) -> Path:
+    """The started-but-unfinished marker of a stage."""
+    return plan.state_dir / "running" / f"{stage.name}.json"
+
+
+def _payload(stage: PlannedStage, tokens: Mapping[str, str]) -> dict[str, Any] | None:
+    """What the fingerprint hashes; None while an upstream stage has not finished (its run id is unknown)."""
+    config = config_to_dict(stage.config)
+    if stage.spec.output_field:
+        set_path(config, stage.spec.output_field, None, delete=True)
+    for dotted in stage.spec.execution_only:
+        set_path(config, dotted, None, delete=True)
+    inputs: dict[str, str] = {}
+    for ref in stage.refs:
+        upstream = stage.produced_by.get(ref.field)
+        if upstream is not None:
+            if any(u not in tokens for u in upstream):
+                return None
+            value = " ".join(f"stage {u} {tokens[u]}" for u in upstream)
+            if len(upstream) == 1 and stage.upstream_outputs.get(upstream[0]):
+                inside = os.path.relpath(_norm(ref.value), stage.upstream_outputs[upstream[0]])
+                value += "" if inside == "." or inside.startswith("..") else f" {inside}"
+        elif ref.model and not os.path.exists(ref.value):
+            value = f"hub {ref.value}"
+        else:
+            value = f"data {outside_fingerprint(ref.value)}"
+        inputs[ref.field] = value
+        set_path(config, ref.field, {"input": value})
+    for name in stage.after:
+        if name not in tokens:
+            return None
+        inputs[f"after.{name}"] = tokens[name]
+    config = strip_keys(config, EXECUTION_ONLY)
+    return {"kind": stage.kind, "version": package_version(), "config": config, "inputs": inputs}
+
+
+def _nonempty(path: str | None) -> bool:
+    return bool(path) and os.path.isdir(str(path)) and any(os.scandir(str(path)))
+
+
+def _mismatch(record: StageRecord | None, payload: dict[str, Any] | None) -> str:
+    if record is None:
+        return "no record of this runner in it"
+    if payload is None:
+        return "an upstream stage runs first"
+    changed = differences(record.config, payload["config"])
+    if record.version != payload["version"]:
+        changed.append(f"package version {record.version} -> {payload['version']}")
+    changed += [f"input {k}" for k in differences(record.inputs, payload["inputs"]) if k not in changed]
+    return "changed: " + ", ".join(changed[:6]) if changed else "another fingerprint"
+
+
+def decide(plan: Plan, stage: PlannedStage, tokens: Mapping[str, str], forced: set[str]) -> Decision:
+    """Cached, resume, run, replace or blocked, from the stage's record, marker, output and fingerprint."""
+    payload = _payload(stage, tokens)
+    fingerprint = digest(payload) if payload is not None else None
+    record = StageRecord.read(record_path(plan, stage))
+    env = plan.effective_env()
+    complete = stage.spec.complete(stage.config, env) if stage.spec.complete else record is not None
+    if stage.name in forced:
+        return Decision("replace" if _nonempty(stage.output) or record else "run", "--force", fingerprint, payload)
+    if record is not None and fingerprint is not None and record.fingerprint == fingerprint and complete:
+        return Decision("cached", "", fingerprint, payload)
+    if stage.output is None or not _nonempty(stage.output):
+        why = "no output yet" if stage.output else ("not run yet" if record is None else _mismatch(record, payload))
+        return Decision("run", why, fingerprint, payload)
+    if stage.kind == "report":  # a report is a view of results: regenerated, never an artefact to protect
+        return Decision("run", "results changed" if record else "no record", fingerprint, payload)
+    marker = Marker.read(marker_path(plan, stage))
+    if complete:
+        return Decision(
+            "blocked", f"{stage.output} holds a finished result ({_mismatch(record, payload)})", fingerprint, payload
+        )
+    own = (marker is not None and marker.fingerprint == fingerprint and fingerprint is not None) or (
+        record is not None and record.fingerprint == fingerprint and fingerprint is not None
+    )
+    if own:
+        return Decision("resume", "unfinished, same fingerprint", fingerprint, payload)
+    why = "another configuration" if marker is not None else "written outside this runner"
+    return Decision("blocked", f"{stage.output} holds an unfinished result of {why}", fingerprint, payload)
+
+
+def downstream(plan: Plan, names: set[str]) -> set[str]:
+    """`names` and every stage that depends on them, transitively."""
+    out = set(names)
+    for stage in plan.stages:
+        if out & set(stage.deps):
+            out.add(stage.name)
+    return out
+
+
+def _selected(plan: Plan, only: list[str] | None, start: str | None) -> list[str]:
+    names = [s.name for s in plan.stages]
+    for name in [*(only or []), *([start] if start else [])]:
+        if name not in names:
+            raise ConfigError(f"{plan.path}: stage {name!r} not in this recipe (stages: {', '.join(names)})")
+    chosen = names[names.index(start) :] if start else names
+    return [n for n in chosen if not only or n in only]
+
+
+def simulate(plan: Plan, selected: list[str], forced: set[str]) -> list[tuple[PlannedStage, Decision]]:
+    """Every stage's decision before anything runs (a stage after one that runs gets a fresh fingerprint)."""
+    tokens: dict[str, str] = {}
+    out = []
+    for stage in plan.stages:
+        if stage.name not in selected:
+            record = StageRecord.read(record_path(plan, stage))
+            if record is not None:
+                tokens[stage.name] = record.token()
+            out.append((stage, Decision("skip", "not selected")))
+            continue
+        decision = decide(plan, stage, tokens, forced)
+        if decision.action == "cached":
+            record = StageRecord.read(record_path(plan, stage))
+            assert record is not None
+            tokens[stage.name] = record.token()
+        elif decision.action == "skip":
+            pass
+        out.append((stage, decision))
+    return out
+
+
+# ------------------------------------------------------------------------------------------- execution
+def safe_delete(path: Path) -> None:
+    """Delete a stage's output folder for --force, refusing the filesystem root, home, the working folder,
+    any folder above it and the project itself."""
+    target = path.resolve()
+    protected = {Path("/"), Path.home().resolve(), Path.cwd().resolve(), RECIPES_DIR.parent}
+    protected |= set(Path.cwd().resolve().parents)
+    if target in protected or RECIPES_DIR.is_relative_to(target):
+        raise ConfigError(f"{path}: refusing to delete this folder for --force (it holds more than one stage's output)")
+    if target.is_dir():
+        shutil.rmtree(target)
+    elif target.exists():
+        target.unlink()
+
+
+def _prepare(stage: PlannedStage, decision: Decision) -> Any:
+    """The config the stage runs with: resume flags, or replacing its own unfinished output."""
+    config = copy.deepcopy(stage.config)
+    if stage.spec.resume == "flag" and hasattr(config, "resume"):
+        config.resume = True
+    elif decision.action == "resume" and stage.spec.resume != "native" and stage.output:
+        if hasattr(config, "overwrite"):
+            config.overwrite = True  # its own unfinished output (the marker says so): start it again
+        else:
+            safe_delete(Path(stage.output))
+    return config
+
+
+def _execute(plan: Plan, stage: PlannedStage, config: Any, verbose: bool) -> Any:
+    """Run the stage: in this process, or as a child under its launch block for training stages."""
+    if stage.launch is None or stage.launch.launcher == "inline":
+        return stage.spec.run_function()(config)
+    work = plan.state_dir / "launch" / stage.name
+    work.mkdir(parents=True, exist_ok=True)
+    config_json, result_json = work / "config.json", work / "result.json"
+    error_file = result_json.with_name(result_json.name + ERROR_SUFFIX)
+    for stale in (result_json, error_file):
+        stale.unlink(missing_ok=True)
+    write_json(config_json, config_to_dict(config))
+    command = launch_command(stage.launch, stage.spec.config, stage.spec.run, config_json, result_json)
+    print(f"{PREFIX} {stage.name}: {describe(stage.launch)}", flush=True)
+    if verbose:
+        print(f"{PREFIX} {stage.name}: {' '.join(command)}", flush=True)
+    import subprocess
+
+    paths = [str(RECIPES_DIR.parent), *filter(None, [os.environ.get("PYTHONPATH")])]
+    code = subprocess.call(command, env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)})
+    if code != 0:
+        message = error_file.read_text(encoding="utf-8").strip() if error_file.is_file() else ""
+        raise ToolkitError(message or f"stage {stage.name}: the launched process exited with status {code}")
+    if not result_json.is_file():
+        raise ToolkitError(f"stage {stage.name}: the launched process wrote no result ({result_json})")
+    return json.loads(result_json.read_text(encoding="utf-8"))
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def run_plan(
+    plan: Plan,
+    selected: list[str],
+    forced: set[str],
+    verbose: bool = False,
+) -> int:
+    """Run the selected stages in order (checks first: inputs, blocked outputs, launchers); 0 on success."""
+    decisions = simulate(plan, selected, forced)
+    for stage, decision in decisions:
+        if decision.action == "blocked":
+            raise ConfigError(f"stage {stage.name}: {decision.reason}; rerun with --force {stage.name} to replace it")
+    upstream_missing = _missing_upstream(plan, decisions)
+    if upstream_missing:
+        raise ConfigError(upstream_missing)
+    if plan.problems:
+        raise ConfigError(plan.problems[0])
+    _check_hub_reachable(plan, decisions)
+    for stage, decision in decisions:
+        if stage.launch is not None and decision.action not in ("cached", "skip"):
+            why = launcher_available(stage.launch)
+            if why:
+                raise ConfigError(f"stage {stage.name}: {why}")
+    followers = [s for s, d in decisions if s.launch is not None and s.launch.rank() > 0 and d.action != "skip"]
+    if followers:
+        return _run_follower(plan, decisions)
+    os.environ.update(plan.env)
+    total = len(plan.stages)
+    with state_lock(plan.state_dir):
+        tokens: dict[str, str] = {}
+        for index, stage in enumerate(plan.stages, 1):
+            head = f"{PREFIX} {index}/{total} {stage.name}"
+            path = record_path(plan, stage)
+            if stage.name not in selected:
+                record = StageRecord.read(path)
+                if record is not None:
+                    tokens[stage.name] = record.token()
+                print(f"{head}: skipped (not selected)", flush=True)
+                continue
+            decision = decide(plan, stage, tokens, forced)
+            if decision.action == "cached":
+                record = StageRecord.read(path)
+                assert record is not None
+                tokens[stage.name] = record.token()
+                print(f"{head}: cached", flush=True)
+                continue
+            if decision.action == "blocked":
+                raise ConfigError(
+                    f"stage {stage.name}: {decision.reason}; rerun with --force {stage.name} to replace it"
+                )
+            if decision.payload is None or decision.fingerprint is None:
+                raise ConfigError(f"stage {stage.name}: an upstream stage did not finish")
+            if decision.action == "replace" and stage.output and os.path.exists(stage.output):
+                safe_delete(Path(stage.output))
+            path.unlink(missing_ok=True)
+            what = {"run": "running", "resume": "resuming", "replace": "replacing (--force)"}[decision.action]
+            print(f"{head} ({stage.kind}): {what}" + (f" ({decision.reason})" if decision.reason else ""), flush=True)
+            marker = marker_path(plan, stage)
+            write_json(marker, Marker(stage.name, decision.fingerprint, stage.output).__dict__)
+            config = _prepare(stage, decision)
+            started = time.time()
+            result = _execute(plan, stage, config, verbose)
+            seconds = time.time() - started
+            record = StageRecord(
+                stage=stage.name,
+                kind=stage.kind,
+                fingerprint=decision.fingerprint,
+                version=decision.payload["version"],
+                config=decision.payload["config"],
+                inputs=decision.payload["inputs"],
+                started_at=started,
+                finished_at=time.time(),
+                seconds=round(seconds, 3),
+                result=_jsonable(result),
+            )
+            record.write(path)
+            marker.unlink(missing_ok=True)
+            tokens[stage.name] = record.token()
+            summary = stage.spec.summary(result)
+            print(f"{head}: {summary} in {_duration(seconds)} (full result: {path})", flush=True)
+            if verbose:
+                print(json.dumps(result, indent=2, default=str), flush=True)
+    return 0
+
+
+def _run_follower(plan: Plan, decisions: list[tuple[PlannedStage, Decision]]) -> int:
+    """On machine_rank > 0 of a multi-node launch: start this node's share of each selected training stage."""
+    os.environ.update(plan.env)
+    for stage, decision in decisions:
+        if decision.action == "skip":
+            continue
+        if stage.launch is None:
+            raise ConfigError(f"stage {stage.name}: on machine_rank > 0 only training stages run (use --only)")
+        if decision.action == "cached":
+            print(f"{PREFIX} {stage.name}: cached", flush=True)
+            continue
+        print(f"{PREFIX} {stage.name}: joining as machine {stage.launch.rank()}", flush=True)
+        _execute_follower(plan, stage, decision)
+    return 0
+
+
+def _execute_follower(plan: Plan, stage: PlannedStage, decision: Decision) -> None:
+    import subprocess
+    import tempfile
+
+    assert stage.launch is not None
+    with tempfile.TemporaryDirectory(prefix="recipe-follower-") as work:
+        config_json, result_json = Path(work) / "config.json", Path(work) / "result.json"
+        write_json(config_json, config_to_dict(_prepare(stage, Decision("run"))))
+        command = launch_command(stage.launch, stage.spec.config, stage.spec.run, config_json, result_json)
+        code = subprocess.call(command)
+    if code != 0:
+        raise ToolkitError(f"stage {stage.name}: the launched process exited with status {code}")
+
+
+def _missing_upstream(plan: Plan, decisions: list[tuple[PlannedStage, Decision]]) -> str | None:
+    """A selected stage that reads the output of an unselected stage that has not finished."""
+    action = {s.name: d.action for s, d in decisions}
+    for stage, decision in decisions:
+        if decision.action == "skip":
+            continue
+        for dep in stage.deps:
+            if action[dep] == "skip" and StageRecord.read(record_path(plan, plan.stage(dep))) is None:
+                return (
+                    f"stage {stage.name} needs {dep}, which has not finished (no {RECORD_NAME}); "
+                    f"run {dep} first or leave out --only/--from"
+                )
+    return None
+
+
+def _check_hub_reachable(plan: Plan, decisions: list[tuple[PlannedStage, Decision]]) -> None:
+    """Models no stage provides and no cache holds must be reachable on the Hub (checked before any stage runs)."""
+    env = plan.effective_env()
+    running = {s.name for s, d in decisions if d.action not in ("cached", "skip")}
+    for stage in plan.stages:
+        if stage.name not in running:
+            continue
+        for ref in stage.refs:
+            if not ref.model or ref.field in stage.produced_by or os.path.exists(ref.value):
+                continue
+            if not HUB_ID.match(ref.value) or cached_model(ref.value, env):
+                continue
+            where = f"{plan.path}: stages.{stage.name}.{ref.field}: {ref.value}"
+            if _offline(env):
+                raise ConfigError(f"{where}: not in the HF cache at {hub_cache(env)} and HF_HUB_OFFLINE is set")
+            try:
+                from huggingface_hub import HfApi
+
+                HfApi(endpoint=env.get("HF_ENDPOINT") or None).model_info(ref.value, timeout=15)
+            except Exception as exc:  # offline, 404, gated: all mean the stage could not load it
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise ConfigError(
+                    f"{where}: not in the HF cache at {hub_cache(env)} and not reachable ({first})"
+                ) from exc
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+# --------------------------------------------------------------------------------------------- dry run
+def dry_run(plan: Plan, selected: list[str], forced: set[str]) -> str:
+    """The resolved plan: environment, launch, each stage's decision, input problems and the full configs."""
+    lines = [f"# recipe {plan.path} (profile {plan.profile}): {len(plan.stages)} stages, state in {plan.state_dir}"]
+    if plan.description:
+        lines.append(f"# {plan.description}")
+    lines.append("env:" if plan.env else "env: {}")
+    lines += [f"  {k}: {v}" for k, v in plan.env.items()]
+    lines.append("stages:")
+    running: set[str] = set()
+    width = max(len(f"{s.name} ({s.kind})") for s in plan.stages)
+    for stage, decision in simulate(plan, selected, forced):
+        action = decision.action
+        why = decision.reason
+        if action in ("run", "replace", "resume"):
+            running.add(stage.name)
+        if action == "run" and decision.payload is None:
+            ups = [d for d in stage.deps if d in running]
+            why = f"after {', '.join(ups)}" if ups else why
+        extra = f"; {describe(stage.launch)}" if stage.launch is not None and action != "skip" else ""
+        lines.append(f"  {stage.name + ' (' + stage.kind + ')':<{width}}  {action:<8} {why}{extra}".rstrip())
+    if plan.problems:
+        lines.append("problems (a run stops at the first, before any stage):")
+        lines += [f"  {p}" for p in plan.problems]
+    if plan.notes:
+        lines.append("notes:")
+        lines += [f"  {n}" for n in plan.notes]
+    doc = {
+        s.name: {
+            "uses": s.kind,
+            **({"launch": config_to_dict(s.launch)} if s.launch else {}),
+            **config_to_dict(s.config),
+        }
+        for s in plan.stages
+    }
+    lines.append("---")
+    lines.append(yaml.safe_dump(doc, sort_keys=False).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+# -------------------------------------------------------------------------------------------------- CLI
+USAGE_EXAMPLES = """\
+examples:
+  bash recipes/run.sh demo                                    # the whole chain on CPU in minutes
+  bash recipes/run.sh fast_tokens_unfreeze_vision bridge=/data/bridge_dataset/1.0.0
+  bash recipes/run.sh vla_benchmark backbone=Qwen/Qwen3-VL-4B-Instruct benchmark=libero_10
+  bash recipes/run.sh aux_robopoint profile=tiny              # any recipe on tiny models and fixture data
+  bash recipes/run.sh demo --dry-run vla.steps=40             # the resolved plan, nothing runs
+  bash recipes/run.sh fast_tokens_unfreeze_vision --force sft # replace a finished stage (and what follows)
+
+overrides (before validation; unknown keys are errors):
+  VAR=VALUE            a var of the recipe (vars.VAR), e.g. run_dir=/scratch/me/run1
+  STAGE.KEY=VALUE      a stage's config key, e.g. vla.steps=1000 sft.trainer.learning_rate=1e-5
+  launch.KEY=VALUE     how training stages start: launch.num_processes=4 launch.config=recipes/accelerate/zero2.yaml
+  env.KEY=VALUE        an environment variable for the stages
+  profile=NAME         a profile of the recipe (tiny: tiny models, fixture data, the demo sim)
+
+A finished stage is cached (its fingerprint is in STAGE_OUTPUT/recipe_stage.json); an interrupted one
+resumes; a finished output with another fingerprint is only replaced with --force STAGE.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of `recipes/run.sh`."""
+    names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+    parser = argparse.ArgumentParser(
+        prog="recipes/run.sh",
+        usage="%(prog)s NAME [VAR=VALUE | STAGE.KEY=VALUE ...] [--dry-run] [--from STAGE] [--only STAGE] "
+        "[--force STAGE] [--verbose]",
+        description="Run the stages of recipes/NAME.yaml in order: finished stages are cached, interrupted ones "
+        "resume, training stages launch on every visible GPU.",
+        epilog=USAGE_EXAMPLES + "\nrecipes: " + ", ".join(names),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("name", help="recipe name (recipes/NAME.yaml) or a path to a YAML file")
+    parser.add_argument("overrides", nargs="*", metavar="VAR=VALUE", help="overrides (see below)")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the resolved plan and what is cached; run nothing"
+    )
+    parser.add_argument(
+        "--from", dest="start", metavar="STAGE", help="start at STAGE (earlier stages must be finished)"
+    )
+    parser.add_argument(
+        "--only", "--stage", dest="only", action="append", metavar="STAGE", help="run only STAGE (repeatable)"
+    )
+    parser.add_argument(
+        "--force", action="append", default=[], metavar="STAGE", help="re-run STAGE and every stage after it that "
+        "reads its output, replacing finished outputs ('all' for every stage; repeatable)",
+    )  # fmt: skip
+    parser.add_argument("--profile", default=None, help="same as profile=NAME")
+    parser.add_argument("--verbose", action="store_true", help="print each stage's full JSON result and commands")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `recipes/run.sh`."""
-    parser = argparse.ArgumentParser(
-        prog="recipes/run.sh",
-        description="Run the stages of recipes/NAME.yaml in order, with key=value overrides.",
-        epilog="Recipes: " + ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))),
-    )
-    parser.add_argument("name", help="recipe name (recipes/NAME.yaml) or a path to a YAML file")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="STAGE.KEY=VALUE or vars.KEY=VALUE")
-    parser.add_argument("--dry-run", action="store_true", help="print the resolved plan and exit")
-    parser.add_argument("--stage", action="append", help="run only this stage (repeatable)")
-    args = parser.parse_intermixed_args(argv)
-    path = Path(args.name) if args.name.endswith((".yaml", ".yml")) else RECIPES_DIR / f"{args.name}.yaml"
+    args = build_parser().parse_intermixed_args(argv)
+    path = recipe_path(args.name)
     try:
-        plan = plan_recipe(path, args.overrides, args.stage, set_env=not args.dry_run)
+        plan = make_plan(path, args.overrides, profile=args.profile)
+        selected = _selected(plan, args.only, args.start)
+        names = {s.name for s in plan.stages}
+        forced_named = set(args.force)
+        if "all" in forced_named:
+            forced_named = set(selected)
+        unknown = forced_named - names
+        if unknown:
+            raise ConfigError(f"{path}: --force {sorted(unknown)}: not a stage of this recipe")
+        forced = downstream(plan, forced_named) & set(selected)
         if args.dry_run:
-            doc = {p.name: {"uses": p.kind, **config_to_dict(p.config)} for p in plan}
-            print(f"# recipe {path} ({len(plan)} stages, in order)")
-            print(yaml.safe_dump(doc, sort_keys=False), end="")
+            print(dry_run(plan, selected, forced), end="")
             return 0
-        for i, stage in enumerate(plan, 1):
-            print(f"[recipe] stage {i}/{len(plan)}: {stage.name} ({stage.kind})", flush=True)
-            start = time.perf_counter()
-            spec = STAGE_KINDS[stage.kind]
-            result = spec.load(spec.run)(stage.config)
-            if result is not None:
-                print(json.dumps(result, indent=2, default=str))
-            print(f"[recipe] {stage.name} done in {time.perf_counter() - start:.1f} s", flush=True)
-    except ToolkitError as exc:
+        return run_plan(plan, selected, forced, verbose=args.verbose)
+    except (ToolkitError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

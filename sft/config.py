@@ -127,3 +127,15 @@ class SFTTrainConfig:
     verify_shards: bool = True
     resume: bool = False
     overwrite: bool = False
+
+
+@dataclass
+class EvaluateConfig:
+    """Which checkpoint to score on which shard sets; `out` is a folder for eval.json / eval.md (optional)."""
+
+    checkpoint: str = ""
+    data: list[str] = field(default_factory=list)
+    max_samples: int | None = None
+    max_new_tokens: int = 64
+    out: str | None = None
+    verify_shards: bool = True

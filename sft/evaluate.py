@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +24,9 @@ from datasets_build.errors import ConfigError, DataError
 from datasets_build.fast.vocab import FastVocabMapping, answer_text
 from datasets_build.sample import Sample
 from datasets_build.shards import ShardSet
+from sft.config import EvaluateConfig
 from sft.freezing import embedding_rows
 from sft.model import load_processor
-
-
-@dataclass
-class EvaluateConfig:
-    """Which checkpoint to score on which shard sets; `out` is a folder for eval.json / eval.md (optional)."""
-
-    checkpoint: str = ""
-    data: list[str] = field(default_factory=list)
-    max_samples: int | None = None
-    max_new_tokens: int = 64
-    out: str | None = None
-    verify_shards: bool = True
 
 
 def split_turns(sample: Sample) -> tuple[list[dict[str, Any]], str]:

@@ -9,15 +9,21 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from datasets_build.errors import ConfigError, DataError
-from vla.backbones.base import BASE_IMAGE_SIZE, PROMPT_SCHEMES, BackboneOptions
-from vla.head import ARM_ACTIVATIONS, HEAD_TYPES
 from vla.normalization import MODES
+
+if TYPE_CHECKING:
+    from vla.backbones.base import BackboneOptions
 
 VLA_CONFIG_FILE = "vla_config.json"
 TRAINING_KEY = "training"  # the record `vla train` adds to vla_config.json
+# The option vocabularies live with the configs (the modules that use them import torch; configs must not).
+BASE_IMAGE_SIZE = 224  # paper A.2: every image is first made 224x224
+PROMPT_SCHEMES = ("full", "short")  # Qwen: Scheme 1 (chat format) and Scheme 2 (short), paper A.2.3
+HEAD_TYPES = ("mlp", "fc_decoder")
+ARM_ACTIVATIONS = ("linear", "tanh")
 
 
 @dataclass
@@ -65,6 +71,8 @@ class VLAConfig:
 
     def backbone_options(self) -> BackboneOptions:
         """The options the backbone adapter needs."""
+        from vla.backbones.base import BackboneOptions  # the backbones import torch: only when a model is built
+
         return BackboneOptions(prompt_scheme=self.prompt_scheme, image_size=self.image_size)
 
     def save(self, folder: str | Path, training: dict[str, Any] | None = None) -> Path:

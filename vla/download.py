@@ -7,13 +7,11 @@ Post-trained backbones (e.g. `BAAI/RoboBrain2.0-7B`, a Qwen2.5-VL fine-tune) tak
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import snapshot_download
-
 from datasets_build.errors import DataError
-from vla.backbones import load_backbone
 
 ALLOW_PATTERNS = [
     "*.json",
@@ -32,6 +30,10 @@ def folder_size(folder: str | Path) -> int:
 
 def download(repo_id: str, revision: str | None = None, check: bool = True) -> dict[str, Any]:
     """Download (or find in the cache) `repo_id`; returns {path, bytes, family, hidden} after a load check."""
+    from huggingface_hub import snapshot_download
+
+    from vla.backbones import load_backbone
+
     try:
         path = snapshot_download(repo_id, revision=revision, allow_patterns=ALLOW_PATTERNS)
     except Exception as exc:  # huggingface_hub raises many types (offline, 404, gated, bad revision)
@@ -42,3 +44,19 @@ def download(repo_id: str, revision: str | None = None, check: bool = True) -> d
         backbone, query_id = load_backbone(path)
         info.update(family=backbone.family, hidden=backbone.hidden_size, action_query_id=query_id)
     return info
+
+
+@dataclass
+class DownloadConfig:
+    """Recipe stage `download`: a backbone by Hub id (e.g. BAAI/RoboBrain2.0-7B) into the HF cache."""
+
+    repo_id: str = ""
+    revision: str | None = None
+    check: bool = True  # load it as a VLM4VLA backbone once downloaded
+
+
+def download_stage(cfg: DownloadConfig) -> dict[str, Any]:
+    """`download` as a recipe stage."""
+    if not cfg.repo_id:
+        raise DataError("a Hub model id ORG/NAME is required", field="repo_id")
+    return download(cfg.repo_id, revision=cfg.revision, check=cfg.check)

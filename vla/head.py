@@ -13,12 +13,11 @@ import torch
 from torch import nn
 
 from datasets_build.actions import ACTION_DIM
+from vla.configuration_vla import ARM_ACTIVATIONS, HEAD_TYPES
 
 HEAD_OUT_WIDTH = 1024  # second layer's output in every Table 9 row
 HEAD_MIN_WIDTH = 1024
 TOWER_WIDTHS = (1024, 512, 256)  # FCDecoder's MLPTanhHead / MLPSigmoidHead hidden layers
-HEAD_TYPES = ("mlp", "fc_decoder")
-ARM_ACTIVATIONS = ("linear", "tanh")
 
 
 def head_width(hidden_size: int) -> int:

@@ -40,8 +40,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from webdataset import TarWriter
-
 from datasets_build.atomic import CommitOrAbort
 from datasets_build.errors import ConfigError, DataError, OutputExistsError
 from datasets_build.sample import (
@@ -161,6 +159,8 @@ class _OpenShard:
             self.fh = open(tmp, "wb", buffering=1 << 20)  # noqa: SIM115 - closed in finish/discard
         except OSError as exc:
             raise DataError(f"cannot create shard ({exc.strerror or exc})", tmp) from exc
+        from webdataset import TarWriter  # webdataset imports torch: only when a shard is written
+
         self.stream = _HashingFile(self.fh)
         self.tar = TarWriter(self.stream, user="", group="", mode=0o444, mtime=0, encoder=False, compress=False)
         self.count = 0

@@ -18,7 +18,6 @@ from datasets_build.actions import ACTION_NAMES
 from datasets_build.camera import CameraModel
 from datasets_build.episode import Episode, ObjectInfo
 from datasets_build.errors import DataError
-from datasets_build.sim.env import CAMERAS, STATE_NAMES
 from datasets_build.sources.base import EpisodeSummary, register_source
 from datasets_build.sources.lerobot import LeRobotMapping, LeRobotSource
 
@@ -42,6 +41,8 @@ OBJECT_POSES = "observation.objects.pose"
 
 def demo_features(image_sizes: dict[str, tuple[int, int]], max_objects: int, video: bool = False) -> dict[str, Any]:
     """LeRobot feature dict of a demo recording; `image_sizes` maps camera -> (height, width)."""
+    from datasets_build.sim.env import STATE_NAMES  # the sim (pybullet) only when recording or reading
+
     features: dict[str, Any] = {
         "action": {"dtype": "float32", "shape": [len(ACTION_NAMES)], "names": list(ACTION_NAMES)},
         "observation.state": {"dtype": "float32", "shape": [len(STATE_NAMES)], "names": list(STATE_NAMES)},
@@ -128,6 +129,8 @@ class DemoSource(LeRobotSource):
     name = "demo"
 
     def __init__(self, path: Path, skip_bad: bool = False) -> None:
+        from datasets_build.sim.env import CAMERAS
+
         mapping = LeRobotMapping(state="observation.state")
         super().__init__(path, mapping=mapping, skip_bad=skip_bad)
         cameras = [c for c in CAMERAS if _keys(c)["rgb"] in self.info.features]

@@ -20,9 +20,7 @@ from transformers import PreTrainedModel, ProcessorMixin
 from datasets_build.errors import ConfigError, DataError
 from datasets_build.vlm_families import MODULE_PATHS, ModulePaths
 from vla.action_query import ACTION_QUERY_TOKEN
-
-BASE_IMAGE_SIZE = 224  # paper A.2: every image is first made 224x224
-PROMPT_SCHEMES = ("full", "short")
+from vla.configuration_vla import BASE_IMAGE_SIZE, PROMPT_SCHEMES
 
 
 @dataclass(frozen=True)
