@@ -15,6 +15,7 @@ from datasets_build.errors import ConfigError, DataError
 from vla.backbones.base import BASE_IMAGE_SIZE, PROMPT_SCHEMES, BackboneOptions
 from vla.head import ARM_ACTIVATIONS, HEAD_TYPES
 from vla.normalization import MODES
+from vla.sampling import WINDOW_RULES
 
 VLA_CONFIG_FILE = "vla_config.json"
 TRAINING_KEY = "training"  # the record `vla train` adds to vla_config.json
@@ -142,7 +143,6 @@ class AugmentConfig:
 
 
 SAMPLERS = ("auto", "global", "stream")
-WINDOW_RULES = ("full", "drop_last")
 
 
 @dataclass
@@ -163,8 +163,8 @@ class VLADataConfig:
     camera: str = ""  # "" = the episode's first camera
     stats: str = ""  # stats.json of `python -m datasets_build stats`; "" = compute it from the source
     sampler: str = "auto"
-    shuffle_buffer: int = 10000  # stream sampler: samples held for shuffling (per worker)
-    interleave: int = 32  # stream sampler: episodes read at once (per worker)
+    shuffle_buffer: int = 10000  # stream sampler: samples held for shuffling per process (split over its workers)
+    interleave: int = 64  # stream sampler: episodes read at once per process (split over its workers)
     window_rule: str = "full"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     num_workers: int = 2

@@ -55,6 +55,15 @@ class BuildConfig:
     skip_bad: bool = False
     overwrite: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    source_options: dict[str, Any] = field(default_factory=dict)  # keyword options of the source (e.g. bridge_labels)
+
+
+def open_build_source(cfg: BuildConfig) -> Source:
+    """The build's source with its options (one-line ConfigError for an option the source does not take)."""
+    try:
+        return open_source(cfg.source, cfg.input, skip_bad=cfg.skip_bad, **cfg.source_options)
+    except TypeError as exc:
+        raise ConfigError(f"source_options: bad option for source {cfg.source!r} ({exc})") from exc
 
 
 _WORKER: dict[str, Any] = {}
@@ -63,7 +72,7 @@ _WORKER: dict[str, Any] = {}
 def _init_worker(cfg: BuildConfig) -> None:
     """Each worker opens its own source and builder, so episodes never cross process boundaries."""
     _WORKER["builder"] = make_builder(cfg.name, cfg.options, cfg.image_size)
-    _WORKER["source"] = open_source(cfg.source, cfg.input, skip_bad=cfg.skip_bad)
+    _WORKER["source"] = open_build_source(cfg)
 
 
 def _run_key(job: tuple[Any, int, tuple[str, ...]]) -> EpisodeResult | str:
@@ -127,7 +136,7 @@ def build_corpus(cfg: BuildConfig) -> dict[str, Any]:
     if cfg.image_size < 8:
         raise ConfigError(f"image_size: must be >= 8, got {cfg.image_size}")
     builder = make_builder(cfg.name, cfg.options, cfg.image_size)  # validates name and options up front
-    source = open_source(cfg.source, cfg.input, skip_bad=cfg.skip_bad)
+    source = open_build_source(cfg)
     record = {k: v for k, v in config_to_dict(cfg).items() if k not in _EXECUTION_ONLY}
     record["options"] = config_to_dict(builder.config)
     summary: dict[str, Any] = {"name": cfg.name, "out": cfg.out, "episodes": 0, "samples": 0}

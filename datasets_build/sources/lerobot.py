@@ -31,7 +31,7 @@ from datasets_build.episode import Episode
 from datasets_build.errors import ConfigError, DataError
 from datasets_build.lerobot import layout
 from datasets_build.lerobot.video import decode_video
-from datasets_build.sources.base import EpisodeSummary, Source, register_source
+from datasets_build.sources.base import EpisodeLayout, EpisodeSummary, Source, register_source
 
 # How a dataset's stored gripper value maps to the convention (1 open, 0 closed), by LeRobotMapping.gripper.
 GRIPPER_MODES: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
@@ -111,6 +111,7 @@ class LeRobotSource(Source):
     """A LeRobot v3.0 or v2.1 dataset folder."""
 
     name = "lerobot"
+    random_access = True  # parquet rows by (episode, frame) filter; a video span by timestamp
 
     def __init__(
         self, path: Path, mapping: LeRobotMapping | dict[str, Any] | None = None, skip_bad: bool = False
@@ -221,6 +222,49 @@ class LeRobotSource(Source):
             cameras=cameras,  # type: ignore[arg-type]
             geometry=geometry,
         )
+
+    def episode_layout(self, key: Any) -> EpisodeLayout:
+        """Actions and instruction of one episode (its action column and indices only)."""
+        m = self.mapping
+        table = self.read_frames(key, columns=[m.action])
+        where = f"{self.path}:episode {key['episode_index']}"
+        actions = self.feature_array(table, key, m.action)
+        if not np.isfinite(actions).all():
+            raise DataError("NaN/inf in actions", where, m.action)
+        task_ids = table.column("task_index").to_pylist()
+        instruction = self._tasks.get(int(task_ids[0]), "") if task_ids else ""
+        return EpisodeLayout(
+            f"{int(key['episode_index']):06d}", m.convert_actions(actions, where), instruction, [], tuple(m.cameras)
+        )
+
+    def read_image(self, key: Any, camera: str, step: int) -> np.ndarray:
+        """Frame `step` of `camera`: one parquet row (image features) or one frame of the episode's video span."""
+        feature_key = self.mapping.cameras.get(camera)
+        where = f"{self.path}:episode {key['episode_index']}"
+        if feature_key is None:
+            raise DataError(f"no camera {camera!r} (has {list(self.mapping.cameras)})", where)
+        if not 0 <= step < int(key["length"]):
+            raise DataError(f"step {step} outside [0, {key['length']})", where)
+        feature = self.info.features[feature_key]
+        if feature["dtype"] == "video":
+            video = self._file_path("video_path", key, f"videos/{feature_key}", video_key=feature_key)
+            start = float(key[f"videos/{feature_key}/from_timestamp"]) + step / self.info.fps
+            return decode_video(video, start, start + 1.0 / self.info.fps, self.info.fps)[0]
+        path = self._file_path("data_path", key, "data")
+        try:
+            table = pq.read_table(
+                path,
+                columns=[feature_key],
+                filters=[("episode_index", "=", int(key["episode_index"])), ("frame_index", "=", int(step))],
+            )
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise DataError(f"cannot read parquet ({exc})", path) from exc
+        if table.num_rows != 1:
+            raise DataError(f"{table.num_rows} rows for frame {step}", path, feature_key)
+        image = decode_image_cell(table.column(feature_key)[0].as_py(), f"{where}:{feature_key}")
+        if image.ndim != 3 or image.shape[-1] != 3:
+            raise DataError(f"expected an RGB image, got {image.shape}", where, feature_key)
+        return image
 
     def episode_rows(self) -> list[dict[str, Any]]:
         """The `meta/episodes` rows (one dict per episode, extra columns included)."""
