@@ -124,6 +124,7 @@ def test_lerobot_video_and_image_frames_read_singly(tmp_path: Path) -> None:
     for video in (False, True):
         root = write_lerobot(tmp_path / f"ds{video}", episodes, video=video)
         src = open_source("demo", root)
+        assert src.random_access  # a row group per episode, or videos
         key = src.episode_keys()[1]
         episode = src.load_episode(key)
         assert isinstance(src.episode_layout(key), EpisodeLayout)

@@ -1,4 +1,4 @@
-"""`python -m vla {train, download, info}`: argparse sub-commands mapped onto the stage's typed configs."""
+"""`python -m vla {train, presets, download, info}`: argparse sub-commands mapped onto the stage's typed configs."""
 
 from __future__ import annotations
 
@@ -19,6 +19,17 @@ def _train(args: argparse.Namespace) -> int:
     cfg = build_config(VLATrainConfig, *layers, parse_overrides(args.overrides), where=where)
     summary = train(cfg)
     print(json.dumps({"checkpoints": summary["checkpoints"], "last": summary.get("last", {})}, indent=2))
+    return 0
+
+
+def _presets(args: argparse.Namespace) -> int:
+    from vla.presets import PRESETS, format_preset, get_preset
+
+    names = [args.name] if args.name else list(PRESETS)
+    if args.json:
+        print(json.dumps({n: get_preset(n).describe(args.follow, resolved=True) for n in names}, indent=2))
+    else:
+        print("\n\n".join(format_preset(get_preset(n), args.follow) for n in names))
     return 0
 
 
@@ -49,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("config", nargs="?", help="YAML mapping onto VLATrainConfig (optional)")
     tr.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model.backbone=... data.path=... steps=100")
     tr.set_defaults(func=_train)
+
+    ps = sub.add_parser("presets", help="the paper presets: resolved values, code-vs-paper choices, deviations")
+    ps.add_argument("name", nargs="?", help="one preset (default: all)")
+    ps.add_argument("--follow", choices=["code", "paper"], default="code", help="side of each choice [code]")
+    ps.add_argument("--json", action="store_true", help="print JSON")
+    ps.set_defaults(func=_presets)
 
     dl = sub.add_parser("download", help="download a backbone (weights + processor) into the HF cache and check it")
     dl.add_argument("repo_id", help="Hub model id, e.g. Qwen/Qwen2.5-VL-3B-Instruct or BAAI/RoboBrain2.0-7B")

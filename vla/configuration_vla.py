@@ -163,7 +163,7 @@ class VLADataConfig:
     camera: str = ""  # "" = the episode's first camera
     stats: str = ""  # stats.json of `python -m datasets_build stats`; "" = compute it from the source
     sampler: str = "auto"
-    shuffle_buffer: int = 10000  # stream sampler: samples held for shuffling per process (split over its workers)
+    shuffle_buffer: int = 20000  # stream sampler: samples held for shuffling per process (split over its workers)
     interleave: int = 64  # stream sampler: episodes read at once per process (split over its workers)
     window_rule: str = "full"
     augment: AugmentConfig = field(default_factory=AugmentConfig)

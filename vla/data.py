@@ -232,7 +232,7 @@ class VLASampleStream(_SourceDataset):
     `interleave` of them at once, into a `shuffle_buffer` of samples drawn at random (both per process, split
     over its workers)."""
 
-    def __init__(self, *args: Any, shuffle_buffer: int = 10000, interleave: int = 64, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, shuffle_buffer: int = 20000, interleave: int = 64, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.shuffle_buffer, self.interleave = max(1, shuffle_buffer), max(1, interleave)
         self.keys = self._open().episode_keys()

@@ -88,7 +88,7 @@ class Source(ABC):
     """A dataset on disk read as a stream of Episodes."""
 
     name: ClassVar[str] = ""
-    random_access: ClassVar[bool] = False  # read_image reads one frame, not the whole episode
+    random_access: bool = False  # read_image reads one frame (or a small group), not the whole episode
 
     def __init__(self, path: str | Path, skip_bad: bool = False) -> None:
         self.path = Path(path)

@@ -33,6 +33,7 @@ from datasets_build.lerobot import layout
 from datasets_build.lerobot.video import decode_video
 from datasets_build.sources.base import EpisodeLayout, EpisodeSummary, Source, register_source
 
+OPEN_FILES = 64  # data parquet files a random-access reader keeps open
 # How a dataset's stored gripper value maps to the convention (1 open, 0 closed), by LeRobotMapping.gripper.
 GRIPPER_MODES: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
     "binary_open": lambda g, _t: g,  # already the convention: kept, checked by Episode
@@ -111,7 +112,6 @@ class LeRobotSource(Source):
     """A LeRobot v3.0 or v2.1 dataset folder."""
 
     name = "lerobot"
-    random_access = True  # parquet rows by (episode, frame) filter; a video span by timestamp
 
     def __init__(
         self, path: Path, mapping: LeRobotMapping | dict[str, Any] | None = None, skip_bad: bool = False
@@ -131,6 +131,55 @@ class LeRobotSource(Source):
             }
         self._episodes = self._load_episode_table()
         self._tasks = self._load_tasks()
+        self._row_groups: dict[Path, tuple[pq.ParquetFile, np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.random_access = self._cheap_frames()
+
+    def _cheap_frames(self) -> bool:
+        """Whether one frame reads cheaply: every camera is a video (one seek), or the data parquet keeps a row
+        group per episode or so (the writers of this project and LeRobot's per-episode v2.1 files do)."""
+        keys = list(self.mapping.cameras.values())
+        if keys and all(self.info.features.get(k, {}).get("dtype") == "video" for k in keys):
+            return True
+        if not self._episodes:
+            return False
+        path = self._file_path("data_path", self._episodes[0], "data")
+        try:
+            meta = pq.ParquetFile(path).metadata
+        except (OSError, pa.ArrowInvalid):
+            return False
+        lengths = [int(row["length"]) for row in self._episodes]
+        return meta.num_rows / max(1, meta.num_row_groups) <= 4 * (sum(lengths) / len(lengths))
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (e.g. into DataLoader workers) without open parquet files."""
+        state = dict(self.__dict__)
+        state["_row_groups"] = {}
+        return state
+
+    def _row_group_of(self, path: Path, episode: int, frame: int) -> tuple[pq.ParquetFile, int, int]:
+        """(file, row group, row within it) of one frame, from the file's index columns (read once per file)."""
+        if path not in self._row_groups:
+            try:
+                handle = pq.ParquetFile(path)
+                index = handle.read(columns=["episode_index", "frame_index"])
+            except (OSError, pa.ArrowInvalid) as exc:
+                raise DataError(f"cannot read parquet ({exc})", path) from exc
+            bounds = np.cumsum([0] + [handle.metadata.row_group(i).num_rows for i in range(handle.num_row_groups)])
+            codes = (index.column("episode_index").to_numpy().astype(np.int64) << 32) | index.column(
+                "frame_index"
+            ).to_numpy().astype(np.int64)
+            order = np.argsort(codes, kind="stable")
+            if len(self._row_groups) >= OPEN_FILES:  # v2.1 keeps a file per episode: bound the open handles
+                self._row_groups.pop(next(iter(self._row_groups)))[0].close()
+            self._row_groups[path] = (handle, codes[order], order, bounds)
+        handle, codes, order, bounds = self._row_groups[path]
+        code = (episode << 32) | frame
+        at = int(np.searchsorted(codes, code))
+        if at >= len(codes) or codes[at] != code:
+            raise DataError(f"no row for episode {episode} frame {frame}", path)
+        row = int(order[at])
+        group = int(np.searchsorted(bounds, row, side="right")) - 1
+        return handle, group, row - int(bounds[group])
 
     @property
     def is_v21(self) -> bool:
@@ -251,17 +300,12 @@ class LeRobotSource(Source):
             start = float(key[f"videos/{feature_key}/from_timestamp"]) + step / self.info.fps
             return decode_video(video, start, start + 1.0 / self.info.fps, self.info.fps)[0]
         path = self._file_path("data_path", key, "data")
+        handle, group, row = self._row_group_of(path, int(key["episode_index"]), step)
         try:
-            table = pq.read_table(
-                path,
-                columns=[feature_key],
-                filters=[("episode_index", "=", int(key["episode_index"])), ("frame_index", "=", int(step))],
-            )
+            table = handle.read_row_group(group, columns=[feature_key])
         except (OSError, pa.ArrowInvalid) as exc:
             raise DataError(f"cannot read parquet ({exc})", path) from exc
-        if table.num_rows != 1:
-            raise DataError(f"{table.num_rows} rows for frame {step}", path, feature_key)
-        image = decode_image_cell(table.column(feature_key)[0].as_py(), f"{where}:{feature_key}")
+        image = decode_image_cell(table.column(feature_key)[row].as_py(), f"{where}:{feature_key}")
         if image.ndim != 3 or image.shape[-1] != 3:
             raise DataError(f"expected an RGB image, got {image.shape}", where, feature_key)
         return image
