@@ -96,6 +96,11 @@ STAGE_KINDS: dict[str, StageKind] = {
         "evaluation.run:run",
         "roll a policy out in a simulator (demo, libero, calvin, simpler, maniskill); resumable",
     ),
+    "merge_eval": StageKind(
+        "evaluation.merge:MergeConfig",
+        "evaluation.merge:merge",
+        "join the shard runs of one evaluation (--num-shards N) into one summary; refuses an incomplete set",
+    ),
     "sweep": StageKind(
         "evaluation.sweep:SweepConfig",
         "evaluation.sweep:sweep",
