@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from datasets_build.errors import ConfigError
 from evaluation.policies import ConstantPolicy
 from evaluation.sims.simpler import BRIDGE_TASKS, TRIALS_PER_TASK, SimplerSim, bridge_action
 
@@ -103,3 +104,30 @@ def test_real_simpler_env() -> None:
         assert not result.done
     finally:
         sim.close()
+
+
+def test_late_close_gripper_opens_after_consecutive_open_predictions() -> None:
+    made: list[SimplerApiEnv] = []
+
+    def make(task: str) -> SimplerApiEnv:
+        made.append(SimplerApiEnv(task, BRIDGE_TASKS[task][1]))
+        return made[-1]
+
+    predictions = [1, 1, 1, 0, 1, 0, 1, 1]  # 1 = open in the project convention
+    late = SimplerSim(make_env=make, late_close_gripper=2)
+    trial = late.trials(per_task=1)[0]
+    for _ in range(2):  # the count restarts with every episode
+        late.reset(trial)
+        made[-1].actions.clear()
+        for grip in predictions:
+            late.step(np.array([0, 0, 0, 0, 0, 0, grip], dtype=np.float32))
+        assert [float(a[6]) for a in made[-1].actions] == [-1, 1, 1, -1, -1, -1, -1, 1]
+    late.close()
+    plain = SimplerSim(make_env=make)  # 0 = off: every prediction as is
+    plain.reset(trial)
+    for grip in predictions:
+        plain.step(np.array([0, 0, 0, 0, 0, 0, grip], dtype=np.float32))
+    assert [float(a[6]) for a in made[-1].actions] == [1, 1, 1, -1, 1, -1, 1, 1]
+    plain.close()
+    with pytest.raises(ConfigError, match="late_close_gripper"):
+        SimplerSim(make_env=make, late_close_gripper=-1)

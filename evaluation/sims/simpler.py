@@ -7,7 +7,9 @@ sink scene); the episode runs until the time limit and succeeds when the environ
 success at its last step. The policy sees the `3rd_view_camera` RGB image as rendered.
 Action conversion as SimplerEnv's Bridge inference wrappers (e.g. Octo's, `widowx_bridge`):
 translation as is, the roll-pitch-yaw delta turned into the controller's axis-angle vector
-(static-axes xyz Euler -> rotation vector), gripper binarised to +1 open / -1 close.
+(static-axes xyz Euler -> rotation vector), gripper binarised to +1 open / -1 close. With
+`late_close_gripper=N` (VLM4VLA's Bridge evaluation uses 2) the gripper is commanded open only
+after N consecutive open predictions and closed otherwise, from the start of each episode.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from scipy.spatial.transform import Rotation
 from datasets_build.actions import GRIPPER, ROTATION, TRANSLATION
 from datasets_build.errors import ConfigError
 from evaluation.sims.base import Observation, SimAdapter, StepResult, Trial
+from evaluation.sims.provenance import package_versions, sha256_json
 
 # simpler_env task name -> (ManiSkill3 env id, control steps per episode)
 BRIDGE_TASKS: dict[str, tuple[str, int]] = {
@@ -42,10 +45,14 @@ def bridge_action(action: np.ndarray) -> np.ndarray:
 
 class _BridgeTrials:
     """What both backends share: the tasks, 24 object episodes per task (task-major), one environment per task
-    (rebuilt by `make_env(task)` when the task changes), the per-task step limit and closing."""
+    (rebuilt by `make_env(task)` when the task changes), the per-task step limit, the gripper rule and closing."""
 
-    def __init__(self, tasks: list[str] | None, make_env: Any) -> None:
+    def __init__(self, tasks: list[str] | None, make_env: Any, late_close_gripper: int = 0) -> None:
+        if late_close_gripper < 0:
+            raise ConfigError(f"simpler: late_close_gripper must be >= 0 (0 = off), got {late_close_gripper}")
         self.tasks = _check_tasks(tasks)
+        self.late_close_gripper = late_close_gripper
+        self._open_run = 0  # consecutive open predictions so far in this episode
         self._make_env = make_env
         self._env: Any = None
         self._task: str | None = None
@@ -67,6 +74,16 @@ class _BridgeTrials:
             self._task = trial.task
         self._limit = BRIDGE_TASKS[trial.task][1]
         self._steps = 0
+        self._open_run = 0
+
+    def _command(self, action: np.ndarray) -> np.ndarray:
+        """The controller action for a project action, the gripper held closed until `late_close_gripper`
+        consecutive open predictions (VLM4VLA's Bridge rule) when that is on."""
+        command = bridge_action(action)
+        if self.late_close_gripper:
+            self._open_run = self._open_run + 1 if command[GRIPPER] > 0 else 0
+            command[GRIPPER] = 1.0 if self._open_run >= self.late_close_gripper else -1.0
+        return command
 
     def close(self) -> None:
         """Close the simulator environment."""
@@ -92,12 +109,12 @@ class SimplerSim(_BridgeTrials, SimAdapter):
 
     name = "simpler"
 
-    def __init__(self, tasks: list[str] | None = None, make_env: Any = None) -> None:
+    def __init__(self, tasks: list[str] | None = None, make_env: Any = None, late_close_gripper: int = 0) -> None:
         if make_env is None:
             import simpler_env
 
             make_env = simpler_env.make
-        super().__init__(tasks, make_env)
+        super().__init__(tasks, make_env, late_close_gripper)
 
     def reset(self, trial: Trial) -> Observation:
         """Object episode `trial.data["episode_id"]` of `trial.task` in its prepackaged scene."""
@@ -108,13 +125,27 @@ class SimplerSim(_BridgeTrials, SimAdapter):
 
     def step(self, action: np.ndarray) -> StepResult:
         """One 5 Hz control step; the episode ends at the time limit, success is the last step's verdict."""
-        obs, _, done, truncated, info = self._env.step(bridge_action(action))
+        obs, _, done, truncated, info = self._env.step(self._command(action))
         self._steps += 1
         finished = bool(truncated) or self._steps >= self._limit
         return StepResult(self._observation(obs), finished, bool(done), {"success": bool(info.get("success", done))})
 
     def _observation(self, obs: dict[str, Any]) -> Observation:
         return Observation([np.asarray(obs["image"][CAMERA]["rgb"], dtype=np.uint8)], self._instruction)
+
+    def provenance(self) -> dict[str, Any]:
+        """Package versions and SimplerEnv's environment id and arguments of each task, by sha256."""
+        try:
+            import simpler_env
+
+            scenes = {t: list(simpler_env.ENVIRONMENT_MAP[t]) for t in self.tasks}
+        except (ImportError, AttributeError, KeyError):
+            scenes = None
+        return {
+            "packages": package_versions(["simpler_env", "mani_skill2_real2sim", "sapien", "gymnasium", "numpy"]),
+            "tasks": list(self.tasks),
+            "environments_sha256": None if scenes is None else sha256_json(scenes),
+        }
 
 
 class ManiSkillBridgeSim(_BridgeTrials, SimAdapter):
@@ -126,7 +157,13 @@ class ManiSkillBridgeSim(_BridgeTrials, SimAdapter):
 
     name = "maniskill"
 
-    def __init__(self, tasks: list[str] | None = None, sim_backend: str = "auto", make_env: Any = None) -> None:
+    def __init__(
+        self,
+        tasks: list[str] | None = None,
+        sim_backend: str = "auto",
+        make_env: Any = None,
+        late_close_gripper: int = 0,
+    ) -> None:
         _check_tasks(tasks)  # unknown tasks fail before mani_skill is imported
         if make_env is None:
             import gymnasium as gym
@@ -135,7 +172,7 @@ class ManiSkillBridgeSim(_BridgeTrials, SimAdapter):
             def make_env(task: str) -> Any:
                 return gym.make(BRIDGE_TASKS[task][0], obs_mode="rgb+segmentation", num_envs=1, sim_backend=sim_backend)
 
-        super().__init__(tasks, make_env)
+        super().__init__(tasks, make_env, late_close_gripper)
 
     def reset(self, trial: Trial) -> Observation:
         """Object episode `trial.data["episode_id"]` of `trial.task`."""
@@ -152,7 +189,7 @@ class ManiSkillBridgeSim(_BridgeTrials, SimAdapter):
         """One control step with a (1, 7) tensor action."""
         import torch
 
-        command = torch.as_tensor(bridge_action(action), dtype=torch.float32)[None]
+        command = torch.as_tensor(self._command(action), dtype=torch.float32)[None]
         obs, _, _, truncated, info = self._env.step(command)
         self._steps += 1
         success = bool(np.asarray(_numpy(info["success"])).reshape(-1)[0])
@@ -162,6 +199,14 @@ class ManiSkillBridgeSim(_BridgeTrials, SimAdapter):
     def _observation(self, obs: dict[str, Any]) -> Observation:
         image = np.asarray(_numpy(obs["sensor_data"][CAMERA]["rgb"]))[0]
         return Observation([image.astype(np.uint8)], self._instruction)
+
+    def provenance(self) -> dict[str, Any]:
+        """Package versions and the ManiSkill3 environment ids of the tasks."""
+        return {
+            "packages": package_versions(["mani-skill", "sapien", "gymnasium", "torch", "numpy"]),
+            "tasks": list(self.tasks),
+            "environments": {t: BRIDGE_TASKS[t][0] for t in self.tasks},
+        }
 
 
 def _numpy(value: Any) -> Any:
