@@ -16,7 +16,7 @@ from scipy.spatial.transform import Rotation
 
 from datasets_build.errors import ConfigError
 from evaluation.policies import ConstantPolicy
-from evaluation.sims.simpler import BRIDGE_TASKS, TRIALS_PER_TASK, SimplerSim, bridge_action
+from evaluation.sims.simpler import BRIDGE_TASKS, TRIALS_PER_TASK, SimplerSim, bridge_action, maniskill_episode_id
 
 
 class SimplerApiEnv:
@@ -131,3 +131,55 @@ def test_late_close_gripper_opens_after_consecutive_open_predictions() -> None:
     plain.close()
     with pytest.raises(ConfigError, match="late_close_gripper"):
         SimplerSim(make_env=make, late_close_gripper=-1)
+
+
+def test_maniskill_episode_ids_give_simpler_v0_layouts() -> None:
+    ids = [maniskill_episode_id("widowx_put_eggplant_in_basket", e) for e in range(TRIALS_PER_TASK)]
+    assert len(set(ids)) == TRIALS_PER_TASK
+    # ManiSkill3 picks position (id % 64) // 8 and orientation id % 8; v0 episode e is position e // 3, yaw e % 3
+    assert [(i % 64) // 8 for i in ids] == [e // 3 for e in range(TRIALS_PER_TASK)]
+    assert [i % 8 for i in ids[:3]] == [1, 2, 0]  # orientations labelled 0, 45 and -45 deg
+    assert [maniskill_episode_id("widowx_put_eggplant_in_basket", e, "v1") for e in range(3)] == [0, 1, 2]
+    for task in ("widowx_carrot_on_plate", "widowx_spoon_on_towel", "widowx_stack_cube"):  # same configs as v0
+        assert [maniskill_episode_id(task, e) for e in range(TRIALS_PER_TASK)] == list(range(TRIALS_PER_TASK))
+    with pytest.raises(ConfigError, match="episode_layouts"):
+        maniskill_episode_id("widowx_carrot_on_plate", 0, "v2")
+
+
+def test_real_mani_skill_bridge_envs_as_far_as_no_assets_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ManiSkill3's own Bridge classes, built up to the point where they would load assets."""
+    pytest.importorskip("mani_skill", reason="mani-skill (ManiSkill3) is an optional extra")
+    import gymnasium as gym
+    import mani_skill.envs  # noqa: F401  (registers the environments)
+    from mani_skill.envs.tasks.digital_twins.bridge_dataset_eval import base_env
+
+    captured: dict[str, Any] = {}
+
+    def capture(self: Any, obj_names: list[str], xyz_configs: Any, quat_configs: Any, **kwargs: Any) -> None:
+        captured.update(obj_names=obj_names, xyz=np.asarray(xyz_configs), quat=np.asarray(quat_configs))
+        raise RuntimeError("stop before loading assets")
+
+    monkeypatch.setattr(base_env.BaseBridgeEnv, "__init__", capture)
+    layouts = {}
+    for task, (env_id, steps) in BRIDGE_TASKS.items():
+        spec = gym.spec(env_id)
+        assert spec.max_episode_steps == steps
+        with pytest.raises(RuntimeError, match="stop before loading assets"):
+            spec.entry_point(obs_mode="rgb+segmentation")
+        layouts[task] = dict(captured)
+        xyz, quat = layouts[task]["xyz"], layouts[task]["quat"]
+        count = len(xyz) * len(quat)
+        assert count >= TRIALS_PER_TASK
+        for episode in range(TRIALS_PER_TASK):
+            mine = maniskill_episode_id(task, episode)
+            position, orientation = (mine % count) // len(quat), mine % len(quat)  # ManiSkill3's own rule
+            assert 0 <= position < len(xyz)
+            assert 0 <= orientation < len(quat)
+    eggplant = layouts["widowx_put_eggplant_in_basket"]
+    assert eggplant["xyz"].shape[0] == 8
+    assert eggplant["quat"].shape[0] == 8  # v0 has 3: ids 0-23 would be 3 positions x 8 orientations
+    positions = {
+        tuple(np.round(eggplant["xyz"][(maniskill_episode_id("widowx_put_eggplant_in_basket", e) % 64) // 8, 0], 4))
+        for e in range(TRIALS_PER_TASK)
+    }
+    assert len(positions) == 8  # the mapped episodes visit every grid position, as v0's 0-23 do

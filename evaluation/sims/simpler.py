@@ -33,6 +33,26 @@ BRIDGE_TASKS: dict[str, tuple[str, int]] = {
 }
 TRIALS_PER_TASK = 24
 CAMERA = "3rd_view_camera"
+# The eggplant scene's layouts: SimplerEnv (v0) has 8 grid positions x 3 yaws (0, +45, -45 deg), episode e at
+# position e // 3 and yaw e % 3; ManiSkill3 (v1) has the same 8 positions x 8 orientations (its quaternions are
+# labelled -45, 0, 45, 90, ..., 270 deg, indices 0..7), position (e % 64) // 8 and orientation e % 8, so its
+# episodes 0-23 are positions 0-2 only. v0's yaw k is v1's orientation EGGPLANT_V1_ORIENTATION[k] (by label).
+EGGPLANT_TASK = "widowx_put_eggplant_in_basket"
+EGGPLANT_V1_ORIENTATION = (1, 2, 0)  # 0 deg, 45 deg, -45 deg
+EGGPLANT_V1_ORIENTATIONS = 8
+
+
+def maniskill_episode_id(task: str, episode: int, layouts: str = "v0") -> int:
+    """The ManiSkill3 episode id of SimplerEnv's (v0) layout `episode` (layouts="v0"), or `episode` as is ("v1").
+
+    Only the eggplant scene differs; carrot, spoon and cube stacking keep v0's configurations and order.
+    """
+    if layouts not in ("v0", "v1"):
+        raise ConfigError(f"maniskill: episode_layouts must be 'v0' or 'v1', got {layouts!r}")
+    if layouts == "v1" or task != EGGPLANT_TASK:
+        return episode
+    position, yaw = divmod(episode % TRIALS_PER_TASK, 3)
+    return position * EGGPLANT_V1_ORIENTATIONS + EGGPLANT_V1_ORIENTATION[yaw]
 
 
 def bridge_action(action: np.ndarray) -> np.ndarray:
@@ -153,6 +173,8 @@ class ManiSkillBridgeSim(_BridgeTrials, SimAdapter):
 
     The environment is built with `gym.make(id, obs_mode="rgb+segmentation", num_envs=1, sim_backend=...)`;
     observations are torch tensors with a leading environment axis, which the adapter strips.
+    `episode_layouts="v0"` (default) maps trial i to SimplerEnv's i-th layout (see `maniskill_episode_id`);
+    "v1" passes ManiSkill3's own episode ids 0-23.
     """
 
     name = "maniskill"
@@ -163,8 +185,11 @@ class ManiSkillBridgeSim(_BridgeTrials, SimAdapter):
         sim_backend: str = "auto",
         make_env: Any = None,
         late_close_gripper: int = 0,
+        episode_layouts: str = "v0",
     ) -> None:
         _check_tasks(tasks)  # unknown tasks fail before mani_skill is imported
+        maniskill_episode_id(EGGPLANT_TASK, 0, episode_layouts)  # validates the option
+        self.episode_layouts = episode_layouts
         if make_env is None:
             import gymnasium as gym
             import mani_skill.envs  # noqa: F401  (registers the environments)
@@ -179,8 +204,8 @@ class ManiSkillBridgeSim(_BridgeTrials, SimAdapter):
         import torch
 
         self._enter(trial)
-        episode = torch.tensor([int(trial.data["episode_id"])])
-        obs, _ = self._env.reset(seed=trial.seed, options={"episode_id": episode})
+        episode = maniskill_episode_id(trial.task, int(trial.data["episode_id"]), self.episode_layouts)
+        obs, _ = self._env.reset(seed=trial.seed, options={"episode_id": torch.tensor([episode])})
         instruction = self._env.unwrapped.get_language_instruction()
         self._instruction = str(instruction[0] if isinstance(instruction, (list, tuple)) else instruction)
         return self._observation(obs)
@@ -206,6 +231,7 @@ class ManiSkillBridgeSim(_BridgeTrials, SimAdapter):
             "packages": package_versions(["mani-skill", "sapien", "gymnasium", "torch", "numpy"]),
             "tasks": list(self.tasks),
             "environments": {t: BRIDGE_TASKS[t][0] for t in self.tasks},
+            "episode_layouts": self.episode_layouts,
         }
 
 
