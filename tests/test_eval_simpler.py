@@ -16,7 +16,14 @@ from scipy.spatial.transform import Rotation
 
 from datasets_build.errors import ConfigError
 from evaluation.policies import ConstantPolicy
-from evaluation.sims.simpler import BRIDGE_TASKS, TRIALS_PER_TASK, SimplerSim, bridge_action, maniskill_episode_id
+from evaluation.sims.simpler import (
+    BRIDGE_TASKS,
+    TRIALS_PER_TASK,
+    SimplerSim,
+    bridge_action,
+    maniskill_action,
+    maniskill_episode_id,
+)
 
 
 class SimplerApiEnv:
@@ -133,6 +140,15 @@ def test_late_close_gripper_opens_after_consecutive_open_predictions() -> None:
         SimplerSim(make_env=make, late_close_gripper=-1)
 
 
+def test_maniskill_action_is_the_same_rotation_as_intrinsic_xyz_euler() -> None:
+    rpy = np.array([0.3, -0.2, 0.5])
+    out = maniskill_action(np.array([0.01, 0.02, 0.03, *rpy, 0.0]))
+    np.testing.assert_allclose(out[:3], [0.01, 0.02, 0.03])
+    assert out[6] == -1.0
+    want = Rotation.from_euler("xyz", rpy).as_matrix()  # the static-axes roll-pitch-yaw delta
+    np.testing.assert_allclose(Rotation.from_euler("XYZ", out[3:6]).as_matrix(), want, atol=1e-12)
+
+
 def test_maniskill_episode_ids_give_simpler_v0_layouts() -> None:
     ids = [maniskill_episode_id("widowx_put_eggplant_in_basket", e) for e in range(TRIALS_PER_TASK)]
     assert len(set(ids)) == TRIALS_PER_TASK
@@ -183,3 +199,11 @@ def test_real_mani_skill_bridge_envs_as_far_as_no_assets_go(monkeypatch: pytest.
         for e in range(TRIALS_PER_TASK)
     }
     assert len(positions) == 8  # the mapped episodes visit every grid position, as v0's 0-23 do
+    # the WidowX controller reads the rotation delta with mani_skill's own euler_angles_to_matrix(..., "XYZ")
+    import torch
+    from mani_skill.utils.geometry.rotation_conversions import euler_angles_to_matrix
+
+    rpy = np.array([0.05, -0.08, 0.1])
+    command = maniskill_action(np.array([0, 0, 0, *rpy, 1.0]))
+    applied = euler_angles_to_matrix(torch.tensor(command[3:6])[None], "XYZ")[0].numpy()
+    np.testing.assert_allclose(applied, Rotation.from_euler("xyz", rpy).as_matrix(), atol=1e-9)

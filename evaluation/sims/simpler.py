@@ -63,6 +63,19 @@ def bridge_action(action: np.ndarray) -> np.ndarray:
     return np.concatenate([arr[TRANSLATION], rotvec, [gripper]])
 
 
+def maniskill_action(action: np.ndarray) -> np.ndarray:
+    """Project action (7,) -> ManiSkill3 (3.0.1) WidowX action: xyz, the rotation as the intrinsic XYZ Euler angles
+    its `PDEEPoseController` reads (`euler_angles_to_matrix(delta, "XYZ")`), gripper +1 open / -1 close.
+
+    The angles are those of the same rotation as the static-axes xyz roll-pitch-yaw delta, so the
+    controller applies exactly the rotation `bridge_action` hands SimplerEnv's axis-angle controller.
+    """
+    arr = np.asarray(action, dtype=np.float64).reshape(-1)
+    euler = Rotation.from_euler("xyz", arr[ROTATION]).as_euler("XYZ")
+    gripper = 1.0 if arr[GRIPPER] > 0.5 else -1.0
+    return np.concatenate([arr[TRANSLATION], euler, [gripper]])
+
+
 class _BridgeTrials:
     """What both backends share: the tasks, 24 object episodes per task (task-major), one environment per task
     (rebuilt by `make_env(task)` when the task changes), the per-task step limit, the gripper rule and closing."""
@@ -96,10 +109,12 @@ class _BridgeTrials:
         self._steps = 0
         self._open_run = 0
 
+    convert = staticmethod(bridge_action)  # project action -> this backend's controller action
+
     def _command(self, action: np.ndarray) -> np.ndarray:
         """The controller action for a project action, the gripper held closed until `late_close_gripper`
         consecutive open predictions (VLM4VLA's Bridge rule) when that is on."""
-        command = bridge_action(action)
+        command = self.convert(action)
         if self.late_close_gripper:
             self._open_run = self._open_run + 1 if command[GRIPPER] > 0 else 0
             command[GRIPPER] = 1.0 if self._open_run >= self.late_close_gripper else -1.0
@@ -178,6 +193,7 @@ class ManiSkillBridgeSim(_BridgeTrials, SimAdapter):
     """
 
     name = "maniskill"
+    convert = staticmethod(maniskill_action)
 
     def __init__(
         self,
