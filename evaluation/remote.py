@@ -218,9 +218,11 @@ class WorkerFleet:
         self.environment: dict[str, Any] = self.workers[0].info.get("environment", {})
 
     def call(self, command: str, argument: Any) -> Any:
-        """The trials of the simulator (asked of the first worker), as `_Slot.call("trials", n)` answers."""
+        """The simulator's trials or provenance (asked of the first worker), as `_Slot.call` answers them."""
+        if command == "provenance":
+            return self.workers[0].info.get("provenance", {})
         if command != "trials":
-            raise ValueError(f"a worker fleet answers only 'trials', not {command!r}")
+            raise ValueError(f"a worker fleet answers only 'trials' and 'provenance', not {command!r}")
         return [Trial(**t) for t in self.workers[0].call("trials", per_task=argument)]
 
     def rollouts(self, log: EpisodeLog) -> FleetRollouts:

@@ -41,6 +41,7 @@ class ReportConfig:
     baseline: str | None = None  # row the deltas are taken against
     capability: str | None = None  # CSV with columns model,score
     title: str = "VLA results"
+    allow_incomplete: bool = False  # report unfinished runs, marked with *, instead of refusing them
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Cell:
     metric: str
     scores: list[float] = field(default_factory=list)
     best_metrics: dict[str, Any] = field(default_factory=dict)
+    incomplete: bool = False  # some result behind this cell did not finish every episode
 
     @property
     def best(self) -> float:
@@ -57,31 +59,32 @@ class Cell:
         return max(self.scores)
 
 
-def _summaries(spec: str) -> list[tuple[str, dict[str, Any]]]:
+def _summaries(spec: str, allow_incomplete: bool = False) -> list[tuple[str, dict[str, Any]]]:
     name, _, raw = spec.rpartition("=") if "=" in spec else ("", "", spec)
     path = Path(raw)
     if path.is_dir() and (path / SWEEP_FILE).is_file() and not (path / SUMMARY_FILE).is_file():
         sweep = read_json(path / SWEEP_FILE)
         row = name or Path(str(sweep.get("run", path))).name
-        found = load_results(str(path / r["path"]) for r in sweep.get("results", []))
+        found = load_results((str(path / r["path"]) for r in sweep.get("results", [])), allow_incomplete)
         return [(row, s) for s in found]
     if path.is_dir() and not (path / SUMMARY_FILE).is_file():
         nested = sorted(path.rglob(SUMMARY_FILE))
         if not nested:
             raise DataError("no summary.json or sweep.json inside", path)
-        found = load_results(p.parent for p in nested)
+        found = load_results((p.parent for p in nested), allow_incomplete)
         return [(name or path.name, s) for s in found]
-    (summary,) = load_results([path])
+    (summary,) = load_results([path], allow_incomplete)
     return [(name or Path(str(summary.get("policy") or path)).name or path.name, summary)]
 
 
-def collect(specs: list[str]) -> dict[str, dict[str, Cell]]:
-    """row -> benchmark -> Cell, in the order rows first appear."""
+def collect(specs: list[str], allow_incomplete: bool = False) -> dict[str, dict[str, Cell]]:
+    """row -> benchmark -> Cell, in the order rows first appear (shards and unfinished runs: see load_results)."""
     table: dict[str, dict[str, Cell]] = {}
     for spec in specs:
-        for row, summary in _summaries(spec):
+        for row, summary in _summaries(spec, allow_incomplete):
             sim, metric = str(summary["sim"]), str(summary.get("metric", "success"))
             cell = table.setdefault(row, {}).setdefault(sim, Cell(metric))
+            cell.incomplete |= not summary.get("complete", True)
             score = headline(metric, summary["metrics"])
             if not cell.scores or score > cell.best:
                 cell.best_metrics = summary["metrics"]
@@ -135,6 +138,8 @@ def build_rows(table: dict[str, dict[str, Cell]], baseline: str | None) -> tuple
             cell = cells.get(sim)
             value = None if cell is None else _value(cell, key)
             text = _fmt(value, cell.metric if cell else "", key)
+            if cell is not None and cell.incomplete and value is not None:
+                text += "*"
             base_cell = table[baseline].get(sim) if baseline else None
             base = None if base_cell is None else _value(base_cell, key)
             if baseline and name != baseline and value is not None and base is not None and cell is not None:
@@ -285,15 +290,17 @@ def report(cfg: ReportConfig) -> list[Path]:
         raise ConfigError("results: name at least one results folder")
     if not cfg.out:
         raise ConfigError("out: a report folder is required")
-    table = collect(cfg.results)
+    table = collect(cfg.results, cfg.allow_incomplete)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     header, rows = build_rows(table, cfg.baseline)
+    marked = any(c.incomplete for cells in table.values() for c in cells.values())
+    note = " * unfinished run: fewer episodes than its protocol." if marked else ""
     written = []
     for name, text in (
-        ("table.md", to_markdown(header, rows)),
+        ("table.md", to_markdown(header, rows) + (f"\n{note.strip()}\n" if note else "")),
         ("table.csv", to_csv(header, rows)),
-        ("table.tex", to_latex(header, rows, cfg.title)),
+        ("table.tex", to_latex(header, rows, cfg.title + note)),
     ):
         (out / name).write_text(text)
         written.append(out / name)

@@ -99,6 +99,7 @@ class WorkerSession:
             "max_steps": self.slot.max_steps,
             "chunk_size": self.policy.chunk_size,
             "environment": environment_report(),
+            "provenance": self.slot.call("provenance", None),
         }
 
     def trials(self, per_task: int | None) -> list[dict[str, Any]]:

