@@ -191,12 +191,14 @@ def test_maniskill_episode_ids_give_simpler_v0_layouts() -> None:
         maniskill_episode_id("widowx_carrot_on_plate", 0, "v2")
 
 
+@pytest.mark.slow
 def test_real_mani_skill_bridge_envs_as_far_as_no_assets_go(monkeypatch: pytest.MonkeyPatch) -> None:
     """ManiSkill3's own Bridge classes, built up to the point where they would load assets."""
     pytest.importorskip("mani_skill", reason="mani-skill (ManiSkill3) is an optional extra")
     import gymnasium as gym
     import mani_skill.envs  # noqa: F401  (registers the environments)
     from mani_skill.envs.tasks.digital_twins.bridge_dataset_eval import base_env
+    from mani_skill.utils.registration import REGISTERED_ENVS
 
     captured: dict[str, Any] = {}
 
@@ -207,10 +209,10 @@ def test_real_mani_skill_bridge_envs_as_far_as_no_assets_go(monkeypatch: pytest.
     monkeypatch.setattr(base_env.BaseBridgeEnv, "__init__", capture)
     layouts = {}
     for task, (env_id, steps) in BRIDGE_TASKS.items():
-        spec = gym.spec(env_id)
-        assert spec.max_episode_steps == steps
+        assert gym.spec(env_id).max_episode_steps == steps
+        assert REGISTERED_ENVS[env_id].asset_download_ids == ["bridge_v2_real2sim"]  # from a hub: not here
         with pytest.raises(RuntimeError, match="stop before loading assets"):
-            spec.entry_point(obs_mode="rgb+segmentation")
+            REGISTERED_ENVS[env_id].cls(obs_mode="rgb+segmentation")
         layouts[task] = dict(captured)
         xyz, quat = layouts[task]["xyz"], layouts[task]["quat"]
         count = len(xyz) * len(quat)

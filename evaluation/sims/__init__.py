@@ -33,7 +33,11 @@ SIMULATORS: dict[str, tuple[str, str | None, str]] = {
         "simpler_env",
         "pip install 'vlm4vla-toolkit[simpler]' plus SimplerEnv from https://github.com/simpler-env/SimplerEnv",
     ),
-    "maniskill": ("evaluation.sims.simpler:ManiSkillBridgeSim", "mani_skill", "pip install mani_skill (ManiSkill3)"),
+    "maniskill": (
+        "evaluation.sims.simpler:ManiSkillBridgeSim",
+        "mani_skill",
+        "pip install 'vlm4vla-toolkit[maniskill]' (mani-skill==3.0.1, sapien==3.0.3)",
+    ),
 }
 
 # The metric each simulator's episodes are summarised with (no simulator import needed).
