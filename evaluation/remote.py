@@ -114,6 +114,14 @@ class WorkerConnection:
             return f"; its log: {self.log}"
         return ""
 
+    def _stopped(self, command: str) -> WorkerError:
+        code = None
+        if self.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = self.process.wait(timeout=5)
+        status = f" (exit code {code})" if code is not None else ""
+        return WorkerError(f"simulator worker {self.name} stopped{status} during {command!r}{self._where()}")
+
     def call(self, command: str, **fields: Any) -> Any:
         """Send one command and wait for its reply; a worker error or exit is a `WorkerError`."""
         self.send(command, **fields)
@@ -125,17 +133,14 @@ class WorkerConnection:
             self._writer.write(wire.packb({"cmd": command, **fields}))
             self._writer.flush()
         except (OSError, ValueError) as exc:
-            raise WorkerError(f"simulator worker {self.name} stopped before {command!r}{self._where()}") from exc
+            raise self._stopped(command) from exc
 
     def receive(self, command: str) -> Any:
         """The reply to `command`; a worker error or exit is a `WorkerError`."""
         try:
             reply = next(self._messages)
         except (StopIteration, OSError, ValueError) as exc:
-            code = self.process.poll() if self.process is not None else None
-            status = f" (exit code {code})" if code is not None else ""
-            where = f"{status} during {command!r}{self._where()}"
-            raise WorkerError(f"simulator worker {self.name} stopped{where}") from exc
+            raise self._stopped(command) from exc
         if not isinstance(reply, dict) or ("ok" not in reply and "error" not in reply):
             raise WorkerError(f"simulator worker {self.name}: malformed reply to {command!r}")
         if "error" in reply:

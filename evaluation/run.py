@@ -348,6 +348,8 @@ def run(cfg: RunConfig, policy: PolicyLike | None = None) -> dict[str, Any]:
         "complete": len(episodes) == len(mine),
         "metrics": summarize(metric, episodes),
     }
+    if external:  # the simulator's own interpreter and package versions, as its worker reported them
+        summary["sim_environment"] = slots[0].environment
     write_json(out / SUMMARY_FILE, summary)
     ran = len(rollouts.finished)
     write_json(
