@@ -38,6 +38,7 @@ from evaluation.results import (
     write_json,
 )
 from evaluation.sims import METRICS, SIMULATORS, Observation, SimAdapter, StepResult, Trial, make_sim, require_package
+from evaluation.ws_policy import WebsocketPolicy
 from vla.api import PolicyLike
 
 
@@ -350,6 +351,8 @@ def run(cfg: RunConfig, policy: PolicyLike | None = None) -> dict[str, Any]:
     }
     if external:  # the simulator's own interpreter and package versions, as its worker reported them
         summary["sim_environment"] = slots[0].environment
+    if isinstance(policy, WebsocketPolicy):  # what the server said it serves (checkpoint, backbone, chunk)
+        summary["policy_server"] = policy.metadata
     write_json(out / SUMMARY_FILE, summary)
     ran = len(rollouts.finished)
     write_json(

@@ -241,6 +241,7 @@ def test_vla_serve_cli(checkpoint: Path) -> None:
         with pytest.raises(ConfigError, match="HTTP 401"):
             WebsocketPolicy(url)
         client = WebsocketPolicy(url, api_key="k-123")
+        assert client.metadata["checkpoint"] == str(checkpoint)
         assert client.act(frames(1)[0:1], "pick").shape == (2, 7)
         client.close()
     finally:
@@ -264,7 +265,9 @@ def test_evaluation_run_through_a_policy_server(tmp_path: Path) -> None:
             args = ["run", "--sim", "demo", "--policy", server.url, "--out", str(out), "--workers", workers]
             assert evaluation_main([*args, *options]) == 0
             assert _records(out) == _records(local)
-    assert json.loads((out / "summary.json").read_text())["policy"] == server.url
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["policy"] == server.url
+    assert summary["policy_server"]["chunk_size"] == 2  # what the server said it serves
 
 
 def _records(out: Path) -> list[tuple[str, int, bool]]:

@@ -392,8 +392,15 @@ def serve_policy(cfg: ServeConfig) -> None:
     from vla.policy import Policy
 
     policy = Policy.from_pretrained(cfg.policy, device=cfg.device or None)
+    metadata = {"checkpoint": cfg.policy, **policy_metadata(policy)}
     server = PolicyServer(
-        policy, cfg.host, cfg.port, api_key, batch_window_s=cfg.batch_window_ms / 1000, max_batch=cfg.max_batch
+        policy,
+        cfg.host,
+        cfg.port,
+        api_key,
+        batch_window_s=cfg.batch_window_ms / 1000,
+        max_batch=cfg.max_batch,
+        metadata=metadata,
     )
 
     def ready(running: PolicyServer) -> None:
