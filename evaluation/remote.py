@@ -166,7 +166,7 @@ class WorkerConnection:
 
 
 class WorkerFleet:
-    """K workers sharing one policy server: the runner's view of them (`call("trials")`, `rollouts`, `close`)."""
+    """K workers sharing one policy server: the runner's view of them (`call`, `rollouts`, `close`, as a slot)."""
 
     def __init__(self, cfg: RunConfig, policy: PolicyLike, out: Path) -> None:
         from vla.serve import PolicyServer
@@ -223,10 +223,9 @@ class WorkerFleet:
         self.environment: dict[str, Any] = self.workers[0].info.get("environment", {})
 
     def call(self, command: str, argument: Any) -> Any:
-        """The trials of the simulator (asked of the first worker), as `_Slot.call("trials", n)` answers."""
-        if command != "trials":
-            raise ValueError(f"a worker fleet answers only 'trials', not {command!r}")
-        return [Trial(**t) for t in self.workers[0].call("trials", per_task=argument)]
+        """An adapter question (`trials`, ...) asked of the first worker, answered as `_Slot.call` answers it."""
+        value = self.workers[0].call("adapter", question=command, argument=argument)
+        return [Trial(**t) for t in value] if command == "trials" else value
 
     def rollouts(self, log: EpisodeLog) -> FleetRollouts:
         """The object that plays pending trials on the workers and logs each finished one."""
@@ -287,6 +286,7 @@ class FleetRollouts:
             bar.update(1)
         if error is not None:
             raise error
+        self.fleet.environment = self.fleet.workers[0].call("environment")  # now with what the episodes imported
 
     def _record(self, trial: Trial, reply: dict[str, Any]) -> None:
         record = EpisodeRecord.from_dict(reply["record"])
