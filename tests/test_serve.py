@@ -212,6 +212,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_checkpoint(tmp_path_factory.mktemp("serve") / "tiny")
 
 
+@pytest.mark.slow
 def test_served_checkpoint_matches_in_process_act(checkpoint: Path) -> None:
     from vla.policy import Policy
 

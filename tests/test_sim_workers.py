@@ -73,6 +73,7 @@ def test_blocker_blocks(no_torch: Path) -> None:
     (no_torch / "attempts.txt").unlink()
 
 
+@pytest.mark.slow
 def test_workers_without_torch_match_an_in_process_run(tmp_path: Path, no_torch: Path) -> None:
     policy = ConstantPolicy(action=[0, 0, 0.01, 0, 0, 0, 1], chunk_size=2)
     local = tmp_path / "local"
