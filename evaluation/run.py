@@ -40,6 +40,7 @@ from evaluation.results import (
     write_json,
 )
 from evaluation.sims import METRICS, SIMULATORS, Observation, SimAdapter, StepResult, Trial, make_sim, require_package
+from evaluation.ws_policy import WebsocketPolicy
 from vla.api import PolicyLike
 
 
@@ -405,6 +406,10 @@ def _rollout_all(
         "trials_total": len(trials),  # of the whole protocol, over every shard
         "metrics": summarize(metric, episodes),
     }
+    if external:  # the simulator's own interpreter and package versions, as its worker reported them
+        summary["sim_environment"] = slots[0].environment
+    if isinstance(policy, WebsocketPolicy):  # what the server said it serves (checkpoint, backbone, chunk)
+        summary["policy_server"] = policy.metadata
     ran = len(rollouts.finished)
     write_json(
         out / TIMING_FILE,
