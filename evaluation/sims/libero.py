@@ -106,9 +106,9 @@ def center_crop_resize(image: np.ndarray, area: float, size: int) -> np.ndarray:
     y1, x1 = np.minimum(y0 + 1, height - 1), np.minimum(x0 + 1, width - 1)
     wy = (ys - y0).astype(np.float32)[:, None, None]
     wx = (xs - x0).astype(np.float32)[None, :, None]
-    scaled = image.astype(np.float32) * np.float32(1.0 / 255.0)
-    top = scaled[y0][:, x0] + (scaled[y0][:, x1] - scaled[y0][:, x0]) * wx
-    bottom = scaled[y1][:, x0] + (scaled[y1][:, x1] - scaled[y1][:, x0]) * wx
+    scale = np.float32(1.0 / 255.0)
+    rows = [np.take(image, y, axis=0).astype(np.float32) * scale for y in (y0, y1)]  # the sampled rows only
+    top, bottom = (np.take(r, x0, axis=1) + (np.take(r, x1, axis=1) - np.take(r, x0, axis=1)) * wx for r in rows)
     out = top + (bottom - top) * wy
     return (np.clip(out, 0.0, 1.0) * np.float32(255.5)).astype(np.uint8)
 
