@@ -176,19 +176,25 @@ def test_batches_across_clients_and_isolates_failures() -> None:
     assert stats["batches"] < 19
 
 
-def test_reset_reaches_the_policy_only_when_one_client_is_connected(served: tuple[PolicyServer, PromptPolicy]) -> None:
+def test_reset_reaches_the_policy_only_when_no_other_client_acts(served: tuple[PolicyServer, PromptPolicy]) -> None:
     server, policy = served
     first = WebsocketPolicy(server.url)
+    first.act([_image()], "x")
     first.reset()
     assert policy.resets == 1
+    watcher = WebsocketPolicy(server.url)  # connected (e.g. for the metadata) but never asks for actions
+    first.reset()
+    assert policy.resets == 2
     second = WebsocketPolicy(server.url)
+    second.act([_image()], "x")
     first.reset()
     second.reset()
-    assert policy.resets == 1  # one shared policy: a reset from one client must not disturb the other
+    assert policy.resets == 2  # one shared policy: a reset from one client must not disturb another one acting
     second.close()
     time.sleep(0.2)
     first.reset()
-    assert policy.resets == 2
+    assert policy.resets == 3
+    watcher.close()
 
 
 def test_api_key_refuses_clients_without_it(monkeypatch: pytest.MonkeyPatch) -> None:
