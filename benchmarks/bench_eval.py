@@ -160,7 +160,11 @@ def main() -> None:
     args = parser.parse_args()
     workers = list(range(1, max(1, args.max_workers) + 1))
     results: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "load_average_1m": os.getloadavg()[0],  # the machine is shared: read every ratio against it
+        },
         "demo_workers": demo_workers(args.trials, args.max_steps, workers),
     }
     for count, row in results["demo_workers"].items():
