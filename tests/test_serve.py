@@ -140,6 +140,10 @@ def test_server_contract(served: tuple[PolicyServer, PromptPolicy]) -> None:
     with pytest.raises(ToolkitError, match="the model failed"):
         client.act([_image()], "explode")
     assert client.act([_image(5)], "fine")[0, 1] == 5
+    with pytest.raises(ToolkitError, match="the model failed"):  # one bad request of a batch: only it fails...
+        client.act_batch([[_image(1)], [_image(2)]], ["explode", "ok"])
+    assert client.act([_image(6)], "aligned")[0, :2].tolist() == [7, 6]  # ...and every reply was read
+    assert client.act([_image(4), _image(8)], "two cameras")[0, 1] == 4  # several views travel as "images"
     with urllib.request.urlopen(server.url.replace("ws://", "http://") + "/healthz", timeout=10) as response:
         assert response.status == 200
     client.close()
