@@ -94,25 +94,25 @@ def round_trip(calls: int, image_size: int = 224, block: int = 20) -> dict[str, 
     policy = ConstantPolicy(chunk_size=10)
     image = np.random.default_rng(0).integers(0, 256, (image_size, image_size, 3), dtype=np.uint8)
     timings = {"local": 0.0, "served": 0.0}
+    cpu = {"local": 0.0, "served": 0.0}  # CPU seconds of this process (client and server threads): load-proof
     with PolicyServer(policy, port=0) as server:
         client = WebsocketPolicy(server.url)
         for _ in range(5):  # warm-up
             client.act([image], "pick up the block")
         rounds = max(1, calls // block)
         for _ in range(rounds):
-            start = time.perf_counter()
-            for _ in range(block):
-                policy.act([image], "pick up the block")
-            timings["local"] += time.perf_counter() - start
-            start = time.perf_counter()
-            for _ in range(block):
-                client.act([image], "pick up the block")
-            timings["served"] += time.perf_counter() - start
+            for side, act in (("local", policy.act), ("served", client.act)):
+                start, start_cpu = time.perf_counter(), time.process_time()
+                for _ in range(block):
+                    act([image], "pick up the block")
+                timings[side] += time.perf_counter() - start
+                cpu[side] += time.process_time() - start_cpu
         client.close()
     count = rounds * block
     local_ms, served_ms = 1000 * timings["local"] / count, 1000 * timings["served"] / count
-    return {"local_ms": local_ms, "served_ms": served_ms, "added_ms": served_ms - local_ms, "calls": count,
-            "image_size": image_size}  # fmt: skip
+    added_cpu_ms = 1000 * (cpu["served"] - cpu["local"]) / count
+    return {"local_ms": local_ms, "served_ms": served_ms, "added_ms": served_ms - local_ms,
+            "added_cpu_ms": added_cpu_ms, "calls": count, "image_size": image_size}  # fmt: skip
 
 
 def libero_overhead(steps: int, image_size: int = 224, block: int = 5) -> dict[str, float]:
@@ -160,7 +160,11 @@ def main() -> None:
     args = parser.parse_args()
     workers = list(range(1, max(1, args.max_workers) + 1))
     results: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "load_average_1m": os.getloadavg()[0],  # the machine is shared: read every ratio against it
+        },
         "demo_workers": demo_workers(args.trials, args.max_steps, workers),
     }
     for count, row in results["demo_workers"].items():
@@ -173,7 +177,8 @@ def main() -> None:
               f"({row['efficiency']:.0%} of linear; target >= 80%)")  # fmt: skip
     trip = results["round_trip"] = round_trip(args.round_trips)
     print(f"round trip at {trip['image_size']}x{trip['image_size']}: in-process {trip['local_ms']:.3f} ms, served "
-          f"{trip['served_ms']:.3f} ms, added {trip['added_ms']:.3f} ms per act (target < 2 ms)")  # fmt: skip
+          f"{trip['served_ms']:.3f} ms, added {trip['added_ms']:.3f} ms per act (target < 2 ms; CPU time added "
+          f"{trip['added_cpu_ms']:.3f} ms, which other load on the machine does not inflate)")  # fmt: skip
     if args.libero_steps:
         try:
             results["libero"] = libero_overhead(args.libero_steps)

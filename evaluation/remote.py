@@ -30,6 +30,7 @@ from datasets_build.errors import ConfigError, ToolkitError
 from evaluation.protocol import EpisodeRecord
 from evaluation.sims import Trial
 from evaluation.video import episode_video_path, write_mp4
+from evaluation.worker import LISTEN_KEY_ENV
 from evaluation.ws_policy import WebsocketPolicy
 from vla import wire
 from vla.api import PolicyLike
@@ -213,8 +214,9 @@ class WorkerFleet:
                     self.workers.append(WorkerConnection.start(str(i), str(python), log, env))
             else:
                 self.workers = [WorkerConnection.connect(str(i), a) for i, a in enumerate(addresses)]
+            worker_key = os.environ.get(LISTEN_KEY_ENV) if addresses else None  # listening workers ask for it
             for worker in self.workers:  # open them all before waiting: simulators load in parallel
-                worker.send("open", args=opened)
+                worker.send("open", args=opened, key=worker_key)
             for worker in self.workers:
                 worker.info = worker.receive("open")
         except BaseException:

@@ -15,6 +15,7 @@ so the environment can keep the simulator's own pins (SimplerEnv: numpy<2, gymna
 from __future__ import annotations
 
 import argparse
+import hmac
 import os
 import socket
 import sys
@@ -50,6 +51,9 @@ def _version(distribution: str) -> str:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+LISTEN_KEY_ENV = "VLM4VLA_LISTEN_KEY"  # a listening worker with it set serves only controllers that send it
 
 
 class _Capture:
@@ -129,9 +133,11 @@ class WorkerSession:
         self.slot.close()
 
 
-def _handle(session: WorkerSession | None, message: Any) -> tuple[WorkerSession | None, Any]:
+def _handle(session: WorkerSession | None, message: Any, key: str | None) -> tuple[WorkerSession | None, Any]:
     command = message.get("cmd") if isinstance(message, dict) else None
     if command == "open":
+        if key is not None and not hmac.compare_digest(str(message.get("key") or "").encode(), key.encode()):
+            raise PermissionError(f"wrong or missing worker key (the controller's ${LISTEN_KEY_ENV})")
         if session is not None:
             session.close()
         session = WorkerSession(**message["args"])
@@ -147,8 +153,8 @@ def _handle(session: WorkerSession | None, message: Any) -> tuple[WorkerSession 
     raise RuntimeError(f"unknown command {command!r}")
 
 
-def serve_controller(reader: BinaryIO, writer: BinaryIO) -> None:
-    """Answer one controller's messages until `close` or end of input."""
+def serve_controller(reader: BinaryIO, writer: BinaryIO, key: str | None = None) -> None:
+    """Answer one controller's messages until `close` or end of input (`open` must carry `key` when one is set)."""
     session: WorkerSession | None = None
     messages: Iterator[Any] = iter(wire.stream_unpacker(reader))
     try:
@@ -156,7 +162,7 @@ def serve_controller(reader: BinaryIO, writer: BinaryIO) -> None:
             if isinstance(message, dict) and message.get("cmd") == "close":
                 break
             try:
-                session, value = _handle(session, message)
+                session, value = _handle(session, message, key)
                 reply: dict[str, Any] = {"ok": value}
             except Exception as exc:
                 text = (str(exc).strip().splitlines() or [""])[0]
@@ -182,15 +188,17 @@ def _stdio() -> tuple[BinaryIO, BinaryIO]:
 
 def _listen(address: str) -> None:
     host, _, port = address.rpartition(":")
+    key = os.environ.get(LISTEN_KEY_ENV) or None
     with socket.create_server((host or "127.0.0.1", int(port))) as server:
         bound = server.getsockname()
-        print(f"evaluation worker listening on {bound[0]}:{bound[1]}", file=sys.stderr, flush=True)
+        guard = f"controllers must send ${LISTEN_KEY_ENV}" if key else f"no ${LISTEN_KEY_ENV}: any controller"
+        print(f"evaluation worker listening on {bound[0]}:{bound[1]} ({guard})", file=sys.stderr, flush=True)
         while True:
             conn, peer = server.accept()
             print(f"controller {peer[0]}:{peer[1]} connected", file=sys.stderr, flush=True)
             with conn, conn.makefile("rb") as reader, conn.makefile("wb") as writer:
                 try:
-                    serve_controller(reader, writer)
+                    serve_controller(reader, writer, key)
                 except (ConnectionError, OSError) as exc:
                     print(f"controller lost ({exc})", file=sys.stderr, flush=True)
 

@@ -140,6 +140,10 @@ def test_server_contract(served: tuple[PolicyServer, PromptPolicy]) -> None:
     with pytest.raises(ToolkitError, match="the model failed"):
         client.act([_image()], "explode")
     assert client.act([_image(5)], "fine")[0, 1] == 5
+    with pytest.raises(ToolkitError, match="the model failed"):  # one bad request of a batch: only it fails...
+        client.act_batch([[_image(1)], [_image(2)]], ["explode", "ok"])
+    assert client.act([_image(6)], "aligned")[0, :2].tolist() == [7, 6]  # ...and every reply was read
+    assert client.act([_image(4), _image(8)], "two cameras")[0, 1] == 4  # several views travel as "images"
     with urllib.request.urlopen(server.url.replace("ws://", "http://") + "/healthz", timeout=10) as response:
         assert response.status == 200
     client.close()
@@ -176,19 +180,25 @@ def test_batches_across_clients_and_isolates_failures() -> None:
     assert stats["batches"] < 19
 
 
-def test_reset_reaches_the_policy_only_when_one_client_is_connected(served: tuple[PolicyServer, PromptPolicy]) -> None:
+def test_reset_reaches_the_policy_only_when_no_other_client_acts(served: tuple[PolicyServer, PromptPolicy]) -> None:
     server, policy = served
     first = WebsocketPolicy(server.url)
+    first.act([_image()], "x")
     first.reset()
     assert policy.resets == 1
+    watcher = WebsocketPolicy(server.url)  # connected (e.g. for the metadata) but never asks for actions
+    first.reset()
+    assert policy.resets == 2
     second = WebsocketPolicy(server.url)
+    second.act([_image()], "x")
     first.reset()
     second.reset()
-    assert policy.resets == 1  # one shared policy: a reset from one client must not disturb the other
+    assert policy.resets == 2  # one shared policy: a reset from one client must not disturb another one acting
     second.close()
     time.sleep(0.2)
     first.reset()
-    assert policy.resets == 2
+    assert policy.resets == 3
+    watcher.close()
 
 
 def test_api_key_refuses_clients_without_it(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -243,7 +243,7 @@ def test_openpi_client_drives_vla_serve(sim_python: Path, checkpoint: Path) -> N
 @pytest.fixture
 def listening_worker(sim_python: Path) -> Iterator[str]:
     """A worker started by hand in the simulator environment, listening on a loopback port."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "VLM4VLA_LISTEN_KEY": "worker-key"}
     command = [str(sim_python), "-m", "evaluation.worker", "--listen", "127.0.0.1:0"]
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     try:
@@ -260,7 +260,7 @@ def listening_worker(sim_python: Path) -> Iterator[str]:
 
 @pytest.mark.slow
 def test_evaluation_run_with_workers_in_their_own_environment(
-    tmp_path: Path, sim_python: Path, checkpoint: Path, listening_worker: str
+    tmp_path: Path, sim_python: Path, checkpoint: Path, listening_worker: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from vla.policy import Policy
 
@@ -276,6 +276,10 @@ def test_evaluation_run_with_workers_in_their_own_environment(
     assert summary["sim_environment"]["executable"].startswith(str(sim_python.parent.parent))
     with PolicyServer(policy, port=0) as server:
         reached = tmp_path / "reached"
-        run(RunConfig(sim="demo", policy=server.url, out=str(reached), trials=1, progress=False,
-                      sim_options={**DEMO, "connect": [listening_worker]}), policy=None)  # fmt: skip
+        cfg = RunConfig(sim="demo", policy=server.url, out=str(reached), trials=1, progress=False,
+                        sim_options={**DEMO, "connect": [listening_worker]})  # fmt: skip
+        with pytest.raises(WorkerError, match="wrong or missing worker key"):
+            run(cfg)
+        monkeypatch.setenv("VLM4VLA_LISTEN_KEY", "worker-key")
+        run(cfg)
     assert _records(reached) == _records(local)

@@ -6,9 +6,9 @@ own `metadata`); then each request {"image": uint8 (H, W, 3), "prompt": str} get
 Requests arriving from all connections within a short window (or while the model is busy) go through one
 `act_batch` call. A malformed request gets a one-line text frame and the connection stays open. With an API key,
 a handshake without `Authorization: Api-Key <key>` is refused (HTTP 401). `{"reset": true}` starts a new
-episode: it reaches `policy.reset()` while one client is connected; the one policy is shared by every connection,
-so a server with several clients serves policies that keep no per-episode state (VLM4VLA keeps none), as
-`evaluation run` does with several environments.
+episode: it reaches `policy.reset()` while no other client asks for actions; the one policy is shared by every
+connection, so a server with several acting clients serves policies that keep no per-episode state (VLM4VLA keeps
+none), as `evaluation run` does with several environments.
 """
 
 from __future__ import annotations
@@ -314,9 +314,9 @@ class PolicyServer:
         return future
 
     async def _reset(self, conn: _Connection) -> bytes:
-        """`policy.reset()` (on the inference thread) when this is the only client; always acknowledged."""
+        """`policy.reset()` (on the inference thread) when no other client asks for actions; always acknowledged."""
         assert self._loop is not None
-        alone = self._connections == {conn}
+        alone = not any(other.acting for other in self._connections if other is not conn)
         if alone:
             await self._loop.run_in_executor(self._executor, self.policy.reset)
         return wire.packb({wire.RESET_KEY: True, "policy_reset": alone})
