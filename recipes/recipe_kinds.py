@@ -126,14 +126,15 @@ def _read_json(path: Path) -> Any:
 
 
 def _vla_complete(cfg: Any, env: Env) -> bool:
-    """The last checkpoint and `train_summary.json` at the configured step count."""
+    """`train_summary.json` (written after the last step) and the checkpoint of its last step, at the configured
+    step count (or any count when the schedule is in epochs, which fix the steps at start)."""
     out = Path(cfg.out)
     summary = _read_json(out / "train_summary.json")
-    return (
-        isinstance(summary, dict)
-        and int(summary.get("steps", -1)) == int(cfg.steps)
-        and (out / f"checkpoint-{int(cfg.steps):06d}").is_dir()
-    )
+    if not isinstance(summary, dict) or not isinstance(summary.get("steps"), int):
+        return False
+    steps = int(summary["steps"])
+    in_epochs = float(getattr(cfg, "epochs", 0) or 0) > 0
+    return (in_epochs or steps == int(cfg.steps)) and (out / f"checkpoint-{steps:06d}").is_dir()
 
 
 def _sft_complete(cfg: Any, env: Env) -> bool:

@@ -5,7 +5,8 @@ runs, e.g. HF_HOME for an offline cache), `launch` (how training stages start: `
 `profiles` (named partial recipes merged on top, e.g. `tiny`), `extends` (a template recipe this one is merged
 onto) and `stages`, an ordered mapping from stage name to that stage's config; `uses: KIND` picks the stage
 kind when the name is not itself a kind, `launch:` overrides the recipe's launch block for that stage, `after:`
-names stages it waits for beyond those whose outputs it reads. Overrides `VAR=VALUE`, `vars.KEY=VALUE`,
+names stages it waits for beyond those whose outputs it reads, `like: OTHER` starts from another stage's body
+(a grid of variants in a few lines). Overrides `VAR=VALUE`, `vars.KEY=VALUE`,
 `STAGE.KEY=VALUE`, `launch.KEY=VALUE`, `env.KEY=VALUE` and `profile=NAME` are applied before validation;
 unknown keys are errors.
 
@@ -252,6 +253,7 @@ def make_plan(path: Path, overrides: list[str], profile: str | None = None) -> P
         raw = _merge(raw, extra)
     if not isinstance(raw.get("stages"), dict) or not raw["stages"]:
         raise ConfigError(f"{where}: stages: must be a non-empty mapping of stage name -> config")
+    raw["stages"] = _expand_like(raw["stages"], where)
     try:
         merged = OmegaConf.merge(OmegaConf.create(raw), OmegaConf.create(_route_overrides(raw, overrides, where)))
         resolved = OmegaConf.to_container(merged, resolve=True)
@@ -267,6 +269,30 @@ def make_plan(path: Path, overrides: list[str], profile: str | None = None) -> P
     _link(plan, where)
     plan.problems, plan.notes = _input_problems(plan, where)
     return plan
+
+
+def _expand_like(stages: dict[str, Any], where: str) -> dict[str, Any]:
+    """`like: OTHER` in a stage body: that stage's body (itself expanded) under this one's keys."""
+    out: dict[str, Any] = {}
+
+    def expand(name: str, chain: tuple[str, ...]) -> dict[str, Any]:
+        body = stages[name] or {}
+        if not isinstance(body, dict):
+            raise ConfigError(f"{where}: stages.{name}: must be a mapping of config keys")
+        like = body.get("like")
+        if like is None:
+            return dict(body)
+        if like not in stages:
+            raise ConfigError(f"{where}: stages.{name}.like: {like!r} is not a stage of this recipe")
+        if like in chain:
+            raise ConfigError(f"{where}: stages.{name}.like: {like!r} refers back to itself")
+        base = expand(str(like), (*chain, name))
+        merged: dict[str, Any] = _merge(base, {k: v for k, v in body.items() if k != "like"})
+        return merged
+
+    for name in stages:
+        out[name] = expand(name, (name,))
+    return out
 
 
 def _plan_stage(name: str, raw_body: Any, recipe_launch: Any, where: str) -> PlannedStage:
@@ -392,7 +418,11 @@ def record_path(plan: Plan, stage: PlannedStage) -> Path:
 
 
 def marker_path(plan: Plan, stage: PlannedStage) -> Path:
-    """The started-but-unfinished marker of a stage."""
+    """The started-but-unfinished marker of a stage: beside its output folder (so another recipe sharing that
+    output, e.g. a baseline run, resumes it too), or in the state folder for stages that write none."""
+    if stage.output:
+        out = Path(stage.output)
+        return out.parent / f".{out.name}.recipe-running.json"
     return plan.state_dir / "running" / f"{stage.name}.json"
 
 
