@@ -10,12 +10,13 @@ action L1 with the invalid rate. Corpora import their parsers from here; the SFT
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+from datasets_build.masks import point_pixel, rle_decode
 
 # -- numbers and tuples ------------------------------------------------------------------------------
 NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -169,10 +170,7 @@ def points_in_region(points: Sequence[tuple[float, float]], region: np.ndarray) 
     if not points:
         return 0.0
     h, w = region.shape
-    inside = 0
-    for x, y in points:
-        if 0.0 <= x <= 1.0 and 0.0 <= y <= 1.0:
-            inside += bool(region[min(h - 1, math.floor(y * h)), min(w - 1, math.floor(x * w))])
+    inside = sum(bool(region[point_pixel(x, y, h, w)]) for x, y in points if 0.0 <= x <= 1.0 and 0.0 <= y <= 1.0)
     return inside / len(points)
 
 
@@ -223,8 +221,6 @@ def _score_points(prediction: str, reference: str, meta: dict[str, Any]) -> dict
         return {"parsed": 0.0, "point_accuracy": 0.0}
     region = meta.get("region")
     if isinstance(region, dict):
-        from datasets_build.corpora.robopoint import rle_decode
-
         return {"parsed": 1.0, "point_accuracy": points_in_region(points, rle_decode(region))}
     ref = parse_points(reference)
     return {"parsed": 1.0, "trajectory_distance": trajectory_distance(points, ref)}

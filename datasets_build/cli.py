@@ -158,10 +158,21 @@ def _build(args: argparse.Namespace) -> int:
         "image_size": args.image_size,
         "skip_bad": args.skip_bad,
         "overwrite": args.overwrite,
+        "resume": args.resume,
         "options": parse_overrides(args.options, where=f"corpus {args.name} options"),
     }
+    if args.max_samples_per_shard is not None:
+        flags["max_samples_per_shard"] = args.max_samples_per_shard
     cfg = build_config(BuildConfig, flags, where="build")
     print(json.dumps(build_corpus(cfg), indent=2))
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from datasets_build.corpora.merge import MergeConfig, merge_corpus
+
+    cfg = MergeConfig(inputs=list(args.inputs), out=args.out, overwrite=args.overwrite)
+    print(json.dumps(merge_corpus(cfg), indent=2))
     return 0
 
 
@@ -375,9 +386,25 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--workers", type=int, default=1, help="builder processes (output is identical) [1]")
     bd.add_argument("--image-size", type=int, default=224, help="longer image side in pixels [224]")
     _add_partition_args(bd)
+    bd.add_argument("--max-samples-per-shard", type=int, help="samples per shard [2000]")
+    bd.add_argument(
+        "--resume", action="store_true", help="continue an interrupted build in --out from its last complete shard"
+    )
     bd.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     bd.add_argument("options", nargs="*", metavar="key=value", help="corpus options (e.g. per_type=3)")
     bd.set_defaults(func=_build)
+
+    mg = sub.add_parser(
+        "merge",
+        help="join the shard folders of one corpus built as a job array (--num-shards/--shard-index) into one",
+        description="Copy the shards of every part (each checked against its card's sha256) into one folder with "
+        "one card: counts and skip reasons summed, the build config without shard_index. Refuses parts of "
+        "different corpora or configs, a missing, repeated or unfinished shard index.",
+    )
+    mg.add_argument("inputs", nargs="+", metavar="SHARD_DIR", help="the parts' shard folders (any order)")
+    mg.add_argument("--out", required=True, help="output shard folder (must not exist or be empty)")
+    mg.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    mg.set_defaults(func=_merge)
 
     vf = sub.add_parser(
         "verify",

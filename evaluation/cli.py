@@ -1,4 +1,4 @@
-"""`python -m evaluation {run, sweep, report, calvin-sequences}`: each sub-command maps its flags onto a config.
+"""`python -m evaluation {run, sweep, report, calvin-sequences, sim-env}`: sub-commands mapping flags onto configs.
 
 Flags cover the common settings; any config field can also be set as `key=value` (e.g.
 `sim_options.suite=libero_10`). Expected errors print one `error: ...` line and exit 2.
@@ -22,9 +22,8 @@ def _flags(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
 def _run(args: argparse.Namespace) -> int:
     from evaluation.run import RunConfig, run
 
-    flags = _flags(
-        args, ("sim", "policy", "out", "chunk_mode", "trials", "workers", "num_shards", "shard_index", "video")
-    )
+    names = ("sim", "policy", "api_key_env", "out", "chunk_mode", "trials", "workers", "num_shards", "shard_index")
+    flags = _flags(args, (*names, "video"))
     flags["overwrite"] = args.overwrite
     if args.no_batch:
         flags["batch_inference"] = False
@@ -74,6 +73,16 @@ def _calvin_sequences(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sim_env(args: argparse.Namespace) -> int:
+    from evaluation.sim_env import SimEnvConfig, build_sim_env
+
+    flags = _flags(args, ("sim", "out", "python"))
+    flags["extra"], flags["overwrite"] = list(args.extra or []), args.overwrite
+    python = build_sim_env(build_config(SimEnvConfig, flags, where="sim-env"))
+    print(f"{args.sim} environment ready: pass sim_options.python={python} to `python -m evaluation run`")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of `python -m evaluation`."""
     parser = argparse.ArgumentParser(prog="python -m evaluation", description=__doc__)
@@ -86,7 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
         "finished trials.",
     )
     run.add_argument("--sim", required=True, help="demo | libero | calvin | simpler | maniskill")
-    run.add_argument("--policy", required=True, help="checkpoint folder or Hub id (vla.Policy), 'zero', 'replay:DIR'")
+    run.add_argument(
+        "--policy", required=True, help="checkpoint folder or Hub id (vla.Policy), ws://HOST:PORT, 'zero', 'replay:DIR'"
+    )
+    run.add_argument(
+        "--api-key-env", dest="api_key_env", metavar="VAR", help="the policy server's API key is in $VAR [VLA_API_KEY]"
+    )
     run.add_argument("--out", required=True, help="results folder")
     run.add_argument("--chunk-mode", dest="chunk_mode", choices=("full", "half", "one"), help="[full]")
     run.add_argument("--trials", type=int, help="trials per task (CALVIN: chains) [protocol's count]")
@@ -96,7 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--shard-index", dest="shard_index", type=int, help="which split this job runs [0]")
     run.add_argument("--video", type=int, help="mp4 of the first N trials of each task [0]")
     run.add_argument("--overwrite", action="store_true", help="discard results already in --out")
-    run.add_argument("overrides", nargs="*", help="config key=value (e.g. sim_options.suite=libero_10)")
+    run.add_argument(
+        "overrides",
+        nargs="*",
+        help="config key=value (e.g. sim_options.suite=libero_10; sim_options.python=ENV/bin/python runs the "
+        "simulator in its own environment, see `sim-env`)",
+    )
     run.set_defaults(func=_run)
 
     sweep = sub.add_parser(
@@ -143,6 +162,19 @@ def build_parser() -> argparse.ArgumentParser:
     seqs.add_argument("--out", required=True, help="output JSON file")
     seqs.add_argument("--cache-dir", dest="cache_dir", help="cache folder [~/.cache/vlm4vla/calvin_sequences]")
     seqs.set_defaults(func=_calvin_sequences, overrides=[])
+
+    env = sub.add_parser(
+        "sim-env",
+        help="build a venv for one simulator's workers, with the simulator's own pins",
+        description="Create a virtual environment at OUT with what `evaluation.worker` and the simulator need "
+        "(evaluation/sim_envs/SIM.txt), for `evaluation run ... sim_options.python=OUT/bin/python`.",
+    )
+    env.add_argument("sim", help="demo | libero | calvin | simpler | maniskill")
+    env.add_argument("out", help="folder of the new environment")
+    env.add_argument("--python", help="base interpreter, e.g. python3.10 [this one]")
+    env.add_argument("--extra", nargs="*", help="more requirements, e.g. openpi-client==0.1.2")
+    env.add_argument("--overwrite", action="store_true", help="rebuild an environment this command built")
+    env.set_defaults(func=_sim_env, overrides=[])
     return parser
 
 

@@ -1,8 +1,9 @@
 """Loading the policy under evaluation, plus two reference policies for checking adapters.
 
 `load_policy(spec)`: "zero" (hold still, gripper open), "replay:DIR" (play back the recorded
-demo episodes in DIR by instruction), or a checkpoint folder / Hub id through
-`vla.Policy.from_pretrained` (imported only then). Every policy is seen as `vla.api.PolicyLike`.
+demo episodes in DIR by instruction), "ws://HOST:PORT" (a policy server, `python -m vla serve`),
+or a checkpoint folder / Hub id through `vla.Policy.from_pretrained` (imported only then).
+Every policy is seen as `vla.api.PolicyLike`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 
 from datasets_build.actions import ACTION_DIM, GRIPPER, GRIPPER_OPEN
 from datasets_build.errors import ConfigError
+from evaluation.ws_policy import WebsocketPolicy, is_server_url
 from vla.api import PolicyLike
 
 
@@ -90,12 +92,17 @@ class ReplayPolicy:
         return np.stack([self.act(imgs, text) for imgs, text in zip(images, instructions, strict=True)])
 
 
-def load_policy(spec: str) -> PolicyLike:
-    """The policy named by `spec` ("zero", "replay:DIR", or a checkpoint folder / Hub id); one-line errors."""
+def load_policy(spec: str, api_key_env: str = "") -> PolicyLike:
+    """The policy named by `spec` ("zero", "replay:DIR", "ws://HOST:PORT", or a checkpoint folder / Hub id).
+
+    `api_key_env` names the environment variable holding a policy server's API key. Errors are one line.
+    """
     if spec == "zero":
         return ConstantPolicy()
     if spec.startswith("replay:"):
         return ReplayPolicy.from_episodes(spec.removeprefix("replay:"))
+    if is_server_url(spec):
+        return WebsocketPolicy.from_env(spec, api_key_env)
     try:
         policy_class = importlib.import_module("vla").Policy
     except (ImportError, AttributeError) as exc:

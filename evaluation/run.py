@@ -6,6 +6,10 @@ in-process). Every finished episode is appended to `episodes.jsonl` at once, so 
 crash skips finished trials; `summary.json` is rewritten from all episodes at the end.
 With one environment `policy.reset()` runs before every episode (and CALVIN subtask); with
 several it runs once, so batched policies must keep no per-episode state (VLM4VLA keeps none).
+`policy` may be a policy server (`ws://HOST:PORT`, `python -m vla serve`). With `sim_options.python`
+(or `sim_options.connect`) the simulators run in their own environments as `evaluation.worker`
+processes that take their actions from a policy server (`evaluation.remote`); trials, resume and
+summaries stay here.
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ class RunConfig:
     """One evaluation run: which simulator and policy, how chunks are executed, how the trials are split."""
 
     sim: str = "demo"
-    policy: str = ""  # checkpoint folder, Hub id, "zero" or "replay:DIR"
+    policy: str = ""  # checkpoint folder, Hub id, "zero", "replay:DIR" or a policy server "ws://HOST:PORT"
+    api_key_env: str = ""  # environment variable holding the policy server's API key ("" = $VLA_API_KEY if set)
     out: str = ""
     chunk_mode: str = "full"  # full | half | one
     trials: int | None = None  # per task (CALVIN: chains); None = the protocol's count
@@ -210,9 +215,12 @@ class _Rollouts:
         self.log.append(record)
         self.finished.append(record)
         if slot.frames:
-            from evaluation.video import write_mp4
+            self._save_video(trial, slot.frames)
 
-            write_mp4(self.out / "videos" / f"{trial.task}_{trial.index:04d}.mp4", slot.frames)
+    def _save_video(self, trial: Trial, frames: list[np.ndarray]) -> None:
+        from evaluation.video import episode_video_path, write_mp4
+
+        write_mp4(episode_video_path(self.out, trial.task, trial.index), frames)
 
     def _act(self, ready: list[_Slot]) -> None:
         images = [s.observation.images for s in ready if s.observation is not None]
@@ -277,6 +285,8 @@ class _Rollouts:
 
 def run_config_record(cfg: RunConfig) -> dict[str, Any]:
     """The settings that define a run's results (a rerun must match them to resume)."""
+    from evaluation.remote import adapter_options
+
     return {
         "sim": cfg.sim,
         "policy": cfg.policy,
@@ -284,7 +294,7 @@ def run_config_record(cfg: RunConfig) -> dict[str, Any]:
         "trials": cfg.trials,
         "num_shards": cfg.num_shards,
         "shard_index": cfg.shard_index,
-        "sim_options": dict(cfg.sim_options),
+        "sim_options": adapter_options(cfg.sim_options),  # where the workers run is not part of the results
     }
 
 
@@ -294,12 +304,21 @@ def run(cfg: RunConfig, policy: PolicyLike | None = None) -> dict[str, Any]:
         raise ConfigError("out: a results folder is required")
     if policy is None and not cfg.policy:
         raise ConfigError("policy: a checkpoint folder, Hub id, 'zero' or 'replay:DIR' is required")
-    require_package(cfg.sim)
+    from evaluation.remote import WorkerFleet, adapter_options, uses_workers
+
+    external = uses_workers(cfg.sim_options)  # the simulator runs in its own environment
+    if not external:
+        require_package(cfg.sim)
     out = Path(cfg.out)
-    policy = policy if policy is not None else load_policy(cfg.policy)  # before touching `out`
+    policy = policy if policy is not None else load_policy(cfg.policy, cfg.api_key_env)  # before touching `out`
     check_run(out, run_config_record(cfg), cfg.overwrite)
     started = time.perf_counter()
-    slots = [_Slot(cfg.sim, dict(cfg.sim_options), remote=cfg.workers > 1) for _ in range(cfg.workers)]
+    options = adapter_options(cfg.sim_options)
+    slots: list[Any] = (
+        [WorkerFleet(cfg, policy, out)]
+        if external
+        else [_Slot(cfg.sim, options, remote=cfg.workers > 1) for _ in range(cfg.workers)]
+    )
     log = EpisodeLog(out)
     try:
         trials = slots[0].call("trials", cfg.trials)
@@ -307,7 +326,7 @@ def run(cfg: RunConfig, policy: PolicyLike | None = None) -> dict[str, Any]:
         done = {r.key for r in read_episodes(out)}
         pending = deque(t for t in mine if t.key not in done)
         policy.reset()
-        rollouts = _Rollouts(cfg, policy, slots, log, out)
+        rollouts = slots[0].rollouts(log) if external else _Rollouts(cfg, policy, slots, log, out)
         with tqdm(
             total=len(mine),
             initial=len(mine) - len(pending),

@@ -8,6 +8,11 @@ from pathlib import Path
 import numpy as np
 
 
+def episode_video_path(out: str | Path, task: str, index: int) -> Path:
+    """Where a run keeps the video of trial `index` of `task`: OUT/videos/TASK_INDEX.mp4."""
+    return Path(out) / "videos" / f"{task}_{index:04d}.mp4"
+
+
 def write_mp4(path: str | Path, frames: Sequence[np.ndarray], fps: float = 10.0) -> Path:
     """Encode uint8 (H, W, 3) frames into `path` (written under a temporary name, then renamed)."""
     import av

@@ -367,6 +367,16 @@ STAGE_KINDS: dict[str, StageKind] = {
         workers=("workers",),
         summary=_build_summary,
     ),
+    "merge_corpus": StageKind(
+        "datasets_build.corpora.merge:MergeConfig",
+        "datasets_build.corpora.merge:merge_corpus",
+        "join the shard folders of a job-array corpus build into one folder with one card",
+        output=lambda c: c.out,
+        output_field="out",
+        inputs=lambda c: [Ref(f"inputs.{i}", x) for i, x in enumerate(c.inputs) if not set("*?[") & set(x)],
+        complete=_file("dataset_card.json"),
+        summary=_build_summary,
+    ),
     "import_corpus": StageKind(
         "datasets_build.corpora.importers.stage:ImportConfig",
         "datasets_build.corpora.importers.stage:import_corpus",

@@ -20,7 +20,7 @@ from datasets_build.answers import (
     score_fast,
     trajectory_distance,
 )
-from datasets_build.corpora.robopoint import rle_encode
+from datasets_build.masks import rle_encode
 
 
 @pytest.mark.parametrize(

@@ -368,8 +368,8 @@ def test_registry_and_recipe_stage():
 
     assert "robo2vlm" in available_corpora()
     kind = STAGE_KINDS["build"]
-    assert kind.load(kind.config).__name__ == "BuildConfig"
-    assert kind.load(kind.run).__name__ == "build_corpus"
+    assert kind.config_class().__name__ == "BuildConfig"
+    assert kind.run_function().__name__ == "build_corpus"
 
 
 def test_robo2vlm_parquet_import_verifies(tmp_path, capsys):

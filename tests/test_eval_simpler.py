@@ -1,39 +1,57 @@
 """SimplerEnv-Bridge adapters: SimplerEnv's Bridge action conversion and the episode loop against its API shape.
 
 SimplerEnv cannot render here (SAPIEN needs a newer Vulkan driver; the Bridge assets come from a
-hub). `SimplerApiEnv` reproduces the calls the adapter makes on a `simpler_env.make(...)` env
-(`reset(options=...)` -> (obs, info), `get_language_instruction()`, `step(a)` -> 5-tuple, obs
-`["image"]["3rd_view_camera"]["rgb"]`); the real run is a test that needs simpler_env.
+hub). `SimplerApiEnv` reproduces the calls the adapter makes on a `simpler_env.make(...)` env, and
+is built the way `simpler_env.make` builds one: `gymnasium.make` of a registered id, so the adapter
+talks to the real wrapper chain (TimeLimit -> OrderEnforcing -> PassiveEnvChecker -> env), which
+does not forward env methods such as `get_language_instruction()` (only `env.unwrapped` has them).
+The real run is a test that needs simpler_env.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import pytest
+from gymnasium import spaces
 from scipy.spatial.transform import Rotation
 
 from evaluation.policies import ConstantPolicy
 from evaluation.sims.simpler import BRIDGE_TASKS, TRIALS_PER_TASK, SimplerSim, bridge_action
 
+FAKE_ID = "SimplerApiFake-v0"
+IMAGE_SHAPE = (480, 640, 3)
 
-class SimplerApiEnv:
-    """`simpler_env.make(task)`'s call shapes; success once the commanded z sum passes a threshold."""
 
-    def __init__(self, task: str, limit: int) -> None:
-        self.task, self.limit = task, limit
-        self.steps = 0
+class SimplerApiEnv(gym.Env[dict[str, Any], np.ndarray]):
+    """A ManiSkill2-real2sim env's call shapes; success once the commanded z sum passes a threshold."""
+
+    def __init__(self, task: str) -> None:
+        self.task = task
         self.height = 0.0
         self.reset_options: dict[str, Any] = {}
         self.actions: list[np.ndarray] = []
         self.closed = False
+        rgb = spaces.Box(0, 255, IMAGE_SHAPE, dtype=np.uint8)
+        self.observation_space = spaces.Dict(
+            {
+                "image": spaces.Dict({"3rd_view_camera": spaces.Dict({"rgb": rgb})}),
+                "agent": spaces.Dict({"qpos": spaces.Box(-np.inf, np.inf, (8,), dtype=np.float32)}),
+            }
+        )
+        self.action_space = spaces.Box(-np.inf, np.inf, (7,), dtype=np.float64)
 
     def _obs(self) -> dict[str, Any]:
-        return {"image": {"3rd_view_camera": {"rgb": np.zeros((480, 640, 3), dtype=np.uint8)}}, "agent": {}}
+        rgb = np.zeros(IMAGE_SHAPE, dtype=np.uint8)
+        return {"image": {"3rd_view_camera": {"rgb": rgb}}, "agent": {"qpos": np.zeros(8, dtype=np.float32)}}
 
-    def reset(self, options: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-        self.steps, self.height, self.reset_options = 0, 0.0, options or {}
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        super().reset(seed=seed)
+        self.height, self.reset_options = 0.0, options or {}
         return self._obs(), {}
 
     def get_language_instruction(self) -> str:
@@ -41,13 +59,21 @@ class SimplerApiEnv:
 
     def step(self, action: np.ndarray) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
         self.actions.append(np.asarray(action))
-        self.steps += 1
         self.height += float(action[2])
         done = self.height > 0.05
-        return self._obs(), float(done), done, self.steps >= self.limit, {"success": done}
+        return self._obs(), float(done), done, False, {"success": done}
 
     def close(self) -> None:
         self.closed = True
+
+
+if FAKE_ID not in gym.registry:
+    gym.register(FAKE_ID, entry_point=SimplerApiEnv)
+
+
+def make_simpler_like(task: str) -> gym.Env[Any, Any]:
+    """As `simpler_env.make(task)` does: `gymnasium.make` with the task's episode limit."""
+    return gym.make(FAKE_ID, max_episode_steps=BRIDGE_TASKS[task][1], task=task)
 
 
 def test_bridge_action_conversion() -> None:
@@ -64,9 +90,11 @@ def test_bridge_action_conversion() -> None:
 def test_episode_loop_against_simpler_api_shape() -> None:
     made: list[SimplerApiEnv] = []
 
-    def make(task: str) -> SimplerApiEnv:
-        made.append(SimplerApiEnv(task, BRIDGE_TASKS[task][1]))
-        return made[-1]
+    def make(task: str) -> gym.Env[Any, Any]:
+        env = make_simpler_like(task)
+        assert not hasattr(env, "get_language_instruction")  # the wrapper chain hides it, as in gymnasium >= 1.0
+        made.append(env.unwrapped)  # type: ignore[arg-type]
+        return env
 
     sim = SimplerSim(make_env=make)
     trials = sim.trials()

@@ -179,8 +179,8 @@ def test_count_mode_exact_counts_order_and_metadata(tmp_path: Path, inputs: dict
 def test_images_are_copied_byte_for_byte(tmp_path: Path, inputs: dict[str, str]) -> None:
     out = tmp_path / "mix"
     _mix(out, [MixInput(inputs["spacer"], count=12)], mode="count")
-    source = {r["__key__"]: r["0.jpg"] for p in ShardSet(inputs["spacer"]).shards for r in iter_tar_records(p)}
-    copied = {r["__key__"]: r["0.jpg"] for p in ShardSet(out).shards for r in iter_tar_records(p)}
+    source = {r["__key__"]: r["images.npy"] for p in ShardSet(inputs["spacer"]).shards for r in iter_tar_records(p)}
+    copied = {r["__key__"]: r["images.npy"] for p in ShardSet(out).shards for r in iter_tar_records(p)}
     assert copied == source
 
 

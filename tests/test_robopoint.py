@@ -10,14 +10,8 @@ import pytest
 from datasets_build.cli import main
 from datasets_build.corpora import BuildConfig, EpisodeContext, build_corpus, episode_rng, make_builder, verify_corpus
 from datasets_build.corpora import build as build_module
-from datasets_build.corpora.robopoint import (
-    format_points,
-    parse_points,
-    parse_tuples,
-    point_pixel,
-    rle_decode,
-    rle_encode,
-)
+from datasets_build.corpora.robopoint import format_points, parse_points, parse_tuples
+from datasets_build.masks import point_pixel, rle_decode, rle_encode
 from datasets_build.shards import ShardSet
 from datasets_build.sim.scene import TABLE_ID
 from tests.helpers import synthetic_episode

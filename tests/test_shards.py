@@ -160,7 +160,7 @@ def test_card_counts_sha_config_inputs_skips(tmp_path: Path) -> None:
         assert entry.bytes == len(data)
     text = (out / CARD_NAME).read_text()
     assert "time" not in text
-    assert json.loads(text)["schema_version"] == 1
+    assert json.loads(text)["schema_version"] == 2
 
 
 def test_card_validation_names_file_and_field(tmp_path: Path) -> None:
@@ -347,42 +347,48 @@ def test_plain_webdataset_reads_the_shards(tmp_path: Path) -> None:
     import webdataset as wds
 
     out = tmp_path / "out"
-    samples = [_sample(i, fmt="png", n_images=2, target=i == 1) for i in range(5)]
+    samples = [_sample(i, fmt="png", n_images=2 - i % 2, target=i == 1) for i in range(5)]
     card = _build(out, samples, max_samples_per_shard=2)
     urls = [str(out / s.name) for s in card.shards]
-    records = list(wds.WebDataset(urls, shardshuffle=False))
+    records = list(wds.WebDataset(urls, shardshuffle=False).decode())
     assert [r["__key__"] for r in records] == [s.key for s in samples]
     for want, rec in zip(samples, records, strict=True):
-        assert {"json", "0.png", "1.png"} <= set(rec)
-        assert ("target.png" in rec) == (want.target is not None)
-        payload = json.loads(rec["json"])
+        assert {"json", "images.npy", "targets.npy"} <= set(rec)  # the same members in every record
+        assert len(rec["targets.npy"]) == (want.target is not None)
+        payload = rec["json"]
         assert payload["messages"] == want.messages
-        assert payload["meta"] == want.meta
-        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(rec["1.png"]))), np.asarray(want.images[1]))
+        assert json.loads(payload["meta"]) == want.meta
+        images = [Image.open(io.BytesIO(b)) for b in rec["images.npy"]]
+        assert len(images) == len(want.images)
+        np.testing.assert_array_equal(np.asarray(images[-1]), np.asarray(want.images[-1]))
 
 
 def test_datasets_load_dataset_reads_the_shards(tmp_path: Path) -> None:
     import datasets
 
+    from datasets_build.shards.hf import FEATURES
+
     out = tmp_path / "out"
-    samples = [_sample(i, fmt="png", task="pointing", source="demo") for i in range(6)]
+    samples = [_sample(i, fmt="png", n_images=1 + i % 3, task="pointing", source="demo") for i in range(6)]
+    samples[4].meta["label"] = 7  # a meta value whose type differs between records
     card = _build(out, samples, max_samples_per_shard=4)
     files = [str(out / s.name) for s in card.shards]
-    ds = datasets.load_dataset(
-        "webdataset", data_files={"train": files}, split="train", cache_dir=str(tmp_path / "hf_datasets")
-    )
-    assert len(ds) == 6
-    for want, row in zip(samples, ds, strict=True):
+    cache = str(tmp_path / "hf_datasets")
+    inferred = datasets.load_dataset("webdataset", data_files={"train": files}, split="train", cache_dir=cache)
+    assert len(inferred) == 6
+    assert inferred.features["images.npy"] == datasets.List(datasets.Value("binary"))
+    ds = datasets.load_dataset("webdataset", data_files={"train": files}, split="train", features=FEATURES)
+    for want, row, raw in zip(samples, ds, inferred, strict=True):
         assert row["__key__"] == want.key
-        np.testing.assert_array_equal(np.asarray(row["0.png"]), np.asarray(want.images[0]))
+        assert len(row["images.npy"]) == len(want.images) == len(raw["images.npy"])
+        np.testing.assert_array_equal(np.asarray(row["images.npy"][0]), np.asarray(want.images[0]))
+        assert row["targets.npy"] == []
         payload = row["json"]
-        assert (payload["task"], payload["source"], payload["images"]) == ("pointing", "demo", 1)
-        assert payload["meta"]["i"] == want.meta["i"]
-        assert payload["meta"]["label"] == "x"
-        assert payload["meta"]["points"] == want.meta["points"]
+        assert (payload["task"], payload["source"], payload["schema_version"]) == ("pointing", "demo", 2)
+        assert json.loads(payload["meta"]) == want.meta
         # Arrow unifies struct fields: image parts come back with "text": None
         texts = [[p.get("text") for p in m["content"]] for m in payload["messages"]]
-        assert texts == [[None, f"question {want.meta['i']}"], [f"answer {want.meta['i']}"]]
+        assert texts == [[None] * len(want.images) + [f"question {want.meta['i']}"], [f"answer {want.meta['i']}"]]
 
 
 def _populate_hub_cache(hub_cache: Path, repo_id: str, folder: Path) -> Path:
@@ -552,7 +558,8 @@ def test_write_record_copies_encoded_records_byte_for_byte(tmp_path: Path) -> No
     with ShardWriter(tmp_path / "c", "demo") as writer:
         for bad, match in [
             ({**record, "__key__": "bad key"}, "keys are"),
-            ({k: v for k, v in record.items() if k != "0.jpg"}, "members"),
+            ({k: v for k, v in record.items() if k != "images.npy"}, "members"),
+            ({**record, "images.npy": record["targets.npy"]}, "image parts"),
             ({**record, "json": b"{"}, "invalid JSON"),
         ]:
             with pytest.raises(DataError, match=match):
@@ -560,3 +567,31 @@ def test_write_record_copies_encoded_records_byte_for_byte(tmp_path: Path) -> No
         writer.write_record(record)
         with pytest.raises(DataError, match="duplicate key"):
             writer.write_record(record)
+
+
+def test_layout_1_shards_read_and_copy_into_layout_2(tmp_path: Path) -> None:
+    from datasets_build.sample import unpack_images
+    from tests.helpers import legacy_record, write_legacy_shards
+
+    samples = [_sample(i, fmt="png" if i % 2 else "jpg", n_images=i % 3, target=i == 1) for i in range(5)]
+    old = write_legacy_shards(tmp_path / "old", "demo", samples, per_shard=2)
+    shard_set = ShardSet(old, verify=True)
+    assert shard_set.card is not None
+    assert shard_set.card.schema_version == 1
+    for want, have in zip(samples, shard_set, strict=True):
+        assert (have.key, have.meta, len(have.images)) == (want.key, want.meta, len(want.images))
+        assert (have.target is None) == (want.target is None)
+    with ShardWriter(tmp_path / "new", "demo") as writer:
+        for record in shard_set.records():
+            writer.write_record(record)
+    assert writer.card is not None
+    assert writer.card.schema_version == 2
+    for want, record in zip(samples, ShardSet(tmp_path / "new").records(), strict=True):
+        legacy = legacy_record(want)
+        images = [legacy[f"{i}.{want.image_format}"] for i in range(len(want.images))]
+        assert unpack_images(record["images.npy"]) == images  # image bytes copied, never re-encoded
+        assert json.loads(json.loads(record["json"])["meta"]) == want.meta
+    broken = {**legacy_record(samples[2]), "__key__": "k99999"}
+    del broken["1.jpg"]
+    with ShardWriter(tmp_path / "bad", "demo") as writer, pytest.raises(DataError, match="members"):
+        writer.write_record(broken)

@@ -1,4 +1,4 @@
-"""`python -m vla {train, download, info}`: argparse sub-commands mapped onto the stage's typed configs."""
+"""`python -m vla {train, serve, download, info}`: argparse sub-commands mapped onto the stage's typed configs."""
 
 from __future__ import annotations
 
@@ -19,6 +19,14 @@ def _train(args: argparse.Namespace) -> int:
     cfg = build_config(VLATrainConfig, *layers, parse_overrides(args.overrides), where=where)
     summary = train(cfg)
     print(json.dumps({"checkpoints": summary["checkpoints"], "last": summary.get("last", {})}, indent=2))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from vla.serve import ServeConfig, serve_policy
+
+    flags = {k: v for k, v in vars(args).items() if k in ServeConfig.__dataclass_fields__ and v is not None}
+    serve_policy(build_config(ServeConfig, flags, where="vla serve"))
     return 0
 
 
@@ -49,6 +57,22 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("config", nargs="?", help="YAML mapping onto VLATrainConfig (optional)")
     tr.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model.backbone=... data.path=... steps=100")
     tr.set_defaults(func=_train)
+
+    sv = sub.add_parser(
+        "serve",
+        help="serve a VLA checkpoint over websockets (openpi's protocol: openpi_client drives it)",
+        description="Serve CHECKPOINT_OR_ID to remote clients: metadata on connect, then {'image': uint8 (H, W, 3), "
+        "'prompt': str} -> {'actions': float32 (chunk, 7), 'server_timing': {...}}. Requests of all clients are "
+        "batched into one forward pass.",
+    )
+    sv.add_argument("policy", metavar="CHECKPOINT_OR_ID", help="VLA checkpoint folder or Hub id")
+    sv.add_argument("--port", type=int, help="[8000]; 0 picks a free port")
+    sv.add_argument("--host", help="address to listen on [127.0.0.1]; 0.0.0.0 accepts other machines")
+    sv.add_argument("--api-key-env", dest="api_key_env", metavar="VAR", help="refuse clients without the key in $VAR")
+    sv.add_argument("--batch-window-ms", dest="batch_window_ms", type=float, help="wait for more clients [5]")
+    sv.add_argument("--max-batch", dest="max_batch", type=int, help="largest forward pass [32]")
+    sv.add_argument("--device", help="cuda, cuda:1, cpu [cuda when available]")
+    sv.set_defaults(func=_serve)
 
     dl = sub.add_parser("download", help="download a backbone (weights + processor) into the HF cache and check it")
     dl.add_argument("repo_id", help="Hub model id, e.g. Qwen/Qwen2.5-VL-3B-Instruct or BAAI/RoboBrain2.0-7B")

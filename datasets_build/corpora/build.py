@@ -2,9 +2,16 @@
 
 Output depends only on the inputs, the seed and the corpus options: each episode gets a generator
 derived from (seed, source, episode_id), workers return results in episode order, and the card
-records the config without execution-only fields (out, workers, overwrite). With `workers > 1` each
-worker opens the source itself and loads episodes by key (the main process reads only the cheap
-summaries that give the instruction history), so decoding scales with the workers.
+records the config without execution-only fields (`build_record`: no out, workers, overwrite, resume).
+With `workers > 1` each worker opens the source itself and loads episodes by key (the main process
+reads only the cheap summaries that give the instruction history), so decoding scales with the workers.
+
+Resumable: the writer keeps `.progress.json` with the episode position (`cursor`: key index and
+sample index within that episode) of the first sample it had not kept when its last shard completed.
+`resume=true` continues an interrupted build from there: episodes before the cursor are not built
+again (only their cheap summaries are read, for the instruction history), the cursor's episode is
+rebuilt and its kept samples skipped, and skip counts come back with the progress, so shards and card
+are byte-identical to an uninterrupted build. A folder whose card exists is complete.
 """
 
 from __future__ import annotations
@@ -30,17 +37,20 @@ from datasets_build.corpora.base import (
 from datasets_build.episode import Episode
 from datasets_build.errors import ConfigError, DataError
 from datasets_build.sample import Sample
-from datasets_build.shards import ShardSet, ShardWriter
+from datasets_build.shards import DEFAULT_MAX_BYTES_PER_SHARD, DEFAULT_MAX_SAMPLES_PER_SHARD, ShardSet, ShardWriter
 from datasets_build.sources import open_source
 from datasets_build.sources.base import Source, check_partition
 
-_EXECUTION_ONLY = ("out", "workers", "overwrite")
+EXECUTION_ONLY = ("out", "workers", "overwrite", "resume")  # how a build runs, not what it builds
 _HISTORY = 64  # distinct instructions remembered from earlier episodes (task-question distractors)
 
 
 @dataclass
 class BuildConfig:
-    """One corpus build: which corpus, from which source, into which folder; `options` are the corpus's own."""
+    """One corpus build: which corpus, from which source, into which folder; `options` are the corpus's own.
+
+    `resume` continues an interrupted build in `out` (from its `.progress.json`) instead of refusing it.
+    """
 
     name: str = "robo2vlm"
     source: str = "demo"
@@ -53,32 +63,57 @@ class BuildConfig:
     shard_index: int = 0
     image_size: int = 224
     skip_bad: bool = False
+    max_samples_per_shard: int = DEFAULT_MAX_SAMPLES_PER_SHARD
+    max_bytes_per_shard: int = DEFAULT_MAX_BYTES_PER_SHARD
     overwrite: bool = False
+    resume: bool = False
     options: dict[str, Any] = field(default_factory=dict)
 
 
+def build_record(cfg: BuildConfig, builder: CorpusBuilder | None = None) -> dict[str, Any]:
+    """What defines a build's output, as its card's `build_config` holds it: the config without the
+    execution-only fields, with the corpus options resolved (defaults filled in). Fingerprint this."""
+    builder = builder or make_builder(cfg.name, cfg.options, cfg.image_size)
+    record = {k: v for k, v in config_to_dict(cfg).items() if k not in EXECUTION_ONLY}
+    record["options"] = config_to_dict(builder.config)
+    return record
+
+
 _WORKER: dict[str, Any] = {}
+# A job is (key index, episode key, instruction history), or (key index, None, reason) for an episode the
+# summary pass already found bad (skip_bad); a result is (key index, EpisodeResult or a skip reason).
+_Job = tuple[int, Any, Any]
+_Result = tuple[int, EpisodeResult | str]
 
 
 def _init_worker(cfg: BuildConfig) -> None:
     """Each worker opens its own source and builder, so episodes never cross process boundaries."""
     _WORKER["builder"] = make_builder(cfg.name, cfg.options, cfg.image_size)
     _WORKER["source"] = open_source(cfg.source, cfg.input, skip_bad=cfg.skip_bad)
+    _WORKER["seed"] = cfg.seed
 
 
-def _run_key(job: tuple[Any, int, tuple[str, ...]]) -> EpisodeResult | str:
+def _build_one(builder: CorpusBuilder, episode: Episode, seed: int, seen: tuple[str, ...]) -> EpisodeResult:
+    return builder.build(episode, EpisodeContext(episode_rng(seed, episode.episode_id, episode.source), seen))
+
+
+def _reason(exc: DataError) -> str:
+    return exc.field or type(exc).__name__
+
+
+def _run_key(job: _Job) -> _Result:
     """Load and build one episode in a worker; a DataError under skip_bad comes back as its reason."""
-    key, seed, seen = job
+    index, key, seen = job
+    if key is None:
+        return index, str(seen)
     source = _WORKER["source"]
     try:
         episode = source.load_episode(key)
     except DataError as exc:
         if not source.skip_bad:
             raise
-        return exc.field or type(exc).__name__
-    rng = episode_rng(seed, episode.episode_id, episode.source)
-    result: EpisodeResult = _WORKER["builder"].build(episode, EpisodeContext(rng, seen))
-    return result
+        return index, _reason(exc)
+    return index, _build_one(_WORKER["builder"], episode, _WORKER["seed"], seen)
 
 
 def _instructions(episode: Episode) -> list[str]:
@@ -92,30 +127,56 @@ def _remember(history: deque[str], texts: list[str]) -> None:
             history.append(text)
 
 
-def _jobs(episodes: Iterator[Episode], seed: int) -> Iterator[tuple[Episode, int, tuple[str, ...]]]:
-    """Each episode with the distinct instructions of the episodes before it (bounded, in stream order)."""
-    history: deque[str] = deque(maxlen=_HISTORY)
-    for episode in episodes:
-        yield episode, seed, tuple(history)
-        _remember(history, _instructions(episode))
-
-
-def _key_jobs(source: Source, cfg: BuildConfig) -> Iterator[tuple[Any, int, tuple[str, ...]]]:
-    """Episode keys of this partition with the same instruction history, read from cheap summaries."""
+def _partition(source: Source, cfg: BuildConfig) -> Iterator[tuple[int, Any]]:
     check_partition(cfg.num_shards, cfg.shard_index)
-    history: deque[str] = deque(maxlen=_HISTORY)
     for i, key in enumerate(source.episode_keys()):
-        if i % cfg.num_shards != cfg.shard_index:
+        if i % cfg.num_shards == cfg.shard_index:
+            yield i, key
+
+
+def _summary_instructions(source: Source, key: Any, skip_bad: bool) -> list[str] | str:
+    """The instructions of one episode from its summary, or the skip reason (skip_bad)."""
+    try:
+        return source.summarize_episode(key).instructions
+    except DataError as exc:
+        if not skip_bad:
+            raise
+        return _reason(exc)
+
+
+def _key_jobs(source: Source, cfg: BuildConfig, start: int) -> Iterator[_Job]:
+    """Jobs of this partition from key index `start` on, with the instruction history of every episode before
+    them (earlier ones read from cheap summaries only)."""
+    history: deque[str] = deque(maxlen=_HISTORY)
+    for i, key in _partition(source, cfg):
+        found = _summary_instructions(source, key, cfg.skip_bad)
+        if isinstance(found, str):
+            if i >= start:
+                yield i, None, found
+            continue
+        if i >= start:
+            yield i, key, tuple(history)
+        _remember(history, found)
+
+
+def _local_results(builder: CorpusBuilder, source: Source, cfg: BuildConfig, start: int) -> Iterator[_Result]:
+    """Results in this process, each episode read once (the history comes from the loaded episodes)."""
+    history: deque[str] = deque(maxlen=_HISTORY)
+    for i, key in _partition(source, cfg):
+        if i < start:  # already in the kept shards: only its instructions are needed
+            found = _summary_instructions(source, key, cfg.skip_bad)
+            if not isinstance(found, str):
+                _remember(history, found)
             continue
         try:
-            summary = source.summarize_episode(key)
+            episode = source.load_episode(key)
         except DataError as exc:
             if not cfg.skip_bad:
                 raise
-            source.skipped[exc.field or type(exc).__name__] += 1
+            yield i, _reason(exc)
             continue
-        yield key, cfg.seed, tuple(history)
-        _remember(history, summary.instructions)
+        yield i, _build_one(builder, episode, cfg.seed, tuple(history))
+        _remember(history, _instructions(episode))
 
 
 def build_corpus(cfg: BuildConfig) -> dict[str, Any]:
@@ -128,44 +189,21 @@ def build_corpus(cfg: BuildConfig) -> dict[str, Any]:
         raise ConfigError(f"image_size: must be >= 8, got {cfg.image_size}")
     builder = make_builder(cfg.name, cfg.options, cfg.image_size)  # validates name and options up front
     source = open_source(cfg.source, cfg.input, skip_bad=cfg.skip_bad)
-    record = {k: v for k, v in config_to_dict(cfg).items() if k not in _EXECUTION_ONLY}
-    record["options"] = config_to_dict(builder.config)
+    check_partition(cfg.num_shards, cfg.shard_index)
     summary: dict[str, Any] = {"name": cfg.name, "out": cfg.out, "episodes": 0, "samples": 0}
     with ShardWriter(
-        cfg.out, cfg.name, overwrite=cfg.overwrite, build_config=record, inputs=[cfg.input, *builder.card_inputs()]
+        cfg.out,
+        cfg.name,
+        max_samples_per_shard=cfg.max_samples_per_shard,
+        max_bytes_per_shard=cfg.max_bytes_per_shard,
+        overwrite=cfg.overwrite,
+        build_config=build_record(cfg, builder),
+        inputs=[cfg.input, *builder.card_inputs()],
+        resume=cfg.resume,
     ) as writer:
-        pool = None
-        results: Iterator[EpisodeResult | str]
-        if cfg.workers > 1:
-            pool = mp.get_context("spawn").Pool(cfg.workers, initializer=_init_worker, initargs=(cfg,))
-            results = pool.imap(_run_key, _key_jobs(source, cfg))
-        else:
-            results = (
-                builder.build(ep, EpisodeContext(episode_rng(seed, ep.episode_id, ep.source), seen))
-                for ep, seed, seen in _jobs(source.episodes(cfg.num_shards, cfg.shard_index), cfg.seed)
-            )
-        try:
-            bar = tqdm(results, desc=f"build {cfg.name}", unit="ep")
-            for result in bar:
-                if isinstance(result, str):  # a worker skipped a bad episode (skip_bad)
-                    source.skipped[result] += 1
-                    continue
-                summary["episodes"] += 1
-                for reason in result.skipped:
-                    writer.skip(reason)
-                for sample in result.samples:
-                    if cfg.max_samples is not None and writer.num_samples >= cfg.max_samples:
-                        break
-                    writer.write(sample)
-                bar.set_postfix(samples=writer.num_samples)
-                if cfg.max_samples is not None and writer.num_samples >= cfg.max_samples:
-                    break
-        finally:
-            if pool is not None:
-                pool.terminate()
-                pool.join()
-        for reason, count in sorted(source.skipped.items()):
-            writer.skip(f"source:{reason}", count)
+        summary["resumed_from"] = writer.resumed_from
+        if not writer.resumed_finished:
+            _stream_into(writer, builder, source, cfg, summary)
     card = writer.card
     assert card is not None
     summary["samples"] = card.num_samples
@@ -173,6 +211,55 @@ def build_corpus(cfg: BuildConfig) -> dict[str, Any]:
     summary["skipped"] = dict(sorted(card.skipped.items()))
     summary["shards"] = len(card.shards)
     return summary
+
+
+def _stream_into(
+    writer: ShardWriter, builder: CorpusBuilder, source: Source, cfg: BuildConfig, summary: dict[str, Any]
+) -> None:
+    """Write the samples of every episode from the writer's resume cursor on, counting skips as they come."""
+    cursor = writer.resumed_cursor or {}
+    start, kept = int(cursor.get("key_index", -1)), int(cursor.get("sample", 0))
+    if writer.resumed_from and start < 0:
+        raise DataError("progress file has samples but no episode position; rebuild with overwrite", cfg.out)
+    pool = None
+    results: Iterator[_Result]
+    if cfg.workers > 1:
+        pool = mp.get_context("spawn").Pool(cfg.workers, initializer=_init_worker, initargs=(cfg,))
+        results = pool.imap(_run_key, _key_jobs(source, cfg, max(start, 0)))
+    else:
+        results = _local_results(builder, source, cfg, max(start, 0))
+    try:
+        bar = tqdm(results, desc=f"build {cfg.name}", unit="ep")
+        for index, result in bar:
+            resumed_episode = index == start
+            if isinstance(result, str):  # a bad episode skipped (skip_bad)
+                if not resumed_episode:
+                    writer.skip(f"source:{result}")
+                continue
+            summary["episodes"] += 1
+            if not resumed_episode:  # the resumed episode's skips were counted before its first sample
+                for reason in result.skipped:
+                    writer.skip(reason)
+            for j, sample in enumerate(result.samples):
+                if cfg.max_samples is not None and writer.num_samples >= cfg.max_samples:
+                    break
+                if resumed_episode and j < kept:
+                    if sample.key not in writer:
+                        raise DataError(
+                            f"sample {sample.key} of the resumed episode is not in the kept shards: the input or "
+                            "the code changed since the interrupted run (rebuild with overwrite)",
+                            cfg.out,
+                        )
+                    continue
+                writer.cursor = {"key_index": index, "sample": j}
+                writer.write(sample)
+            bar.set_postfix(samples=writer.num_samples)
+            if cfg.max_samples is not None and writer.num_samples >= cfg.max_samples:
+                break
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
 
 
 def verify_corpus(path: str | Path, name: str | None = None) -> dict[str, Any]:

@@ -18,7 +18,8 @@ Rules:
   input's share to within one sample, so a truncated read of the mix keeps the proportions.
 - Samples are copied as encoded (`ShardWriter.write_record`): images are never decoded or
   re-compressed; only the JSON gains `meta["mix_input"]` (and `meta["mix_key"]`, the original key,
-  when the key changed). Task and source stay.
+  when the key changed). Task and source stay. Inputs in the older record layout are upgraded to the
+  current one on the way (same image bytes), so a mix is one layout whatever its inputs.
 - Keys stay unique: the inputs whose keys collide with another input's get the input name as a
   key prefix; repeated passes get a `-r<pass>` suffix; a key longer than 80 characters is cut and
   ends with a hash of the full key.
@@ -46,7 +47,7 @@ from tqdm import tqdm
 
 from datasets_build.configs import build_config, load_yaml
 from datasets_build.errors import ConfigError, DataError
-from datasets_build.sample import key_part
+from datasets_build.sample import JSON_MEMBER, key_part, meta_text, record_json, upgrade_record
 from datasets_build.shards import CARD_NAME, ShardSet, ShardWriter
 from datasets_build.shards.writer import DEFAULT_MAX_BYTES_PER_SHARD, DEFAULT_MAX_SAMPLES_PER_SHARD, tar_keys
 
@@ -316,21 +317,24 @@ def mix_stream(plans: list[_Planned], seed: int) -> Iterator[tuple[int, str, dic
 
 
 def _mixed_record(record: dict[str, Any], key: str, input_name: str) -> dict[str, Any]:
-    """The record under its new key with `meta.mix_input` (and `meta.mix_key` if the key changed) set."""
+    """The record (layout 2; a layout-1 input is upgraded, images as encoded) under its new key, with
+    `meta.mix_input` (and `meta.mix_key` if the key changed) set."""
     where = f"{record.get('__url__', 'shard')}:{record['__key__']}"
+    upgraded = upgrade_record(record, str(record.get("__url__", "shard")))
+    payload = json.loads(upgraded[JSON_MEMBER])
     try:
-        payload = json.loads(record["json"])
+        meta = json.loads(payload["meta"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"cannot read the sample's JSON ({exc})", where, "json") from exc
-    meta = payload.get("meta")
+        raise DataError(f"meta is not a JSON object string ({exc})", where, "meta") from exc
     if not isinstance(meta, dict):
         raise DataError("meta must be an object", where, "meta")
     meta["mix_input"] = input_name
     if key != record["__key__"]:
         meta["mix_key"] = record["__key__"]
-    members = {k: v for k, v in record.items() if not k.startswith("_")}
-    members["json"] = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
-    return {"__key__": key, **members}
+    payload["meta"] = meta_text(meta)
+    upgraded[JSON_MEMBER] = record_json(payload)
+    upgraded["__key__"] = key
+    return upgraded
 
 
 # -- entry -----------------------------------------------------------------------------------------

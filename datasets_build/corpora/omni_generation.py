@@ -4,7 +4,7 @@ The paper's Omni-Generation data: a diffusion head attached to the VLM learns to
 semantic segmentation map, the next image of the scene or the image itself from the VLM's query tokens.
 Each sample is one user turn (the input frame + an instruction from several wordings per type), one
 assistant turn holding a fixed textual marker (`MARKERS`, so that a text-only model has an answer) and
-the target image in `Sample.target`, written as `{key}.target.png`. General VQA rows are mixed in by the
+the target image in `Sample.target`, written as a PNG in `{key}.targets.npy`. General VQA rows are mixed in by the
 `vqa_mix` mixer, not here.
 
 Every target has the resolution of the resized input image (`frame_image`, longer side `image_size`):

@@ -51,6 +51,7 @@ from datasets_build.episode import Episode
 from datasets_build.errors import ConfigError
 from datasets_build.geometry.provider import GeometryConfig, GeometryProvider
 from datasets_build.geometry.scene import FrameGeometry
+from datasets_build.masks import point_pixel, rle_decode, rle_encode
 from datasets_build.sample import Sample, assistant_turn, user_turn
 
 QUESTION_TYPES = ("object", "left", "right", "front", "behind", "between", "on")
@@ -101,27 +102,6 @@ FORMAT_NOTE = (
 )
 
 
-def rle_encode(mask: np.ndarray) -> dict[str, Any]:
-    """Row-major run lengths of a boolean mask, alternating False/True and starting with False."""
-    flat = np.asarray(mask, dtype=bool).ravel()
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    bounds = np.concatenate([[0], change, [flat.size]])
-    counts: list[int] = np.diff(bounds).tolist()  # Python ints
-    if flat.size and flat[0]:
-        counts = [0, *counts]
-    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": counts}
-
-
-def rle_decode(rle: dict[str, Any]) -> np.ndarray:
-    """Inverse of `rle_encode`: the (H, W) boolean mask."""
-    h, w = (int(v) for v in rle["size"])
-    counts = [int(c) for c in rle["counts"]]
-    if sum(counts) != h * w or any(c < 0 for c in counts):
-        raise ValueError("run lengths do not cover the mask")
-    values = np.arange(len(counts)) % 2 == 1
-    return np.repeat(values, counts).reshape(h, w)
-
-
 @functools.lru_cache(maxsize=16)
 def _pixel_centres(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Normalised pixel centres of an axis of `n` pixels at 3 decimals, and whether each stays in its pixel."""
@@ -143,11 +123,6 @@ def erode(mask: np.ndarray, pixels: int = 1) -> np.ndarray:
         padded = np.pad(out, 1, constant_values=False)
         out = padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
     return out
-
-
-def point_pixel(x: float, y: float, height: int, width: int) -> tuple[int, int]:
-    """The (row, col) of the pixel a normalised point falls in."""
-    return min(height - 1, max(0, math.floor(y * height))), min(width - 1, max(0, math.floor(x * width)))
 
 
 def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:

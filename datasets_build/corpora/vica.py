@@ -60,10 +60,10 @@ from datasets_build.corpora.base import (
     register_corpus,
     sample_key,
 )
-from datasets_build.corpora.robopoint import rle_decode, rle_encode
 from datasets_build.episode import Episode
 from datasets_build.errors import ConfigError
 from datasets_build.geometry import FrameGeometry, GeometryConfig, GeometryProvider
+from datasets_build.masks import rle_decode, rle_encode
 from datasets_build.sample import Sample, assistant_turn, user_turn
 
 QUESTION_TYPES = (

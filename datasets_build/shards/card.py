@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from datasets_build.errors import ConfigError, DataError
-from datasets_build.sample import SCHEMA_VERSION
+from datasets_build.sample import LEGACY_SCHEMA_VERSION, SCHEMA_VERSION
 
 CARD_NAME = "dataset_card.json"
-SUPPORTED_SCHEMA_VERSIONS = (1,)
+SUPPORTED_SCHEMA_VERSIONS = (LEGACY_SCHEMA_VERSION, SCHEMA_VERSION)  # record layouts (datasets_build.sample)
 SMALL_FILE_BYTES = 1 << 20
 CONTENT_BUDGET_BYTES = 64 << 20
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")

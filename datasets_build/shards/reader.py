@@ -61,7 +61,7 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 
 def iter_tar_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """Raw webdataset records of one tar: {"__key__", "__url__", "json": bytes, "0.jpg": bytes, ...}.
+    """Raw webdataset records of one tar: {"__key__", "__url__", "json": bytes, "images.npy": bytes, ...}.
 
     Members are grouped by the part of the base name before its first dot, as webdataset does.
     """

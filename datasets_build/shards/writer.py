@@ -7,18 +7,19 @@ completed are deleted and no card is written, so a failed build leaves no final-
 hard kill (SIGKILL, power loss) cannot clean up: it leaves at most completed shards and a temp
 file, never a card, and the next build into that folder needs `overwrite=True`.
 
-With `resume=True` a build can be continued instead. The writer keeps `.progress.json` (written
-atomically at open and after each completed shard: the completed shard entries, the counters, the
-skip counts and the number of samples written), and `abort` deletes only the unfinished shard. A
-writer opened with `resume=True` on a folder holding `.progress.json` and no card checks that name,
-limits, build config and inputs are those of the interrupted run, re-checks the completed shards
-(size, sha256, sample count), restores their keys from the tar member names, deletes any later
-shard or temp file, and numbers the next shard after the last completed one. The producer then
-skips the first `num_samples` samples of its (deterministic) stream and writes the rest: the
-result is byte-identical to an uninterrupted build. `close` writes the card and removes the progress
-file. Skip counts are restored as counted when the last shard completed. With `resume=True` and no
-progress file the writer starts a fresh resumable build (`overwrite` applies as usual); a progress
-file takes precedence over `overwrite`; a folder with a card has nothing to resume.
+Every writer keeps `.progress.json` (written atomically at open and after each completed shard: the
+completed shard entries, the counters, the skip counts, the number of samples written and the producer's
+`cursor`), so a build killed hard can be resumed; `close` removes it after writing the card. A writer
+opened with `resume=True` on a folder holding `.progress.json` and no card checks that name, limits,
+build config and inputs are those of the interrupted run, re-checks the completed shards (size, sha256,
+sample count), restores their keys from the tar member names, deletes any later shard or temp file, and
+numbers the next shard after the last completed one; in resume mode `abort` deletes only the unfinished
+shard. The producer then continues its (deterministic) stream after the first `num_samples` samples:
+by skipping them (the mix), or from `resumed_cursor`, the `cursor` it had set before writing the first
+sample that was not kept (a corpus build: its episode position), and the result is byte-identical to an
+uninterrupted build. Skip counts are restored as counted when the last shard completed. With
+`resume=True` and no progress file the writer starts a fresh build (`overwrite` applies as usual); a
+progress file takes precedence over `overwrite`; a folder with a card has nothing to resume.
 
 Output is byte-identical for identical samples: tar members have mtime 0, uid/gid 0, empty
 user/group names and mode 0o444 (webdataset's `TarWriter` takes `mtime`, `user`, `group` and
@@ -41,7 +42,17 @@ from typing import IO, Any
 
 from datasets_build.atomic import CommitOrAbort
 from datasets_build.errors import ConfigError, DataError, OutputExistsError
-from datasets_build.sample import Sample, count_image_parts, validate_messages
+from datasets_build.sample import (
+    IMAGES_MEMBER,
+    JSON_MEMBER,
+    MEMBERS,
+    TARGETS_MEMBER,
+    Sample,
+    count_image_parts,
+    packed_count,
+    upgrade_record,
+    validate_messages,
+)
 from datasets_build.shards.card import CARD_NAME, DatasetCard, ShardEntry, fingerprint_path, to_jsonable
 from datasets_build.shards.reader import sha256_file
 
@@ -93,6 +104,32 @@ def tar_keys(path: str | os.PathLike[str]) -> list[str]:
 
 def _member_bytes(size: int) -> int:
     return _BLOCK + -(-size // _BLOCK) * _BLOCK
+
+
+def prepare_output_folder(out: Path, overwrite: bool) -> None:
+    """Create `out`, or check it is an empty folder; with `overwrite`, delete the build outputs in it (shards,
+    their temp files, the card, the progress file) and nothing else."""
+    if out.exists() and not out.is_dir():
+        raise DataError("output path exists and is not a folder", out)
+    try:
+        if out.is_dir() and any(out.iterdir()):
+            if not overwrite:
+                hint = (
+                    "an interrupted build: resume to continue it, or overwrite to replace it"
+                    if (out / PROGRESS_NAME).is_file() and not (out / CARD_NAME).exists()
+                    else "use overwrite to replace it"
+                )
+                raise OutputExistsError(f"{out}: output folder exists and is not empty ({hint})")
+            for path in out.iterdir():
+                if _is_build_output(path.name):
+                    path.unlink()
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if isinstance(exc, OutputExistsError):
+            raise
+        raise DataError(f"cannot prepare output folder ({exc.strerror or exc})", out) from exc
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise DataError("output folder is not writable", out)
 
 
 class _HashingFile:
@@ -190,35 +227,19 @@ class ShardWriter(CommitOrAbort):
         self.card: DatasetCard | None = None
         self.resume = resume
         self.resumed_from = 0  # samples restored from an interrupted run
+        self.cursor: Any = None  # the producer's position of the next sample (JSON); persisted with progress
+        self.resumed_cursor: Any = None  # the cursor saved with the restored progress
+        self.resumed_finished = False  # the interrupted run had written every sample (the card was next)
         progress = self.out_dir / PROGRESS_NAME
         if resume and progress.is_file():
             self._restore(progress)
         else:
             self._prepare(overwrite)
-            if resume:
-                self._write_progress()
+            self._write_progress()
 
     # -- folder -------------------------------------------------------------------------------
     def _prepare(self, overwrite: bool) -> None:
-        out = self.out_dir
-        if out.exists() and not out.is_dir():
-            raise DataError("output path exists and is not a folder", out)
-        try:
-            if out.is_dir() and any(out.iterdir()):
-                if not overwrite:
-                    raise OutputExistsError(
-                        f"{out}: output folder exists and is not empty (use overwrite to replace it)"
-                    )
-                for path in out.iterdir():
-                    if _is_build_output(path.name):
-                        path.unlink()
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            if isinstance(exc, OutputExistsError):
-                raise
-            raise DataError(f"cannot prepare output folder ({exc.strerror or exc})", out) from exc
-        if not os.access(out, os.W_OK | os.X_OK):
-            raise DataError("output folder is not writable", out)
+        prepare_output_folder(self.out_dir, overwrite)
 
     # -- resume -------------------------------------------------------------------------------
     def _settings(self) -> dict[str, Any]:
@@ -232,11 +253,13 @@ class ShardWriter(CommitOrAbort):
             "inputs": self.inputs,
         }
 
-    def _write_progress(self) -> None:
-        """Atomically record the completed shards and the counters they hold (resume mode)."""
+    def _write_progress(self, finished: bool = False) -> None:
+        """Atomically record the completed shards, the counters they hold and the producer's cursor."""
         state = {
             "progress_version": PROGRESS_VERSION,
             **self._settings(),
+            "cursor": to_jsonable(self.cursor, "cursor"),
+            "finished": finished,
             "num_samples": sum(entry.num_samples for entry in self._shards),
             "shards": [entry.to_dict() for entry in self._shards],
             "counts_per_task": dict(self._tasks),
@@ -285,6 +308,7 @@ class ShardWriter(CommitOrAbort):
             }
             skipped = Counter({str(k): int(v) for k, v in state["skipped"].items()})
             num_samples = int(state["num_samples"])
+            cursor, finished = state.get("cursor"), bool(state.get("finished", False))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DataError(f"malformed progress file ({type(exc).__name__}: {exc})", progress) from exc
         keys: set[str] = set()
@@ -310,6 +334,7 @@ class ShardWriter(CommitOrAbort):
         self._keys = keys
         self._tasks, self._sources, self._task_sources, self._skipped = tasks, sources, task_sources, skipped
         self.resumed_from = num_samples
+        self.resumed_cursor, self.resumed_finished = cursor, finished
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -330,11 +355,13 @@ class ShardWriter(CommitOrAbort):
         self._append(sample.key, sample.encode(self.jpeg_quality), sample.task, sample.source)
 
     def write_record(self, record: Mapping[str, Any]) -> None:
-        """Append one already-encoded webdataset record (`__key__`, `json`, `0.jpg`, ...) byte for byte.
+        """Append one already-encoded webdataset record byte for byte (layout 2: `__key__`, `json`, `images.npy`,
+        `targets.npy`); a layout-1 record (`0.jpg`, `target.png`, ...) is first upgraded with its images as encoded.
 
-        For copying samples between shard sets (mixing) without decoding and re-encoding their images,
-        which would cost time and JPEG generation loss. The JSON payload is checked as `Sample` would
-        (chat format, image parts = image members); entries whose name starts with "_" are not members.
+        For copying samples between shard sets (mixing, merging) without decoding and re-encoding their images,
+        which would cost time and JPEG generation loss. The record is checked as `Sample` would check it (chat
+        format, image parts = images, meta a JSON object string); entries whose name starts with "_" are not
+        members.
         """
         key = str(record.get("__key__", ""))
         where = f"{self.out_dir}: sample {key}"
@@ -342,27 +369,26 @@ class ShardWriter(CommitOrAbort):
             raise DataError("keys are 1-80 letters, digits, '_' or '-'", where, "__key__")
         self._check_open_and_new(key)
         members = {k: v for k, v in record.items() if not k.startswith("_")}
-        try:
-            payload = json.loads(members["json"])
-        except KeyError as exc:
-            raise DataError("record has no json member", where, "json") from exc
-        except (TypeError, ValueError) as exc:
-            raise DataError(f"invalid JSON ({exc})", where, "json") from exc
-        if not isinstance(payload, dict):
-            raise DataError("must be a JSON object", where, "json")
-        validate_messages(payload.get("messages"), where)
-        n_images = payload.get("images", 0)
-        fmt = payload.get("image_format", "jpg")
-        if count_image_parts(payload["messages"]) != n_images:
-            raise DataError(f"{count_image_parts(payload['messages'])} image parts but {n_images} images", where)
-        expected = {"json", *(f"{i}.{fmt}" for i in range(n_images))}
-        if payload.get("has_target"):
-            expected.add("target.png")
-        if set(members) != expected:
-            raise DataError(f"members {sorted(members)} differ from {sorted(expected)}", where)
         if not all(isinstance(v, bytes | bytearray) for v in members.values()):
             raise DataError("every member must be bytes", where)
-        self._append(key, {"__key__": key, **members}, str(payload.get("task", "")), str(payload.get("source", "")))
+        expected = _expected_members(members, where)
+        if set(members) != expected:
+            raise DataError(f"members {sorted(members)} differ from {sorted(expected)}", where)
+        upgraded = upgrade_record({"__key__": key, **members}, str(self.out_dir))
+        payload = json.loads(upgraded[JSON_MEMBER])
+        validate_messages(payload.get("messages"), where)
+        try:
+            meta = json.loads(payload.get("meta"))
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"meta must be a JSON object string ({exc})", where, "meta") from exc
+        if not isinstance(meta, dict):
+            raise DataError("meta must be a JSON object string", where, "meta")
+        n_images = packed_count(upgraded[IMAGES_MEMBER], where)
+        if count_image_parts(payload["messages"]) != n_images:
+            raise DataError(f"{count_image_parts(payload['messages'])} image parts but {n_images} images", where)
+        if packed_count(upgraded[TARGETS_MEMBER], where, TARGETS_MEMBER) > 1:
+            raise DataError("at most one target", where, TARGETS_MEMBER)
+        self._append(key, upgraded, str(payload.get("task", "")), str(payload.get("source", "")))
 
     def _check_open_and_new(self, key: str) -> None:
         if self._closed:
@@ -371,13 +397,12 @@ class ShardWriter(CommitOrAbort):
             raise DataError("duplicate key in this dataset", f"{self.out_dir}: sample {key}", "__key__")
 
     def _finish_current(self) -> None:
-        """Finish the open shard; in resume mode record the progress."""
+        """Finish the open shard and record the progress."""
         if self._current is None:
             return
         self._shards.append(self._current.finish())
         self._current = None
-        if self.resume:
-            self._write_progress()
+        self._write_progress()
 
     def _append(self, key: str, record: dict[str, Any], task: str, source: str) -> None:
         size = 0
@@ -422,6 +447,7 @@ class ShardWriter(CommitOrAbort):
             return self.card
         try:
             self._finish_current()
+            self._write_progress(finished=True)
             card = DatasetCard(
                 name=self.name,
                 num_samples=self.num_samples,
@@ -434,8 +460,7 @@ class ShardWriter(CommitOrAbort):
                 shards=list(self._shards),
             )
             card.write(self.out_dir / CARD_NAME)
-            if self.resume:
-                (self.out_dir / PROGRESS_NAME).unlink(missing_ok=True)
+            (self.out_dir / PROGRESS_NAME).unlink(missing_ok=True)
         except BaseException:
             self.abort()
             raise
@@ -444,7 +469,7 @@ class ShardWriter(CommitOrAbort):
         return card
 
     def abort(self) -> None:
-        """Delete the unfinished shard and the shards this run completed; write no card.
+        """Delete the unfinished shard, the shards this run completed and the progress file; write no card.
 
         In resume mode the completed shards and `.progress.json` stay, so the build can be resumed.
         """
@@ -457,6 +482,24 @@ class ShardWriter(CommitOrAbort):
         for entry in self._shards:
             (self.out_dir / entry.name).unlink(missing_ok=True)
         self._shards = []
+        (self.out_dir / PROGRESS_NAME).unlink(missing_ok=True)
+
+
+def _expected_members(members: Mapping[str, Any], where: str) -> set[str]:
+    """The member names a record with this JSON must have: the three of layout 2, or layout 1's per-image ones."""
+    if JSON_MEMBER not in members:
+        raise DataError("record has no json member", where, JSON_MEMBER)
+    try:
+        payload = json.loads(members[JSON_MEMBER])
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"invalid JSON ({exc})", where, JSON_MEMBER) from exc
+    if not isinstance(payload, dict):
+        raise DataError("must be a JSON object", where, JSON_MEMBER)
+    if payload.get("schema_version", 1) != 1:
+        return set(MEMBERS)
+    fmt = payload.get("image_format", "jpg")
+    expected = {JSON_MEMBER, *(f"{i}.{fmt}" for i in range(int(payload.get("images", 0))))}
+    return expected | {"target.png"} if payload.get("has_target") else expected
 
 
 _OUTPUT_RE = re.compile(

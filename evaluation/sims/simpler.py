@@ -103,7 +103,8 @@ class SimplerSim(_BridgeTrials, SimAdapter):
         """Object episode `trial.data["episode_id"]` of `trial.task` in its prepackaged scene."""
         self._enter(trial)
         obs, _ = self._env.reset(options={"obj_init_options": {"episode_id": int(trial.data["episode_id"])}})
-        self._instruction = str(self._env.get_language_instruction())
+        # gymnasium >= 1.0 wrappers (gym.make's TimeLimit, OrderEnforcing) no longer forward env methods
+        self._instruction = str(self._env.unwrapped.get_language_instruction())
         return self._observation(obs)
 
     def step(self, action: np.ndarray) -> StepResult:
@@ -144,7 +145,7 @@ class ManiSkillBridgeSim(_BridgeTrials, SimAdapter):
         self._enter(trial)
         episode = torch.tensor([int(trial.data["episode_id"])])
         obs, _ = self._env.reset(seed=trial.seed, options={"episode_id": episode})
-        instruction = self._env.unwrapped.get_language_instruction()
+        instruction = self._env.get_language_instruction()
         self._instruction = str(instruction[0] if isinstance(instruction, (list, tuple)) else instruction)
         return self._observation(obs)
 
