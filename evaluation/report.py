@@ -59,6 +59,7 @@ class ReportConfig:
     layout: str = "rows"  # rows | grid (results named ROW@COLUMN)
     caption: str = ""  # printed under the table (e.g. which simulator stood in for which)
     from_step: int = 0  # box plots use checkpoints from this step on (the paper's Fig. 4: 10k..30k)
+    paper_sim: str | None = None  # the benchmark a stand-in simulator's results are compared with (tiny profiles)
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -181,23 +182,37 @@ def build_rows(
     baseline: str | None,
     paper: PaperTable | None = None,
     paper_rows: dict[str, str] | None = None,
+    paper_sim: str | None = None,
 ) -> tuple[list[str], list[list[str]]]:
     """Header and formatted rows; with `baseline`, each other row's cells carry their delta `(+x)`; with `paper`,
-    each column the paper reports gets a `(paper)` column beside it (with the paper's delta too)."""
+    each column the paper reports gets a `(paper)` column beside it (with the paper's delta too). With
+    `paper_sim`, results of a stand-in simulator (the demo sim in a tiny profile) get the paper's headline of
+    that benchmark beside their headline."""
     if baseline is not None and baseline not in table:
         raise ConfigError(f"baseline: no row named {baseline!r}; rows: {list(table)}")
     mapping = paper_rows or {}
     columns = _columns(table)
+
+    def paper_key(sim: str, key: str) -> tuple[str, str]:
+        """The paper column beside ours and its metric kind."""
+        if paper_sim and sim != paper_sim and key == "headline":
+            return f"{paper_sim}:headline", "chain" if paper_sim == "calvin" else "success"
+        return f"{sim}:{key}", "chain" if sim == "calvin" else "success"
+
     paper_columns = {
         (sim, key)
         for sim, key, _ in columns
-        if paper is not None and any(paper.value(_paper_key(mapping, r), f"{sim}:{key}") is not None for r in table)
+        if paper is not None
+        and any(paper.value(_paper_key(mapping, r), paper_key(sim, key)[0]) is not None for r in table)
     }
     header = ["Model"]
     for sim, key, head in columns:
         header.append(head)
         if (sim, key) in paper_columns:
-            header.append(f"{head} (paper)")
+            stand_in = paper_sim and sim != paper_sim and key == "headline"
+            header.append(
+                f"{BENCHMARK_NAMES.get(str(paper_sim), paper_sim)} (paper)" if stand_in else f"{head} (paper)"
+            )
     rows = []
     for name, cells in table.items():
         row = [name]
@@ -207,11 +222,13 @@ def build_rows(
             value = None if cell is None else _value(cell, key)
             base_cell = table[baseline].get(sim) if baseline else None
             base = None if base_cell is None else _value(base_cell, key)
-            row.append(_with_delta(value, base, metric, key, baseline is not None and name != baseline))
+            delta = baseline is not None and name != baseline
+            row.append(_with_delta(value, base, metric, key, delta))
             if (sim, key) in paper_columns and paper is not None:
-                ours = paper.value(_paper_key(mapping, name), f"{sim}:{key}")
-                theirs = paper.value(_paper_key(mapping, baseline), f"{sim}:{key}") if baseline else None
-                row.append(_with_delta(ours, theirs, metric, key, baseline is not None and name != baseline))
+                lookup, kind = paper_key(sim, key)
+                ours = paper.value(_paper_key(mapping, name), lookup)
+                theirs = paper.value(_paper_key(mapping, baseline), lookup) if baseline else None
+                row.append(_with_delta(ours, theirs, kind, key, delta))
         rows.append(row)
     return header, rows
 
@@ -224,7 +241,10 @@ def _with_delta(value: float | None, base: float | None, metric: str, key: str, 
 
 
 def build_grid(
-    table: dict[str, dict[str, Cell]], baseline: str | None, paper: PaperTable | None = None
+    table: dict[str, dict[str, Cell]],
+    baseline: str | None,
+    paper: PaperTable | None = None,
+    paper_sim: str | None = None,
 ) -> tuple[list[str], list[list[str]]]:
     """Rows x columns of one benchmark's headline from rows named ROW@COLUMN (Table 4's layout), deltas against
     the `baseline` row in each column, the paper's cell beside each."""
@@ -240,7 +260,7 @@ def build_grid(
     columns = list(dict.fromkeys(c for _, c in cells))
     if baseline is not None and baseline not in rows:
         raise ConfigError(f"baseline: no grid row named {baseline!r}; rows: {rows}")
-    sim = next(iter(next(iter(table.values()))))
+    sim = paper_sim or next(iter(next(iter(table.values()))))
 
     def label(key: str) -> str:
         return paper.label(key) if paper is not None else key
@@ -263,7 +283,8 @@ def build_grid(
             if paper is not None:
                 ours = paper.value(row, f"{sim}:headline", column)
                 theirs = paper.value(baseline, f"{sim}:headline", column) if baseline else None
-                line.append(_with_delta(ours, theirs, metric, "headline", baseline is not None and row != baseline))
+                kind = "chain" if sim == "calvin" else "success"
+                line.append(_with_delta(ours, theirs, kind, "headline", baseline is not None and row != baseline))
         out.append(line)
     return header, out
 
@@ -464,9 +485,9 @@ def report(cfg: ReportConfig) -> list[Path]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.layout == "grid":
-        header, rows = build_grid(table, cfg.baseline, paper)
+        header, rows = build_grid(table, cfg.baseline, paper, cfg.paper_sim)
     else:
-        header, rows = build_rows(table, cfg.baseline, paper, cfg.paper_rows)
+        header, rows = build_rows(table, cfg.baseline, paper, cfg.paper_rows, cfg.paper_sim)
     caption = cfg.title + (f" ({paper.caption})" if paper is not None else "")
     notes = [n for n in (cfg.caption,) if n]
     markdown = to_markdown(header, rows) + "".join(f"\n{n}\n" for n in [caption, *notes])

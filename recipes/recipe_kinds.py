@@ -176,12 +176,17 @@ def hub_cache(env: Env) -> Path:
     return Path(xdg) / "huggingface" / "hub"
 
 
-def cached_model(repo_id: str, env: Env, revision: str | None = None) -> bool:
-    """Whether `repo_id` (at `revision`, default main) has a snapshot with a config in the hub cache."""
+def cached_revision(repo_id: str, env: Env, revision: str | None = None) -> str | None:
+    """The snapshot hash `repo_id` (at `revision`, default main) resolves to in the hub cache, or None."""
     repo = hub_cache(env) / ("models--" + repo_id.replace("/", "--"))
     ref = repo / "refs" / (revision or "main")
     snapshot = ref.read_text(encoding="utf-8").strip() if ref.is_file() else (revision or "")
-    return bool(snapshot) and (repo / "snapshots" / snapshot / "config.json").is_file()
+    return snapshot if snapshot and (repo / "snapshots" / snapshot / "config.json").is_file() else None
+
+
+def cached_model(repo_id: str, env: Env, revision: str | None = None) -> bool:
+    """Whether `repo_id` (at `revision`, default main) has a snapshot with a config in the hub cache."""
+    return cached_revision(repo_id, env, revision) is not None
 
 
 def _tiny_ids(cfg: Any) -> list[str]:
@@ -257,6 +262,11 @@ def _build_summary(r: dict[str, Any]) -> str:
     return f"{_count(r.get('samples'), 'samples')} in {_count(r.get('shards'), 'shard(s)')} from " + _count(
         r.get("episodes"), "episodes"
     )
+
+
+def _import_summary(r: dict[str, Any]) -> str:
+    skipped = sum(int(v) for v in (r.get("skipped") or {}).values())
+    return f"{_count(r.get('samples'), 'samples')} imported" + (f", {skipped:,} records skipped" if skipped else "")
 
 
 def _verify_summary(r: dict[str, Any]) -> str:
@@ -385,7 +395,7 @@ STAGE_KINDS: dict[str, StageKind] = {
         output_field="out",
         inputs=_import_inputs,
         complete=_file("dataset_card.json"),
-        summary=_build_summary,
+        summary=_import_summary,
     ),
     "fit_fast": StageKind(
         "datasets_build.fast.fit:FitFastConfig",

@@ -103,7 +103,7 @@ def launch_command(
         else:
             cmd += ["--standalone"]
         return [*cmd, *launch.extra_args, *child]
-    cmd = [python, "-m", "accelerate.commands.launch"]
+    cmd = [python, "-m", "accelerate.commands.launch", "--quiet"]  # the child reports its own error
     if launch.config:
         cmd += ["--config_file", launch.config]
     elif total > 1 and gpus > 0:
@@ -174,9 +174,10 @@ def child_main(argv: list[str]) -> int:
         config = build_config(load(config_ref), body, where=f"{config_path}")
         result = load(run_ref)(config)
     except ToolkitError as exc:
-        if rank == 0:
+        if rank == 0:  # the runner prints it as its one-line error
             result_file.with_name(result_file.name + ERROR_SUFFIX).write_text(str(exc) + "\n", encoding="utf-8")
-        print(f"error: {exc}", file=sys.stderr)
+        else:
+            print(f"error (rank {rank}): {exc}", file=sys.stderr)
         return 2
     if rank == 0:
         tmp = result_file.with_name(f".{result_file.name}.tmp")
