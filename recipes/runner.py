@@ -730,12 +730,14 @@ def run_plan(
 
 def _run_follower(plan: Plan, decisions: list[tuple[PlannedStage, Decision]]) -> int:
     """On machine_rank > 0 of a multi-node launch: start this node's share of each selected training stage."""
+    for stage, decision in decisions:
+        if decision.action != "skip" and stage.launch is None:
+            raise ConfigError(f"stage {stage.name}: on machine_rank > 0 only training stages run (use --only)")
     os.environ.update(plan.env)
     for stage, decision in decisions:
         if decision.action == "skip":
             continue
-        if stage.launch is None:
-            raise ConfigError(f"stage {stage.name}: on machine_rank > 0 only training stages run (use --only)")
+        assert stage.launch is not None
         if decision.action == "cached":
             print(f"{PREFIX} {stage.name}: cached", flush=True)
             continue

@@ -328,3 +328,29 @@ def test_import_corpus_stage_imports_once(tmp_path, capsys):
     )
     assert runner.main([str(bad)]) == 2
     assert "image_root: required for format llava-json" in capsys.readouterr().err
+
+
+def test_a_follower_node_joins_without_recording(tmp_path, count_kind, capsys):
+    """machine_rank > 0 of a multi-node launch: the runner starts its share of the stage and records nothing."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"launch: {{launcher: inline, num_machines: 2, main_process_ip: 127.0.0.1}}\n"
+        f"stages:\n  train:\n    uses: count_train\n    out: {tmp_path}/t\n  after:\n    uses: count\n"
+        f"    input: {tmp_path}/t\n    out: {tmp_path}/a\n"
+    )
+    assert runner.main([str(recipe), "launch.machine_rank=1"]) == 2  # other stages run on machine 0 only
+    assert "only training stages run" in capsys.readouterr().err
+    assert runner.main([str(recipe), "--only", "train", "launch.machine_rank=1"]) == 0
+    assert "joining as machine 1" in capsys.readouterr().out
+    assert (tmp_path / "t" / "done.json").is_file()
+    assert not (tmp_path / "t" / "recipe_stage.json").exists()
+
+
+def test_force_never_deletes_the_working_folder(tmp_path, count_kind, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("stages:\n  s:\n    uses: count\n    out: .\n")
+    (tmp_path / "keep.txt").write_text("x")
+    assert runner.main([str(recipe), "--force", "s"]) == 2
+    assert "refusing to delete" in capsys.readouterr().err
+    assert (tmp_path / "keep.txt").is_file()
