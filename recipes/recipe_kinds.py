@@ -264,6 +264,14 @@ def _build_summary(r: dict[str, Any]) -> str:
     )
 
 
+def _mix_summary(r: dict[str, Any]) -> str:
+    parts = r.get("per_input") or {}
+    inputs = ", ".join(f"{k} {v:,}" for k, v in parts.items()) if isinstance(parts, dict) else ""
+    return f"{_count(r.get('samples'), 'samples')} in {_count(r.get('shards'), 'shard(s)')}" + (
+        f" ({inputs})" if inputs else ""
+    )
+
+
 def _import_summary(r: dict[str, Any]) -> str:
     skipped = sum(int(v) for v in (r.get("skipped") or {}).values())
     return f"{_count(r.get('samples'), 'samples')} imported" + (f", {skipped:,} records skipped" if skipped else "")
@@ -416,7 +424,7 @@ STAGE_KINDS: dict[str, StageKind] = {
         inputs=lambda c: [Ref(f"inputs.{i}.path", x.path) for i, x in enumerate(c.inputs)],
         complete=_file("dataset_card.json"),
         resume="flag",
-        summary=_build_summary,
+        summary=_mix_summary,
     ),
     "verify": StageKind(
         "datasets_build.corpora.build:VerifyConfig",
