@@ -54,7 +54,10 @@ class LaunchConfig:
         if self.num_machines > 1 and not self.main_process_ip:
             raise ConfigError("main_process_ip: required when num_machines > 1 (the rank-0 node's address)")
         if self.config is not None and not Path(self.config).is_file():
-            raise ConfigError(f"config: {self.config}: no such accelerate config file")
+            in_project = HERE.parent / self.config  # recipes/accelerate/zero2.yaml from any working folder
+            if not in_project.is_file():
+                raise ConfigError(f"config: {self.config}: no such accelerate config file")
+            self.config = str(in_project)
         if self.mixed_precision not in (None, "no", "fp16", "bf16", "fp8"):
             raise ConfigError(f"mixed_precision: must be no, fp16, bf16 or fp8, got {self.mixed_precision!r}")
 

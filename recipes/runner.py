@@ -205,7 +205,11 @@ def _launch_config(recipe_launch: Any, stage_launch: Any, where: str) -> LaunchC
     for layer in layers:
         if not isinstance(layer, dict):
             raise ConfigError(f"{where}: launch: must be a mapping (launcher, num_processes, config, ...)")
-    return build_config(LaunchConfig, *layers, where=f"{where}: launch")
+    try:
+        return build_config(LaunchConfig, *layers, where=f"{where}: launch")
+    except ConfigError as exc:
+        message = str(exc)
+        raise ConfigError(message if message.startswith(where) else f"{where}: launch.{message}") from exc
 
 
 def _norm(path: str) -> str:
