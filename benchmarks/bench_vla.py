@@ -2,7 +2,7 @@
 
 Three measurements in one process on the same model:
 1. `Policy.act` latency (median ms) and `act_batch` observations/s against `act` called in a loop (ratio);
-2. training steps fed by the real data path (demo-sim episodes -> `VLASampleStream` -> DataLoader workers running
+2. training steps fed by the real data path (demo-sim episodes -> `VLAGlobalDataset` -> DataLoader workers running
    the processor) against the same steps on one synthetic batch held in memory: samples/s and their ratio
    (target >= 0.9: the data path must not be the bottleneck).
 With `--real-config`, the backbone is the paper's real configuration with random weights (needs a GPU for useful
@@ -37,7 +37,8 @@ from datasets_build.inspection import source_stats
 from datasets_build.sources import open_source
 from datasets_build.tiny_models import install_tiny_backbones
 from vla.configuration_vla import VLAConfig
-from vla.data import VLACollator, VLASampleStream, episode_samples
+from vla.data import VLACollator, VLAGlobalDataset, episode_samples
+from vla.episode_index import read_layouts
 from vla.modeling_vla import VLAPolicyModel
 from vla.normalization import ActionNormalizer
 from vla.policy import Policy
@@ -163,10 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     # the demo recording read as a plain LeRobot dataset with the one camera the policy uses (the demo source would
     # also decode depth and segmentation, which a VLA never reads)
     options = {"mapping": {"cameras": {"static": "observation.images.static"}}}
-    stream = VLASampleStream("lerobot", str(demo), args.chunk, normalizer, options=options, shuffle_buffer=256)
+    layouts = read_layouts(open_source("lerobot", demo, **options), progress=False)
+    dataset = VLAGlobalDataset(
+        "lerobot", str(demo), args.chunk, normalizer, options=options, layouts=layouts, batch_size=args.batch
+    )
     collator = VLACollator(model.backbone)
     loader = DataLoader(
-        stream,
+        dataset,
         batch_size=args.batch,
         num_workers=args.workers,
         collate_fn=collator,

@@ -21,6 +21,12 @@ ARM = slice(0, 6)
 GRIPPER = 6
 GRIPPER_OPEN = 1.0
 GRIPPER_CLOSED = 0.0
+# The convention in words, for metadata a policy reports (vla.Policy.metadata, the policy server).
+ACTION_CONVENTION: dict[str, object] = {
+    "names": list(ACTION_NAMES),
+    "arm": "relative end-effector motion: xyz translation delta, then roll-pitch-yaw rotation delta",
+    "gripper": "absolute, binary: 1 = open, 0 = closed",
+}
 
 
 def make_action(translation: Sequence[float], rotation: Sequence[float], gripper_open: bool | float) -> np.ndarray:

@@ -104,6 +104,8 @@ def _fit_fast(args: argparse.Namespace) -> int:
     for name in ("stride", "vocab_size", "scale", "stats", "max_chunks"):
         if getattr(args, name) is not None:
             flags[name] = getattr(args, name)
+    if args.source_option:
+        flags["source_options"] = parse_overrides(args.source_option, where="fit-fast --source-option")
     cfg = build_config(FitFastConfig, flags, parse_overrides(args.options, where="fit-fast"), where="fit-fast")
     print(json.dumps(fit_fast(cfg), indent=2))
     return 0
@@ -160,6 +162,7 @@ def _build(args: argparse.Namespace) -> int:
         "overwrite": args.overwrite,
         "resume": args.resume,
         "options": parse_overrides(args.options, where=f"corpus {args.name} options"),
+        "source_options": parse_overrides(args.source_option or [], where="build --source-option"),
     }
     if args.max_samples_per_shard is not None:
         flags["max_samples_per_shard"] = args.max_samples_per_shard
@@ -247,13 +250,24 @@ def _add_partition_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard-index", type=int, default=0, help="which part to read [0]")
 
 
+def _add_source_option_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--source-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a keyword option of the source, repeatable (e.g. bridge_labels=paper, mode=segments)",
+    )
+
+
 def _add_source_args(parser: argparse.ArgumentParser) -> None:
     from datasets_build.sources import available_sources
 
     parser.add_argument("source", choices=available_sources(), help="source format")
     parser.add_argument("path", help="dataset folder or file")
     _add_partition_args(parser)
-    parser.add_argument("options", nargs="*", metavar="key=value", help="source options (e.g. mode=segments)")
+    parser.add_argument(
+        "options", nargs="*", metavar="key=value", help="source options (e.g. mode=segments, bridge_labels=paper)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -367,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     ff.add_argument("--stats", help="stats.json from the stats command (default: computed from the episodes)")
     ff.add_argument("--max-chunks", type=int, help="fit on at most this many chunks (evenly strided)")
     ff.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    _add_source_option_arg(ff)
     _add_partition_args(ff)
     ff.add_argument("options", nargs="*", metavar="key=value", help="other FitFastConfig fields")
     ff.set_defaults(func=_fit_fast)
@@ -385,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--seed", type=int, default=0, help="seed of every per-episode generator [0]")
     bd.add_argument("--workers", type=int, default=1, help="builder processes (output is identical) [1]")
     bd.add_argument("--image-size", type=int, default=224, help="longer image side in pixels [224]")
+    _add_source_option_arg(bd)
     _add_partition_args(bd)
     bd.add_argument("--max-samples-per-shard", type=int, help="samples per shard [2000]")
     bd.add_argument(

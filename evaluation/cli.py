@@ -1,4 +1,5 @@
-"""`python -m evaluation {run, sweep, report, calvin-sequences, sim-env}`: sub-commands mapping flags onto configs.
+"""`python -m evaluation {run, merge, sweep, report, calvin-sequences, sim-env}`: sub-commands mapping flags onto
+configs.
 
 Flags cover the common settings; any config field can also be set as `key=value` (e.g.
 `sim_options.suite=libero_10`). Expected errors print one `error: ...` line and exit 2.
@@ -33,6 +34,17 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _merge(args: argparse.Namespace) -> int:
+    from evaluation.merge import MergeConfig, merge
+
+    flags = {"shards": list(args.shards), "out": args.out, "overwrite": args.overwrite}
+    cfg = build_config(MergeConfig, flags, where="merge")
+    summary = merge(cfg)
+    print(f"{len(summary['merged_from'])} shards, {summary['episodes_expected']} episodes -> {args.out}")
+    print(json.dumps(summary["metrics"], indent=2))
+    return 0
+
+
 def _sweep(args: argparse.Namespace) -> int:
     from evaluation.sweep import SweepConfig, sweep
 
@@ -52,6 +64,7 @@ def _report(args: argparse.Namespace) -> int:
 
     flags = _flags(args, ("out", "baseline", "capability", "title", "paper", "layout", "caption", "from_step"))
     flags["results"] = list(args.results)
+    flags["allow_incomplete"] = args.allow_incomplete
     cfg = build_config(ReportConfig, flags, where="report")
     written = report(cfg)
     print("\n".join(str(p) for p in written))
@@ -106,8 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--trials", type=int, help="trials per task (CALVIN: chains) [protocol's count]")
     run.add_argument("--workers", type=int, help="simulator processes [1]")
     run.add_argument("--no-batch", action="store_true", help="one policy call per environment, not act_batch")
-    run.add_argument("--num-shards", dest="num_shards", type=int, help="split the trials into this many jobs [1]")
-    run.add_argument("--shard-index", dest="shard_index", type=int, help="which split this job runs [0]")
+    run.add_argument(
+        "--num-shards", dest="num_shards", type=int, help="split the trials into this many jobs (then merge) [1]"
+    )
+    run.add_argument("--shard-index", dest="shard_index", type=int, help="which split this job runs, 0-based [0]")
     run.add_argument("--video", type=int, help="mp4 of the first N trials of each task [0]")
     run.add_argument("--overwrite", action="store_true", help="discard results already in --out")
     run.add_argument(
@@ -117,6 +132,17 @@ def build_parser() -> argparse.ArgumentParser:
         "simulator in its own environment, see `sim-env`)",
     )
     run.set_defaults(func=_run)
+
+    merge = sub.add_parser(
+        "merge",
+        help="join the shard runs of one evaluation (--num-shards N) into one results folder",
+        description="Check that the shard runs are every shard 0..N-1 of one evaluation, each complete, "
+        "and write one results folder (episodes.jsonl, summary.json) as an unsharded run would.",
+    )
+    merge.add_argument("shards", nargs="+", help="results folders of the shard runs")
+    merge.add_argument("--out", required=True, help="results folder of the merged run")
+    merge.add_argument("--overwrite", action="store_true", help="replace a merged run already in --out")
+    merge.set_defaults(func=_merge)
 
     sweep = sub.add_parser(
         "sweep",
@@ -150,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--layout", choices=("rows", "grid"), help="grid: results named ROW@COLUMN (Table 4)")
     report.add_argument("--caption", help="a note printed under the table")
     report.add_argument("--from-step", type=int, help="box plots use checkpoints from this step on (Fig. 4)")
+    report.add_argument(
+        "--allow-incomplete",
+        dest="allow_incomplete",
+        action="store_true",
+        help="report unfinished runs, marked with * (refused otherwise)",
+    )
     report.set_defaults(func=_report)
 
     seqs = sub.add_parser(

@@ -114,6 +114,14 @@ class WorkerConnection:
             return f"; its log: {self.log}"
         return ""
 
+    def _stopped(self, command: str) -> WorkerError:
+        code = None
+        if self.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = self.process.wait(timeout=5)
+        status = f" (exit code {code})" if code is not None else ""
+        return WorkerError(f"simulator worker {self.name} stopped{status} during {command!r}{self._where()}")
+
     def call(self, command: str, **fields: Any) -> Any:
         """Send one command and wait for its reply; a worker error or exit is a `WorkerError`."""
         self.send(command, **fields)
@@ -125,17 +133,14 @@ class WorkerConnection:
             self._writer.write(wire.packb({"cmd": command, **fields}))
             self._writer.flush()
         except (OSError, ValueError) as exc:
-            raise WorkerError(f"simulator worker {self.name} stopped before {command!r}{self._where()}") from exc
+            raise self._stopped(command) from exc
 
     def receive(self, command: str) -> Any:
         """The reply to `command`; a worker error or exit is a `WorkerError`."""
         try:
             reply = next(self._messages)
         except (StopIteration, OSError, ValueError) as exc:
-            code = self.process.poll() if self.process is not None else None
-            status = f" (exit code {code})" if code is not None else ""
-            where = f"{status} during {command!r}{self._where()}"
-            raise WorkerError(f"simulator worker {self.name} stopped{where}") from exc
+            raise self._stopped(command) from exc
         if not isinstance(reply, dict) or ("ok" not in reply and "error" not in reply):
             raise WorkerError(f"simulator worker {self.name}: malformed reply to {command!r}")
         if "error" in reply:
@@ -161,7 +166,7 @@ class WorkerConnection:
 
 
 class WorkerFleet:
-    """K workers sharing one policy server: the runner's view of them (`call("trials")`, `rollouts`, `close`)."""
+    """K workers sharing one policy server: the runner's view of them (`call`, `rollouts`, `close`, as a slot)."""
 
     def __init__(self, cfg: RunConfig, policy: PolicyLike, out: Path) -> None:
         from vla.serve import PolicyServer
@@ -218,10 +223,9 @@ class WorkerFleet:
         self.environment: dict[str, Any] = self.workers[0].info.get("environment", {})
 
     def call(self, command: str, argument: Any) -> Any:
-        """The trials of the simulator (asked of the first worker), as `_Slot.call("trials", n)` answers."""
-        if command != "trials":
-            raise ValueError(f"a worker fleet answers only 'trials', not {command!r}")
-        return [Trial(**t) for t in self.workers[0].call("trials", per_task=argument)]
+        """An adapter question (`trials`, ...) asked of the first worker, answered as `_Slot.call` answers it."""
+        value = self.workers[0].call("adapter", question=command, argument=argument)
+        return [Trial(**t) for t in value] if command == "trials" else value
 
     def rollouts(self, log: EpisodeLog) -> FleetRollouts:
         """The object that plays pending trials on the workers and logs each finished one."""
@@ -282,6 +286,7 @@ class FleetRollouts:
             bar.update(1)
         if error is not None:
             raise error
+        self.fleet.environment = self.fleet.workers[0].call("environment")  # now with what the episodes imported
 
     def _record(self, trial: Trial, reply: dict[str, Any]) -> None:
         record = EpisodeRecord.from_dict(reply["record"])

@@ -54,6 +54,7 @@ class ReportConfig:
     baseline: str | None = None  # row the deltas are taken against
     capability: str | None = None  # CSV with columns model,score
     title: str = "VLA results"
+    allow_incomplete: bool = False  # report unfinished runs, marked with *, instead of refusing them
     paper: str | None = None  # a table of evaluation.paper (table1 ... table10): its numbers beside ours
     paper_rows: dict[str, str] = field(default_factory=dict)  # row name -> paper row key (default: the name)
     layout: str = "rows"  # rows | grid (results named ROW@COLUMN)
@@ -76,6 +77,7 @@ class Cell:
     scores: list[float] = field(default_factory=list)
     best_metrics: dict[str, Any] = field(default_factory=dict)
     entries: list[tuple[int | None, dict[str, Any]]] = field(default_factory=list)  # (checkpoint step, metrics)
+    incomplete: bool = False  # some result behind this cell did not finish every episode
 
     @property
     def best(self) -> float:
@@ -83,13 +85,13 @@ class Cell:
         return max(self.scores)
 
 
-def _summaries(spec: str) -> list[tuple[str, dict[str, Any]]]:
+def _summaries(spec: str, allow_incomplete: bool = False) -> list[tuple[str, dict[str, Any]]]:
     name, _, raw = spec.rpartition("=") if "=" in spec else ("", "", spec)
     path = Path(raw)
     if path.is_dir() and (path / SWEEP_FILE).is_file() and not (path / SUMMARY_FILE).is_file():
         sweep = read_json(path / SWEEP_FILE)
         row = name or Path(str(sweep.get("run", path))).name
-        found = load_results(str(path / r["path"]) for r in sweep.get("results", []))
+        found = load_results((str(path / r["path"]) for r in sweep.get("results", [])), allow_incomplete)
         for result, summary in zip(sweep.get("results", []), found, strict=True):
             summary.setdefault("checkpoint", result.get("checkpoint"))
         return [(row, s) for s in found]
@@ -97,9 +99,9 @@ def _summaries(spec: str) -> list[tuple[str, dict[str, Any]]]:
         nested = sorted(path.rglob(SUMMARY_FILE))
         if not nested:
             raise DataError("no summary.json or sweep.json inside", path)
-        found = load_results(p.parent for p in nested)
+        found = load_results((p.parent for p in nested), allow_incomplete)
         return [(name or path.name, s) for s in found]
-    (summary,) = load_results([path])
+    (summary,) = load_results([path], allow_incomplete)
     return [(name or Path(str(summary.get("policy") or path)).name or path.name, summary)]
 
 
@@ -112,13 +114,14 @@ def checkpoint_step(summary: dict[str, Any]) -> int | None:
     return None
 
 
-def collect(specs: list[str]) -> dict[str, dict[str, Cell]]:
-    """row -> benchmark -> Cell, in the order rows first appear."""
+def collect(specs: list[str], allow_incomplete: bool = False) -> dict[str, dict[str, Cell]]:
+    """row -> benchmark -> Cell, in the order rows first appear (shards and unfinished runs: see load_results)."""
     table: dict[str, dict[str, Cell]] = {}
     for spec in specs:
-        for row, summary in _summaries(spec):
+        for row, summary in _summaries(spec, allow_incomplete):
             sim, metric = str(summary["sim"]), str(summary.get("metric", "success"))
             cell = table.setdefault(row, {}).setdefault(sim, Cell(metric))
+            cell.incomplete |= not summary.get("complete", True)
             score = headline(metric, summary["metrics"])
             if not cell.scores or score > cell.best:
                 cell.best_metrics = summary["metrics"]
@@ -223,7 +226,8 @@ def build_rows(
             base_cell = table[baseline].get(sim) if baseline else None
             base = None if base_cell is None else _value(base_cell, key)
             delta = baseline is not None and name != baseline
-            row.append(_with_delta(value, base, metric, key, delta))
+            unfinished = cell is not None and cell.incomplete and value is not None
+            row.append(_with_delta(value, base, metric, key, delta, "*" if unfinished else ""))
             if (sim, key) in paper_columns and paper is not None:
                 lookup, kind = paper_key(sim, key)
                 ours = paper.value(_paper_key(mapping, name), lookup)
@@ -233,8 +237,8 @@ def build_rows(
     return header, rows
 
 
-def _with_delta(value: float | None, base: float | None, metric: str, key: str, delta: bool) -> str:
-    text = _fmt(value, metric, key)
+def _with_delta(value: float | None, base: float | None, metric: str, key: str, delta: bool, mark: str = "") -> str:
+    text = _fmt(value, metric, key) + mark
     if delta and value is not None and base is not None:
         text += f" ({'+' if value - base >= 0 else ''}{_fmt(value - base, metric, key)})"
     return text
@@ -480,7 +484,7 @@ def report(cfg: ReportConfig) -> list[Path]:
         raise ConfigError("results: name at least one results folder")
     if not cfg.out:
         raise ConfigError("out: a report folder is required")
-    table = collect(cfg.results)
+    table = collect(cfg.results, cfg.allow_incomplete)
     paper = paper_table(cfg.paper) if cfg.paper else None
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -489,7 +493,8 @@ def report(cfg: ReportConfig) -> list[Path]:
     else:
         header, rows = build_rows(table, cfg.baseline, paper, cfg.paper_rows, cfg.paper_sim)
     caption = cfg.title + (f" ({paper.caption})" if paper is not None else "")
-    notes = [n for n in (cfg.caption,) if n]
+    marked = any(c.incomplete for cells in table.values() for c in cells.values())
+    notes = [n for n in (cfg.caption, "* unfinished run: fewer episodes than its protocol." if marked else "") if n]
     markdown = to_markdown(header, rows) + "".join(f"\n{n}\n" for n in [caption, *notes])
     written = []
     for name, text in (

@@ -107,14 +107,32 @@ def check_run(out: Path, run: dict[str, Any], overwrite: bool) -> None:
     write_json(path, run)
 
 
-def load_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
-    """`summary.json` of each results folder (or the file itself), with `path` added."""
+def load_results(paths: Iterable[str | Path], allow_incomplete: bool = False) -> list[dict[str, Any]]:
+    """`summary.json` of each results folder (or the file itself), with `path` added.
+
+    A shard of a sharded run is refused (it is a part of one evaluation, not a result: merge the
+    shards first), and so is an unfinished run unless `allow_incomplete` (then its `complete` is
+    False and tables mark it).
+    """
     loaded = []
     for raw in paths:
         path = Path(raw)
         summary = read_json(path / SUMMARY_FILE if path.is_dir() else path)
         if not isinstance(summary, dict) or "sim" not in summary or "metrics" not in summary:
             raise DataError("not an evaluation summary (needs 'sim' and 'metrics')", path)
+        if int(summary.get("num_shards") or 1) > 1:
+            raise DataError(
+                f"shard {summary.get('shard_index')} of {summary['num_shards']} of a sharded run, not a whole "
+                "evaluation: join the shards first (python -m evaluation merge SHARD_RUN ... --out DIR)",
+                path,
+            )
+        if not summary.get("complete", True) and not allow_incomplete:
+            done = summary["metrics"].get("episodes", "?")
+            raise DataError(
+                f"incomplete run ({done} of {summary.get('episodes_expected', '?')} episodes): finish it by "
+                "rerunning its command, or report it marked with allow_incomplete (--allow-incomplete)",
+                path,
+            )
         summary["path"] = str(path)
         loaded.append(summary)
     return loaded

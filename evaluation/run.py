@@ -18,7 +18,8 @@ import contextlib
 import multiprocessing
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from datasets_build.errors import ConfigError, DataError, ToolkitError
+from datasets_build.locking import output_lock
 from evaluation.policies import load_policy
 from evaluation.protocol import CHUNK_MODES, EpisodeRecord, steps_per_chunk, summarize
 from evaluation.results import (
@@ -38,6 +40,7 @@ from evaluation.results import (
     write_json,
 )
 from evaluation.sims import METRICS, SIMULATORS, Observation, SimAdapter, StepResult, Trial, make_sim, require_package
+from evaluation.ws_policy import WebsocketPolicy
 from vla.api import PolicyLike
 
 
@@ -77,6 +80,8 @@ def _serve(adapter: SimAdapter, command: str, argument: Any) -> Any:
         return adapter.trials(argument)
     if command == "reset":
         return adapter.reset(argument)
+    if command == "provenance":
+        return adapter.provenance()
     result = adapter.step(argument)
     if result.done:
         result.info["result"] = adapter.result_info()
@@ -298,8 +303,25 @@ def run_config_record(cfg: RunConfig) -> dict[str, Any]:
     }
 
 
+def policy_sim_options(policy: Any, sim: str) -> dict[str, Any]:
+    """The adapter options a policy asks for on `sim` (`policy.metadata["eval_sim_options"][sim]`, e.g. a paper
+    preset's LIBERO crop or Simpler's late gripper opening); {} for a policy without metadata."""
+    metadata = getattr(policy, "metadata", None)
+    if not isinstance(metadata, Mapping):
+        return {}
+    per_sim = metadata.get("eval_sim_options") or {}
+    options = per_sim.get(sim) or {} if isinstance(per_sim, Mapping) else per_sim
+    if not isinstance(options, Mapping):
+        raise ConfigError(f"policy metadata: eval_sim_options.{sim} must be a mapping, got {type(options).__name__}")
+    return dict(options)
+
+
 def run(cfg: RunConfig, policy: PolicyLike | None = None) -> dict[str, Any]:
-    """Evaluate `policy` (or the one `cfg.policy` names) and return the summary also written to summary.json."""
+    """Evaluate `policy` (or the one `cfg.policy` names) and return the summary also written to summary.json.
+
+    The policy's own `eval_sim_options` for this simulator are defaults under `cfg.sim_options`
+    (explicit options win); the options in force are what summary.json records.
+    """
     if not cfg.out:
         raise ConfigError("out: a results folder is required")
     if policy is None and not cfg.policy:
@@ -311,18 +333,53 @@ def run(cfg: RunConfig, policy: PolicyLike | None = None) -> dict[str, Any]:
         require_package(cfg.sim)
     out = Path(cfg.out)
     policy = policy if policy is not None else load_policy(cfg.policy, cfg.api_key_env)  # before touching `out`
-    check_run(out, run_config_record(cfg), cfg.overwrite)
+    from_policy = {k: v for k, v in policy_sim_options(policy, cfg.sim).items() if k not in cfg.sim_options}
+    cfg = replace(cfg, sim_options={**from_policy, **cfg.sim_options})
     started = time.perf_counter()
-    options = adapter_options(cfg.sim_options)
+    # a bad simulator option fails here, before `out` is touched
     slots: list[Any] = (
-        [WorkerFleet(cfg, policy, out)]
-        if external
-        else [_Slot(cfg.sim, options, remote=cfg.workers > 1) for _ in range(cfg.workers)]
+        [WorkerFleet(cfg, policy, out)] if external else _open_slots(cfg, adapter_options(cfg.sim_options))
     )
-    log = EpisodeLog(out)
     try:
         trials = slots[0].call("trials", cfg.trials)
-        mine = [t for i, t in enumerate(trials) if i % cfg.num_shards == cfg.shard_index]
+        simulator = slots[0].call("provenance", None)
+        with output_lock(out, "evaluation run"):  # a second run on this --out would duplicate episodes
+            check_run(out, run_config_record(cfg), cfg.overwrite)
+            summary = _rollout_all(cfg, policy, out, slots, trials, started, external)
+            summary.update(simulator=simulator, sim_options_from_policy=sorted(from_policy))
+            write_json(out / SUMMARY_FILE, summary)
+    finally:
+        for slot in slots:
+            slot.close()
+    return summary
+
+
+def _open_slots(cfg: RunConfig, options: dict[str, Any]) -> list[_Slot]:
+    """`cfg.workers` environments (closing those already open when one fails to start)."""
+    slots: list[_Slot] = []
+    try:
+        for _ in range(cfg.workers):
+            slots.append(_Slot(cfg.sim, dict(options), remote=cfg.workers > 1))  # noqa: PERF401 (one by one: close the started ones on failure)
+    except BaseException:
+        for slot in slots:
+            slot.close()
+        raise
+    return slots
+
+
+def _rollout_all(
+    cfg: RunConfig,
+    policy: PolicyLike,
+    out: Path,
+    slots: list[Any],
+    trials: list[Trial],
+    started: float,
+    external: bool = False,
+) -> dict[str, Any]:
+    """Run this shard's unfinished trials into `out`; the summary of all its episodes (timing.json written)."""
+    mine = [t for i, t in enumerate(trials) if i % cfg.num_shards == cfg.shard_index]
+    log = EpisodeLog(out)
+    try:
         done = {r.key for r in read_episodes(out)}
         pending = deque(t for t in mine if t.key not in done)
         policy.reset()
@@ -337,18 +394,22 @@ def run(cfg: RunConfig, policy: PolicyLike | None = None) -> dict[str, Any]:
             rollouts.run(pending, bar)
     finally:
         log.close()
-        for slot in slots:
-            slot.close()
     wall = time.perf_counter() - started
-    episodes = [r for r in read_episodes(out) if r.key in {t.key for t in mine}]
+    keys = {t.key for t in mine}
+    episodes = [r for r in read_episodes(out) if r.key in keys]
     metric = METRICS[cfg.sim]
     summary = {
         **run_config_record(cfg),
         "metric": metric,
         "complete": len(episodes) == len(mine),
+        "episodes_expected": len(mine),
+        "trials_total": len(trials),  # of the whole protocol, over every shard
         "metrics": summarize(metric, episodes),
     }
-    write_json(out / SUMMARY_FILE, summary)
+    if external:  # the simulator's own interpreter and package versions, as its worker reported them
+        summary["sim_environment"] = slots[0].environment
+    if isinstance(policy, WebsocketPolicy):  # what the server said it serves (checkpoint, backbone, chunk)
+        summary["policy_server"] = policy.metadata
     ran = len(rollouts.finished)
     write_json(
         out / TIMING_FILE,

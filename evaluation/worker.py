@@ -4,8 +4,9 @@
 msgpack messages on stdin and answers on stdout; `python -m evaluation.worker --listen HOST:PORT` serves the same
 messages on TCP, for workers started by hand (a container, another node) that `evaluation run` reaches with
 `sim_options.connect=[HOST:PORT, ...]`. Messages: `open` (build the adapter, connect to the policy server),
-`trials`, `episode` (one trial, closed loop with the same rules as an in-process run), `close`. Every reply is
-{"ok": value} or {"error": one line, "traceback": text}.
+`adapter` (a question such as its trials), `episode` (one trial, closed loop with the same rules as an
+in-process run), `environment` (Python and package versions), `close`. Every reply is {"ok": value} or
+{"error": one line, "traceback": text}.
 
 Imports numpy, msgpack, websockets, the simulator and the project's adapters only (no torch, no transformers),
 so the environment can keep the simulator's own pins (SimplerEnv: numpy<2, gymnasium<1.0; CALVIN: gym 0.26).
@@ -101,9 +102,13 @@ class WorkerSession:
             "environment": environment_report(),
         }
 
-    def trials(self, per_task: int | None) -> list[dict[str, Any]]:
-        """The adapter's trials, in its order."""
-        return [asdict(t) for t in self.slot.call("trials", per_task)]
+    def adapter(self, command: str, argument: Any) -> Any:
+        """An adapter question the runner asks of one environment (`trials`, ...), answered as by `_Slot.call`;
+        trials travel as mappings."""
+        if command in ("reset", "step"):
+            raise RuntimeError(f"{command!r} is played inside 'episode', not asked for")
+        value = self.slot.call(command, argument)
+        return [asdict(t) for t in value] if command == "trials" else value
 
     def episode(self, trial: dict[str, Any]) -> dict[str, Any]:
         """Play one trial to its end; the record, the policy time and steps it took, and video frames if asked."""
@@ -133,10 +138,12 @@ def _handle(session: WorkerSession | None, message: Any) -> tuple[WorkerSession 
         return session, session.hello()
     if session is None:
         raise RuntimeError(f"{command!r} before 'open'")
-    if command == "trials":
-        return session, session.trials(message.get("per_task"))
+    if command == "adapter":
+        return session, session.adapter(str(message["question"]), message.get("argument"))
     if command == "episode":
         return session, session.episode(message["trial"])
+    if command == "environment":  # asked again after episodes: simulators import most of their stack lazily
+        return session, environment_report()
     raise RuntimeError(f"unknown command {command!r}")
 
 

@@ -9,6 +9,7 @@ their own environments, without torch.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +22,8 @@ from datasets_build.errors import ConfigError, ToolkitError
 from vla import wire
 
 SCHEMES = ("ws://", "wss://")
+# websockets >= 17 warns unless a connection used outside `with` says so; older releases have no such flag
+_DIRECT: dict[str, Any] = {"legacy": True} if "legacy" in inspect.signature(connect).parameters else {}
 API_KEY_ENV = "VLA_API_KEY"  # default variable a client reads its key from
 
 
@@ -40,7 +43,13 @@ class WebsocketPolicy:
         headers = {wire.API_KEY_HEADER: f"{wire.API_KEY_SCHEME} {api_key}"} if api_key else None
         try:
             self._ws: ClientConnection = connect(
-                url, compression=None, max_size=None, additional_headers=headers, proxy=None, open_timeout=30
+                url,
+                compression=None,
+                max_size=None,
+                additional_headers=headers,
+                proxy=None,
+                open_timeout=30,
+                **_DIRECT,
             )
         except InvalidStatus as exc:
             status = exc.response.status_code

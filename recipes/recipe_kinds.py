@@ -503,6 +503,16 @@ STAGE_KINDS: dict[str, StageKind] = {
         summary=_eval_summary,
         execution_only=("batch_inference",),
     ),
+    "merge_eval": StageKind(
+        "evaluation.merge:MergeConfig",
+        "evaluation.merge:merge",
+        "join the shard runs of one evaluation (--num-shards N) into one summary; refuses an incomplete set",
+        output=lambda c: c.out,
+        output_field="out",
+        inputs=lambda c: [Ref(f"shards.{i}", x) for i, x in enumerate(c.shards) if not set("*?[") & set(x)],
+        complete=_evaluate_complete,
+        summary=_eval_summary,
+    ),
     "sweep": StageKind(
         "evaluation.sweep:SweepConfig",
         "evaluation.sweep:sweep",

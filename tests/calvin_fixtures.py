@@ -214,14 +214,16 @@ def write_calvin(
     config: bool = True,
     name_format: str = "episode_{:07d}.npz",
     quaternions: bool = False,
+    image_size: int = 200,
 ) -> CalvinFixture:
-    """Write `root/<split>/` (root is the task folder); offsets in the arguments are relative to `start`."""
+    """Write `root/<split>/` (root is the task folder); offsets in the arguments are relative to `start`.
+    `image_size` renders the static camera smaller than CALVIN's 200 (large fixtures for benchmarks)."""
     segments = SEGMENTS if segments is None else segments
     annotations = ANNOTATIONS if annotations is None else annotations
     split_dir = root / split
     (split_dir / "lang_annotations").mkdir(parents=True, exist_ok=True)
     cam_cfg = CONFIG_CAMERA if config else DEFAULT_CAMERA
-    camera = camera_model(cam_cfg)
+    camera = camera_model(cam_cfg, image_size, image_size)
     glob_segments = [(start + s, start + e) for s, e in segments]
     frames = sorted({i for s, e in glob_segments for i in range(s, e + 1)})
     for index in frames:

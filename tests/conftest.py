@@ -30,6 +30,20 @@ def _clean_hf_home() -> Iterator[None]:
     shutil.rmtree(_HF_HOME, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state() -> Iterator[None]:
+    """Forget accelerate's process-wide state after each test (a Trainer's mixed precision would otherwise stick
+    to every later in-process training run, as in one long-lived Python process)."""
+    yield
+    import sys
+
+    if "accelerate.state" in sys.modules:
+        from accelerate.state import AcceleratorState, GradientState
+
+        AcceleratorState._reset_state(True)  # and the PartialState under it
+        GradientState._reset_state()
+
+
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Six expert episodes of the demo sim (every task family once), recorded once per test session."""

@@ -453,3 +453,70 @@ def fractal_episodes(height: int = 32, width: int = 40) -> list[dict[str, Any]]:
             }
         )
     return episodes
+
+
+def libero_rlds_spec(height: int, width: int) -> Spec:
+    """OpenVLA's modified_libero_rlds suites (e.g. libero_10_no_noops 1.0.0, builder name `liber_o10`)."""
+    return {
+        "steps/action": ("tensor", (7,), "float32"),
+        "steps/discount": ("scalar", "float32"),
+        "steps/is_first": ("scalar", "bool"),
+        "steps/is_last": ("scalar", "bool"),
+        "steps/is_terminal": ("scalar", "bool"),
+        "steps/language_instruction": ("text",),
+        "steps/observation/image": ("image", (height, width, 3), "jpeg"),
+        "steps/observation/wrist_image": ("image", (height, width, 3), "jpeg"),
+        "steps/observation/state": ("tensor", (8,), "float32"),
+        "steps/observation/joint_state": ("tensor", (7,), "float32"),
+        "steps/reward": ("scalar", "float32"),
+        "episode_metadata/file_path": ("text",),
+    }
+
+
+def libero_rlds_episodes(lengths: Sequence[int] = (5, 4), height: int = 16, width: int = 16) -> list[dict[str, Any]]:
+    """Episodes with LIBERO's raw actions: arm deltas, gripper -1 (open) then +1 (close) from the middle."""
+    episodes = []
+    for e, length in enumerate(lengths):
+        t = np.arange(length, dtype=np.float32)
+        action = np.zeros((length, 7), dtype=np.float32)
+        action[:, :6] = np.stack([t, -t, 0.5 * t, 0.1 * t, 0.0 * t, e + 0.0 * t], axis=1) / 10
+        action[:, 6] = np.where(t < length // 2, -1.0, 1.0)
+        episodes.append(
+            {
+                "_length": length,
+                "steps/action": action,
+                "steps/discount": np.ones(length),
+                "steps/language_instruction": [f"put both moka pots on the stove {e}"] * length,
+                "steps/observation/image": camera_frames(length, height, width),
+                "steps/observation/wrist_image": camera_frames(length, height, width, shade0=100),
+                "steps/observation/state": np.tile(np.arange(8, dtype=np.float32), (length, 1)) + e,
+                "steps/observation/joint_state": np.zeros((length, 7), dtype=np.float32),
+                "episode_metadata/file_path": f"/data/libero_10/KITCHEN_SCENE3_demo_{e}.hdf5",
+                **_rl_steps(length),
+            }
+        )
+    return episodes
+
+
+def many_bridge_episodes(count: int, length: int = 8, height: int = 8, width: int = 8, seed: int = 0) -> list[dict]:
+    """`count` small Bridge V2 episodes with random arm actions and a continuous gripper (benchmarks, sampler
+    tests): every episode's instruction names its index."""
+    rng = np.random.default_rng(seed)
+    spec_cameras = ("steps/observation/image_0",)
+    episodes = []
+    for e in range(count):
+        action = rng.uniform(-0.02, 0.02, size=(length, 7)).astype(np.float32)
+        action[:, 6] = np.where(np.arange(length) < length // 2, 1.0, 0.0)
+        action[0] = 0.0
+        episodes.append(
+            {
+                "_length": length,
+                "steps/action": action,
+                "steps/language_instruction": [f"task {e}"] * length,
+                **{key: camera_frames(length, height, width, shade0=e % 200) for key in spec_cameras},
+                "steps/observation/state": np.cumsum(action, axis=0),
+                "episode_metadata/has_image_0": True,
+                **_rl_steps(length),
+            }
+        )
+    return episodes

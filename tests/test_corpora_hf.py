@@ -139,6 +139,7 @@ def test_sft_trainer_takes_the_loaded_dataset(built: dict[str, Path], tmp_path: 
         assistant_only_loss=True,
         report_to=[],
         use_cpu=True,
+        bf16=False,  # TRL defaults to bf16; the CPU run stays fp32
         save_strategy="no",
         logging_steps=1,
     )

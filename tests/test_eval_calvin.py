@@ -8,12 +8,19 @@ Where calvin_env is importable, the last test drives the real environment.
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from evaluation.calvin_sequences import initial_states
+from evaluation.cli import main
 from evaluation.protocol import EpisodeRecord, summarize
 from evaluation.sims.base import Trial
 from evaluation.sims.calvin import (
@@ -24,9 +31,11 @@ from evaluation.sims.calvin import (
     STEPS_PER_SUBTASK,
     CalvinSim,
     calvin_action,
+    condition_seed,
     fnv1_32,
     initial_env_state,
 )
+from tests.test_eval_calvin_sequences import UPSTREAM_SCENES_SHA256
 
 SUBTASKS = ["open_drawer", "turn_on_led", "move_slider_left", "lift_red_block_table", "stack_block"]
 INSTRUCTIONS = {name: f"please {name.replace('_', ' ')}" for name in SUBTASKS}
@@ -74,10 +83,37 @@ class StepCountOracle:
         return {t for t in task_filter if elapsed >= self.needs.get(t, 10**9)}
 
 
-def test_fnv1_32_known_values() -> None:
-    assert fnv1_32(b"") == 0x811C9DC5
-    assert fnv1_32(b"a") == 0x050C5D7E
-    assert fnv1_32(b"foobar") == 0x31F0B262
+def test_fnv1_32_as_pyhash() -> None:
+    # values of pyhash2 0.9.4's fnv1_32() (pyhash's own C code): start value 0; a str hashes as UTF-16-LE
+    assert fnv1_32(b"") == 0
+    assert fnv1_32(b"hello") == 3966594024
+    assert fnv1_32("hello".encode("utf-16-le")) == 3823389454
+    assert fnv1_32(b"a", 0x811C9DC5) == 0x050C5D7E  # FNV-1 from the offset basis: the published vector
+
+
+# The first chain's condition and the scene upstream's get_env_state_for_initial_condition gives it
+# (mees/calvin@fa03f01 run once outside the project, with pyhash2 0.9.4 as `pyhash`).
+UPSTREAM_CONDITION = {"led": 1, "lightbulb": 1, "slider": "left", "drawer": "open", "red_block": "slider_left",
+                      "blue_block": "table", "pink_block": "slider_right", "grasped": 0}  # fmt: skip
+UPSTREAM_SEED = 2138410836
+UPSTREAM_SCENE = [0.28, 0.22, 0.0, 0.088, 1.0, 1.0, -0.240851662, 0.0924044687, 0.460990009, 0.0, 0.0,
+                  1.8859410064104645, 0.229995412, -0.11999514, 0.45999001, 0.0, 0.0, 1.488143437705632,
+                  0.070341633, 0.0924044687, 0.460990009, 0.0, 0.0, 1.4683986863194542]  # fmt: skip
+
+
+def test_initial_scene_is_upstreams() -> None:
+    assert condition_seed(UPSTREAM_CONDITION) == UPSTREAM_SEED
+    _, scene = initial_env_state(UPSTREAM_CONDITION)
+    assert scene.tolist() == UPSTREAM_SCENE  # bit-identical, not just close
+
+
+def test_condition_seed_matches_pyhash_on_every_condition() -> None:
+    pyhash = pytest.importorskip("pyhash", reason="pyhash2 (dev extra) cross-checks the seed hash")
+    hasher = pyhash.fnv1_32()
+    conditions = initial_states()
+    assert len(conditions) == 192
+    for condition in conditions:
+        assert condition_seed(condition) == hasher(str(condition.values()))
 
 
 def test_initial_env_state_follows_the_condition() -> None:
@@ -156,6 +192,28 @@ def test_chain_loop_against_calvin_api_shape() -> None:
     assert metrics["success_rate_after"]["4"] == 0.5
 
 
+def test_calvin_env_folder_in_working_directory_is_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if importlib.util.find_spec("calvin_env") is not None:
+        pytest.skip("calvin_env is installed: this test needs it absent so that the folder is what imports")
+    (tmp_path / "calvin_env").mkdir()  # e.g. the git clone itself, beside where the user runs
+    annotations = tmp_path / "validation.yaml"
+    annotations.write_text("open_drawer: ['open the drawer']\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        code = main(["run", "--sim", "calvin", "--policy", "zero", "--out", str(tmp_path / "r"),
+                     f"sim_options.annotations={annotations}"])  # fmt: skip
+    finally:
+        sys.modules.pop("calvin_env", None)  # the empty folder imported as a namespace package: forget it
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1
+    assert "calvin_env/ folder in the working directory shadows it" in err[0]
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.slow
 def test_real_calvin_env() -> None:
     pytest.importorskip("calvin_env", reason="calvin_env is an optional extra (install from its git repository)")
@@ -185,3 +243,25 @@ def test_real_calvin_env() -> None:
         assert sim.result_info()["completed"] == 1
     finally:
         sim.close()
+
+
+@pytest.mark.slow
+def test_real_calvin_env_run_ends_without_traceback(tmp_path: Path) -> None:
+    pytest.importorskip("calvin_env", reason="calvin_env is an optional extra (install from its git repository)")
+    if not os.environ.get("CALVIN_ROOT"):
+        pytest.skip("set CALVIN_ROOT (calvin checkout) for the validation instructions")
+    out = tmp_path / "r"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "evaluation", "run", "--sim", "calvin", "--policy", "zero", "--out", str(out),
+         "--trials", "1", "sim_options.steps_per_subtask=2"],
+        capture_output=True, text=True, env=env, check=False, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert "Exception ignored" not in done.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    simulator = summary["simulator"]
+    assert simulator["initial_scenes_sha256"] == UPSTREAM_SCENES_SHA256
+    assert simulator["packages"]["pybullet"]
+    assert len(simulator["scene_config_sha256"]) == 64

@@ -18,7 +18,7 @@ from evaluation.calvin_sequences import (
     successors,
 )
 from evaluation.cli import main
-from evaluation.sims.calvin import CalvinSim
+from evaluation.sims.calvin import CalvinSim, initial_scenes_digest
 
 # The first three chains and the sha256 (canonical JSON, sorted keys) of all 1000, from running
 # upstream mees/calvin@fa03f01 `multistep_sequences.get_sequences(1000)` once outside the project.
@@ -83,6 +83,9 @@ UPSTREAM_LAST = (
     ("move_slider_right", "turn_on_lightbulb", "push_pink_block_left", "open_drawer", "push_into_drawer"),
 )
 UPSTREAM_SHA256 = "13bc4fad80a302e6405e5f4f800cc028789a245409cd12df39b783099ad4860f"
+# sha256 of the 1000 chains' (robot_obs, scene_obs) as little-endian float64, from upstream's own
+# get_env_state_for_initial_condition (mees/calvin@fa03f01, pyhash2 0.9.4 as pyhash) run outside the project.
+UPSTREAM_SCENES_SHA256 = "0789732599c9f93d6506018704c1717b42d9ce8921a430403964813f3c1ebd71"
 
 
 def test_symbolic_model() -> None:
@@ -116,6 +119,7 @@ def test_identical_to_upstream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert chains[:3] == UPSTREAM_FIRST
     assert chains[-1] == UPSTREAM_LAST
     assert chains_digest(chains) == UPSTREAM_SHA256
+    assert initial_scenes_digest(state for state, _ in chains) == UPSTREAM_SCENES_SHA256
     assert all(is_valid_chain(state, chain) for state, chain in chains)
     cached = tmp_path / "calvin_sequences_1000.json"
     assert cached.is_file()

@@ -3,6 +3,7 @@
 import copy
 import json
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -148,10 +149,16 @@ def test_episodes_without_geometry_are_skipped_and_counted(tmp_path, monkeypatch
         def __init__(self) -> None:
             self.skipped: dict[str, int] = {}
 
-        def episodes(self, num_shards=1, shard_index=0):
-            for i in range(3):
-                yield replace(plain, episode_id=f"s{i}", depth={})
-            yield replace(plain, episode_id="o", objects={})
+        def episode_keys(self):
+            return ["s0", "s1", "s2", "o"]
+
+        def summarize_episode(self, key):
+            return SimpleNamespace(instructions=[plain.instruction])
+
+        def load_episode(self, key):
+            if key == "o":
+                return replace(plain, episode_id="o", objects={})
+            return replace(plain, episode_id=key, depth={})
 
     monkeypatch.setattr(build_module, "open_source", lambda *a, **k: Stub())
     out = tmp_path / "c"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +136,22 @@ def test_every_preset_builds_under_both_sides(tmp_path: Path) -> None:
     assert backbone_family_hint(str(folder)) == "paligemma"
     assert backbone_family_hint("microsoft/kosmos-2-patch14-224") == "kosmos2"
     assert backbone_family_hint("BAAI/RoboBrain2.0-7B") == "qwen"
+
+
+def test_presets_command_prints_values_choices_and_deviations(capsys: pytest.CaptureFixture[str]) -> None:
+    from vla.cli import main
+
+    assert main(["presets", "simpler_bridge", "--follow", "paper"]) == 0
+    out = capsys.readouterr().out
+    assert "lr = 5e-05" in out
+    assert "bridge_labels" in out
+    assert "late_close_gripper" in out
+    assert "deliberate deviations" in out
+    assert main(["presets", "--json"]) == 0
+    described = json.loads(capsys.readouterr().out)
+    assert set(described) == set(PRESETS)
+    assert described["calvin_abc_d"]["resolved"]["epochs"] == 5.0
+    assert main(["presets", "nope"]) == 2
+    assert "unknown preset 'nope'" in capsys.readouterr().err
+    assert main(["train", "out=runs/x", "preset=nope"]) == 2  # the train command's config path names the key
+    assert "vla train: preset: unknown preset" in capsys.readouterr().err

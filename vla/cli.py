@@ -1,4 +1,5 @@
-"""`python -m vla {train, serve, download, info}`: argparse sub-commands mapped onto the stage's typed configs."""
+"""`python -m vla {train, serve, presets, download, info}`: argparse sub-commands mapped onto the stage's typed
+configs."""
 
 from __future__ import annotations
 
@@ -27,6 +28,17 @@ def _serve(args: argparse.Namespace) -> int:
 
     flags = {k: v for k, v in vars(args).items() if k in ServeConfig.__dataclass_fields__ and v is not None}
     serve_policy(build_config(ServeConfig, flags, where="vla serve"))
+    return 0
+
+
+def _presets(args: argparse.Namespace) -> int:
+    from vla.presets import PRESETS, format_preset, get_preset
+
+    names = [args.name] if args.name else list(PRESETS)
+    if args.json:
+        print(json.dumps({n: get_preset(n).describe(args.follow, resolved=True) for n in names}, indent=2))
+    else:
+        print("\n\n".join(format_preset(get_preset(n), args.follow) for n in names))
     return 0
 
 
@@ -73,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-batch", dest="max_batch", type=int, help="largest forward pass [32]")
     sv.add_argument("--device", help="cuda, cuda:1, cpu [cuda when available]")
     sv.set_defaults(func=_serve)
+
+    ps = sub.add_parser("presets", help="the paper presets: resolved values, code-vs-paper choices, deviations")
+    ps.add_argument("name", nargs="?", help="one preset (default: all)")
+    ps.add_argument("--follow", choices=["code", "paper"], default="code", help="side of each choice [code]")
+    ps.add_argument("--json", action="store_true", help="print JSON")
+    ps.set_defaults(func=_presets)
 
     dl = sub.add_parser("download", help="download a backbone (weights + processor) into the HF cache and check it")
     dl.add_argument("repo_id", help="Hub model id, e.g. Qwen/Qwen2.5-VL-3B-Instruct or BAAI/RoboBrain2.0-7B")

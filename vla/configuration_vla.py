@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from datasets_build.errors import ConfigError, DataError
 from vla.normalization import MODES
+from vla.sampling import WINDOW_RULES
 
 if TYPE_CHECKING:
     from vla.backbones.base import BackboneOptions
@@ -150,7 +151,6 @@ class AugmentConfig:
 
 
 SAMPLERS = ("auto", "global", "stream")
-WINDOW_RULES = ("full", "drop_last")
 
 
 @dataclass
@@ -171,8 +171,8 @@ class VLADataConfig:
     camera: str = ""  # "" = the episode's first camera
     stats: str = ""  # stats.json of `python -m datasets_build stats`; "" = compute it from the source
     sampler: str = "auto"
-    shuffle_buffer: int = 10000  # stream sampler: samples held for shuffling (per worker)
-    interleave: int = 32  # stream sampler: episodes read at once (per worker)
+    shuffle_buffer: int = 20000  # stream sampler: samples held for shuffling per process (split over its workers)
+    interleave: int = 64  # stream sampler: episodes read at once per process (split over its workers)
     window_rule: str = "full"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     num_workers: int = 2

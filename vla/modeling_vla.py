@@ -9,12 +9,14 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from datasets_build.actions import ACTION_DIM
+from datasets_build.checkpoint import CARD_FILE, RECIPE_FILE
 from datasets_build.errors import DataError
 from vla.action_query import ActionQuery
 from vla.backbones import Backbone, load_backbone
@@ -128,11 +130,18 @@ class VLAPolicyModel(nn.Module):
 
     # --- saving ----------------------------------------------------------------------------------------------
     def save_pretrained(
-        self, folder: str | Path, normalizer: ActionNormalizer, recipe: str = "", atomic: bool = True
+        self,
+        folder: str | Path,
+        normalizer: ActionNormalizer,
+        recipe: str = "",
+        atomic: bool = True,
+        training: dict[str, Any] | None = None,
+        card: str = "",
     ) -> Path:
         """Write a complete checkpoint: backbone + processor with the query token (its learned embedding in its
-        vocabulary row), head safetensors, normalisation, config, recipe. `atomic`: into a temporary folder renamed
-        when complete (otherwise straight into `folder`, for callers that stage the folder themselves)."""
+        vocabulary row), head safetensors, normalisation, config (with the `training` record), recipe and model
+        card (README.md). `atomic`: into a temporary folder renamed when complete (otherwise straight into
+        `folder`, for callers that stage the folder themselves)."""
         folder = Path(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
         if atomic:
@@ -153,9 +162,11 @@ class VLAPolicyModel(nn.Module):
             head = {k: v.detach().float().cpu().contiguous() for k, v in self.head.state_dict().items()}
             save_file(head, str(staging / HEAD_FILE))
             normalizer.save(staging)
-            self.config.save(staging)
+            self.config.save(staging, training)
             if recipe:
-                (staging / "recipe.yaml").write_text(recipe)
+                (staging / RECIPE_FILE).write_text(recipe)
+            if card:
+                (staging / CARD_FILE).write_text(card, encoding="utf-8")
             if atomic:
                 if folder.exists():
                     shutil.rmtree(folder)

@@ -3,10 +3,14 @@
 `Policy.from_pretrained(folder_or_hub_id)` -> `act(images, instruction)` -> float32 (chunk, 7) in the project's
 action convention (arm dims de-normalised with the checkpoint's statistics, gripper 1 = open from the sign of its
 logit). `act_batch` serves many environments in one forward pass. No sampling anywhere: same input, same output.
+`policy.metadata` (JSON-serialisable) tells an evaluation or a policy server how the checkpoint expects to be run:
+chunk and image size, action convention, backbone, the training preset and its `eval_sim_options` (simulator
+adapter options the evaluation side takes as defaults; options given explicitly win).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +19,7 @@ import numpy as np
 import torch
 from huggingface_hub import snapshot_download
 
-from datasets_build.actions import GRIPPER, GRIPPER_CLOSED, GRIPPER_OPEN
+from datasets_build.actions import ACTION_CONVENTION, GRIPPER, GRIPPER_CLOSED, GRIPPER_OPEN
 from datasets_build.errors import DataError
 from vla.configuration_vla import VLAConfig
 from vla.modeling_vla import VLAPolicyModel
@@ -36,15 +40,39 @@ def resolve_checkpoint(path_or_id: str, revision: str | None = None) -> Path:
         raise DataError(f"cannot fetch checkpoint ({first})", path_or_id) from exc
 
 
+def policy_metadata(config: VLAConfig, training: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint says about running it (plain JSON types only: a policy server sends it on connect)."""
+    preset = training.get("preset") or {}
+    metadata = {
+        "backbone": config.backbone,
+        "chunk_size": config.chunk_size,
+        "image_size": config.image_size,
+        "action_convention": ACTION_CONVENTION,
+        "prompt_scheme": config.prompt_scheme,
+        "preset": preset.get("name", ""),
+        "preset_follow": preset.get("follow", ""),
+        "benchmark": preset.get("benchmark", ""),
+        "eval_sim_options": config.eval_sim_options,
+    }
+    return json.loads(json.dumps(metadata))
+
+
 class Policy:
     """A VLM4VLA policy for rollouts: one static camera image + an instruction -> an action chunk."""
 
-    def __init__(self, model: VLAPolicyModel, normalizer: ActionNormalizer, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        model: VLAPolicyModel,
+        normalizer: ActionNormalizer,
+        device: str | torch.device = "cpu",
+        training: dict[str, Any] | None = None,
+    ) -> None:
         self.model = model.eval()
         self.normalizer = normalizer
         self.device = torch.device(device)
         self.model.to(self.device)
         self.chunk_size: int = model.config.chunk_size
+        self.metadata: dict[str, Any] = policy_metadata(model.config, training or {})
         self._forward: Any = self.model.predict
 
     @classmethod
@@ -62,7 +90,7 @@ class Policy:
         normalizer = ActionNormalizer.load(folder)
         model = VLAPolicyModel.from_checkpoint(folder, dtype=dtype)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        policy = cls(model, normalizer, device)
+        policy = cls(model, normalizer, device, training=VLAConfig.load_training(folder))
         if compile:
             policy._forward = torch.compile(policy.model.predict)
         return policy

@@ -93,8 +93,10 @@ class Preset:
             out["data.options"] = dict(options)
         return out
 
-    def describe(self, follow: str = "code") -> dict[str, Any]:
-        """A JSON-ready account of the preset (for checkpoints, cards and `vla info --preset`)."""
+    def describe(self, follow: str = "code", resolved: bool = False) -> dict[str, Any]:
+        """A JSON-ready account of the preset (for checkpoints, cards and `python -m vla presets`); `resolved`
+        adds the values it sets for the default backbone and source."""
+        extra = {"resolved": self.resolve(follow)} if resolved else {}
         return {
             "name": self.name,
             "benchmark": self.benchmark,
@@ -114,7 +116,25 @@ class Preset:
             "deviations": list(self.deviations),
             "references": [f"{VLM4VLA_REPO}:{r}" if ":" not in r else r for r in self.references],
             "data_image_size": self.data_image_size,
+            **extra,
         }
+
+
+def format_preset(preset: Preset, follow: str = "code") -> str:
+    """Human-readable account of a preset: the values it sets, its code-vs-paper choices, its deviations."""
+    lines = [f"{preset.name}  ({preset.benchmark}): {preset.summary}", f"  values (preset_follow={follow}):"]
+    values = preset.resolve(follow)
+    lines += [f"    {k} = {v!r}" for k, v in sorted(values.items())]
+    for name, options in preset.source_options.items():
+        if name != values.get("data.source"):
+            lines.append(f"    data.options with data.source={name}: {dict(options)!r}")
+    lines.append("  where the paper's text and its code disagree:")
+    for c in preset.choices:
+        lines.append(f"    {c.name}: code {_plain(c.code)} | paper {_plain(c.paper)}")
+        lines.append(f"      {c.note}")
+    lines.append("  deliberate deviations from the code:")
+    lines += [f"    - {d}" for d in preset.deviations]
+    return "\n".join(lines)
 
 
 def _plain(values: Mapping[str, Any]) -> dict[str, Any]:

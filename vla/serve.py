@@ -146,6 +146,7 @@ class _Connection:
     def __init__(self, websocket: ServerConnection) -> None:
         self.websocket = websocket
         self.inflight = 0
+        self.acting = False  # has asked for actions (a client that only holds the connection is not waited for)
         self.replies: asyncio.Queue[asyncio.Future[Any] | None] = asyncio.Queue()
 
 
@@ -308,6 +309,7 @@ class PolicyServer:
             self.stats["errors"] += 1
             future.set_result(f"bad request: {exc}")
             return future
+        conn.acting = True
         self._queue.put_nowait(_Request(images, prompt, future, time.perf_counter()))
         return future
 
@@ -321,8 +323,8 @@ class PolicyServer:
 
     # --------------------------------------------------------------------------------------------- batching
     def _idle_clients(self) -> int:
-        """Connections with nothing in flight: they are stepping their simulators and may send soon."""
-        return sum(1 for c in self._connections if c.inflight == 0)
+        """Acting connections with nothing in flight: they are stepping their simulators and may send soon."""
+        return sum(1 for c in self._connections if c.acting and c.inflight == 0)
 
     async def _batcher(self) -> None:
         assert self._queue is not None
@@ -390,8 +392,15 @@ def serve_policy(cfg: ServeConfig) -> None:
     from vla.policy import Policy
 
     policy = Policy.from_pretrained(cfg.policy, device=cfg.device or None)
+    metadata = {"checkpoint": cfg.policy, **policy_metadata(policy)}
     server = PolicyServer(
-        policy, cfg.host, cfg.port, api_key, batch_window_s=cfg.batch_window_ms / 1000, max_batch=cfg.max_batch
+        policy,
+        cfg.host,
+        cfg.port,
+        api_key,
+        batch_window_s=cfg.batch_window_ms / 1000,
+        max_batch=cfg.max_batch,
+        metadata=metadata,
     )
 
     def ready(running: PolicyServer) -> None:

@@ -30,12 +30,12 @@ from transformers import get_scheduler
 
 from datasets_build.configs import config_to_dict
 from datasets_build.errors import ConfigError, DataError, OutputExistsError
-from datasets_build.inspection import source_stats
-from datasets_build.sources import open_source
+from vla.card import vla_card_text
 from vla.configuration_vla import VLATrainConfig
-from vla.data import VLACollator, VLASampleStream
+from vla.data import VLACollator
 from vla.modeling_vla import VLAPolicyModel
-from vla.normalization import ActionNormalizer
+from vla.sampling import ResumeState
+from vla.train_data import image_size_check, prepare_training_data, resolve_schedule, training_record
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d{6,})$")
 TRAIN_STATE = "train_state"
@@ -52,18 +52,12 @@ def checkpoint_dirs(out: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def _normalizer(cfg: VLATrainConfig) -> ActionNormalizer:
-    """From `data.stats` (the `stats` command's stats.json) or computed from the training source."""
-    if cfg.data.stats:
-        return ActionNormalizer.from_file(cfg.data.stats, cfg.model.normalization)
-    try:
-        source = open_source(cfg.data.source, cfg.data.path, **cfg.data.options)
-    except TypeError as exc:
-        raise ConfigError(f"data.options: bad option for source {cfg.data.source!r} ({exc})") from exc
-    stats = source_stats(source, progress=False)
-    if not stats:
-        raise DataError("no episodes to compute action statistics from", cfg.data.path)
-    return ActionNormalizer.from_stats(stats, cfg.model.normalization, where=cfg.data.path)
+def _resume_state(latest: Path, start: int, cfg: VLATrainConfig, world: int, per_device: int) -> ResumeState:
+    """Where the data stopped at checkpoint `latest` (step.json's "data"; older checkpoints: this run's layout)."""
+    record = json.loads((latest / STEP_FILE).read_text()).get("data")
+    if isinstance(record, dict):
+        return ResumeState(**{k: int(v) for k, v in record.items() if k in ResumeState.__dataclass_fields__})
+    return ResumeState(start * cfg.gradient_accumulation_steps, world, cfg.data.num_workers, per_device)
 
 
 def format_parameter_table(rows: list[tuple[str, int, bool]]) -> str:
@@ -129,45 +123,56 @@ def train(cfg: VLATrainConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     set_seed(cfg.seed)
 
-    normalizer = _normalizer(cfg)
+    existing = checkpoint_dirs(out)
+    start, resume = 0, None
+    if cfg.resume and existing:
+        start = int(json.loads((existing[-1] / STEP_FILE).read_text())["step"])
+        resume = _resume_state(existing[-1], start, cfg, world, per_device)
+    data = prepare_training_data(
+        cfg,
+        out,
+        rank=accelerator.process_index,
+        world_size=world,
+        batch_size=per_device,
+        main_first=accelerator.main_process_first(),
+        resume=resume,
+        start_step=start,
+        progress=cfg.progress and accelerator.is_main_process,
+    )
+    normalizer = data.normalizer
+    schedule = resolve_schedule(cfg, data.samples)
+    notes = [note] if (note := image_size_check(cfg, data)) else []
+    record = training_record(cfg, data, schedule, notes)
+    if accelerator.is_main_process:
+        preset = f"preset {cfg.preset} ({cfg.preset_follow}), " if cfg.preset else ""
+        print(
+            f"{preset}{data.sampler} sampler: {data.episodes} episodes, {data.samples or '?'} samples/epoch; "
+            f"{schedule.steps} steps (warm-up {schedule.warmup_steps}, a checkpoint every {schedule.save_every})"
+        )
+        for line in notes:
+            print(f"warning: {line}")
     model = VLAPolicyModel.build(cfg.model)
     if accelerator.is_main_process:
         print(format_parameter_table(model.parameter_groups()))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_scheduler(
-        cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.steps
+        cfg.lr_scheduler, optimizer, num_warmup_steps=schedule.warmup_steps, num_training_steps=schedule.steps
     )
     # The scheduler stays unprepared: it steps once per optimizer step whatever the number of processes.
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
     unwrapped: VLAPolicyModel = accelerator.unwrap_model(model)
 
-    start = 0
-    existing = checkpoint_dirs(out)
     if cfg.resume and existing:
-        latest = existing[-1]
-        accelerator.load_state(str(latest / TRAIN_STATE))
-        start = int(json.loads((latest / STEP_FILE).read_text())["step"])
+        accelerator.load_state(str(existing[-1] / TRAIN_STATE))
         if accelerator.is_main_process:
-            print(f"resumed from {latest} at step {start}")
-    if start >= cfg.steps:
+            print(f"resumed from {existing[-1]} at step {start}")
+    if start >= schedule.steps:
         return {"steps": start, "checkpoints": [str(p) for p in existing], "world_size": world}
 
-    stream = VLASampleStream(
-        cfg.data.source,
-        cfg.data.path,
-        cfg.model.chunk_size,
-        normalizer,
-        camera=cfg.data.camera,
-        options=cfg.data.options,
-        shuffle_buffer=cfg.data.shuffle_buffer,
-        seed=cfg.seed + start,  # a resumed run draws fresh samples
-        rank=accelerator.process_index,
-        world_size=world,
-    )
     loader = DataLoader(
-        stream,
+        data.dataset,
         batch_size=per_device,
         num_workers=cfg.data.num_workers,
         collate_fn=VLACollator(unwrapped.backbone),
@@ -184,8 +189,10 @@ def train(cfg: VLATrainConfig) -> dict[str, Any]:
         staging = out / f".tmp-checkpoint-{step:06d}"
         if accelerator.is_main_process:
             shutil.rmtree(staging, ignore_errors=True)
-            unwrapped.save_pretrained(staging, normalizer, recipe=recipe, atomic=False)
-            (staging / STEP_FILE).write_text(json.dumps({"step": step}) + "\n")
+            card = vla_card_text(unwrapped.config, record, step, history[-1] if history else {})
+            unwrapped.save_pretrained(staging, normalizer, recipe=recipe, atomic=False, training=record, card=card)
+            position = ResumeState(step * cfg.gradient_accumulation_steps, world, cfg.data.num_workers, per_device)
+            (staging / STEP_FILE).write_text(json.dumps({"step": step, "data": position.to_dict()}) + "\n")
         accelerator.wait_for_everyone()
         accelerator.save_state(str(staging / TRAIN_STATE))
         accelerator.wait_for_everyone()
@@ -202,9 +209,12 @@ def train(cfg: VLATrainConfig) -> dict[str, Any]:
     samples_per_step = cfg.batch_size
     window_start, window_steps = time.perf_counter(), 0
     bar = tqdm(
-        total=cfg.steps, initial=start, desc="vla train", disable=not (cfg.progress and accelerator.is_main_process)
+        total=schedule.steps,
+        initial=start,
+        desc="vla train",
+        disable=not (cfg.progress and accelerator.is_main_process),
     )
-    for step in range(start + 1, cfg.steps + 1):
+    for step in range(start + 1, schedule.steps + 1):
         metrics: dict[str, torch.Tensor] = {}
         for _ in range(cfg.gradient_accumulation_steps):
             batch = next(batches)
@@ -219,7 +229,7 @@ def train(cfg: VLATrainConfig) -> dict[str, Any]:
                 optimizer.zero_grad(set_to_none=True)
         window_steps += 1
         bar.update(1)
-        if step % cfg.log_every == 0 or step == cfg.steps:
+        if step % cfg.log_every == 0 or step == schedule.steps:
             reduced = {k: accelerator.reduce(v.detach().float(), reduction="mean").item() for k, v in metrics.items()}
             elapsed = time.perf_counter() - window_start
             reduced["samples_per_s"] = window_steps * samples_per_step / max(elapsed, 1e-9)
@@ -229,7 +239,7 @@ def train(cfg: VLATrainConfig) -> dict[str, Any]:
             accelerator.log({f"train/{k}": v for k, v in reduced.items() if k != "step"}, step=step)
             bar.set_postfix(loss=f"{reduced['loss']:.4f}", acc=f"{reduced['gripper_accuracy']:.2f}")
             window_start, window_steps = time.perf_counter(), 0
-        if step % cfg.save_every == 0 or step == cfg.steps:
+        if step % schedule.save_every == 0 or step == schedule.steps:
             saved.append(save(step))
     bar.close()
     if not all(math.isfinite(h["loss"]) for h in history):
@@ -237,7 +247,9 @@ def train(cfg: VLATrainConfig) -> dict[str, Any]:
     checksums = accelerator.gather(_checksum(model, accelerator.device).reshape(1)).tolist()
     accelerator.end_training()
     summary = {
-        "steps": cfg.steps,
+        "steps": schedule.steps,
+        "warmup_steps": schedule.warmup_steps,
+        "samples_per_epoch": schedule.samples_per_epoch,
         "world_size": world,
         "checkpoints": [str(p) for p in saved],
         "last": history[-1] if history else {},

@@ -68,6 +68,15 @@ class BuildConfig:
     overwrite: bool = False
     resume: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    source_options: dict[str, Any] = field(default_factory=dict)  # keyword options of the source (e.g. bridge_labels)
+
+
+def open_build_source(cfg: BuildConfig) -> Source:
+    """The build's source with its options (one-line ConfigError for an option the source does not take)."""
+    try:
+        return open_source(cfg.source, cfg.input, skip_bad=cfg.skip_bad, **cfg.source_options)
+    except TypeError as exc:
+        raise ConfigError(f"source_options: bad option for source {cfg.source!r} ({exc})") from exc
 
 
 def build_record(cfg: BuildConfig, builder: CorpusBuilder | None = None) -> dict[str, Any]:
@@ -89,7 +98,7 @@ _Result = tuple[int, EpisodeResult | str]
 def _init_worker(cfg: BuildConfig) -> None:
     """Each worker opens its own source and builder, so episodes never cross process boundaries."""
     _WORKER["builder"] = make_builder(cfg.name, cfg.options, cfg.image_size)
-    _WORKER["source"] = open_source(cfg.source, cfg.input, skip_bad=cfg.skip_bad)
+    _WORKER["source"] = open_build_source(cfg)
     _WORKER["seed"] = cfg.seed
 
 
@@ -188,7 +197,7 @@ def build_corpus(cfg: BuildConfig) -> dict[str, Any]:
     if cfg.image_size < 8:
         raise ConfigError(f"image_size: must be >= 8, got {cfg.image_size}")
     builder = make_builder(cfg.name, cfg.options, cfg.image_size)  # validates name and options up front
-    source = open_source(cfg.source, cfg.input, skip_bad=cfg.skip_bad)
+    source = open_build_source(cfg)
     check_partition(cfg.num_shards, cfg.shard_index)
     summary: dict[str, Any] = {"name": cfg.name, "out": cfg.out, "episodes": 0, "samples": 0}
     with ShardWriter(

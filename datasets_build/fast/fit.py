@@ -8,7 +8,7 @@ written by the `stats` command, or are computed from the same episodes when none
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,10 @@ class FitFastConfig:
     shard_index: int = 0
     skip_bad: bool = False
     overwrite: bool = False
+    source_options: dict[str, Any] = field(default_factory=dict)  # keyword options of the source (e.g. bridge_labels)
+
+
+FIT_RECORD = "fit_fast.json"  # the FitFastConfig a tokenizer folder was fitted with
 
 
 def fit_fast(cfg: FitFastConfig) -> dict[str, Any]:
@@ -47,7 +51,10 @@ def fit_fast(cfg: FitFastConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     if out.exists() and any(out.iterdir()) and not cfg.overwrite:
         raise OutputExistsError(f"{out} is not empty (pass --overwrite to replace it)")
-    source = open_source(cfg.source, cfg.input, skip_bad=cfg.skip_bad)
+    try:
+        source = open_source(cfg.source, cfg.input, skip_bad=cfg.skip_bad, **cfg.source_options)
+    except TypeError as exc:
+        raise ConfigError(f"fit-fast: source_options: bad option for source {cfg.source!r} ({exc})") from exc
     parts: list[np.ndarray] = []
     short = 0
     episodes = 0
@@ -77,6 +84,9 @@ def fit_fast(cfg: FitFastConfig) -> dict[str, Any]:
         stats = {"action": running.result()}
     tokenizer = FastTokenizer.fit(chunks, stats, vocab_size=cfg.vocab_size, scale=cfg.scale)
     tokenizer.save_pretrained(out)
+    tmp = out / f".{FIT_RECORD}.tmp"
+    tmp.write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    tmp.replace(out / FIT_RECORD)
     ids = tokenizer.encode_batch(chunks)
     decoded, valid = tokenizer.decode_batch(ids)
     target = tokenizer.denormalize(tokenizer.normalize(chunks))

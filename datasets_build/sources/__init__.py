@@ -1,6 +1,6 @@
 """Robot-data sources: each reads one on-disk format and yields `Episode`s; chosen by name."""
 
-from datasets_build.sources.base import Source, available_sources, open_source, register_source
+from datasets_build.sources.base import EpisodeLayout, Source, available_sources, open_source, register_source
 from datasets_build.sources.calvin import CalvinSource
 from datasets_build.sources.demo import DemoSource
 from datasets_build.sources.lerobot import LeRobotMapping, LeRobotSource
@@ -10,6 +10,7 @@ from datasets_build.sources.rlds import RLDSMapping, RLDSSource
 __all__ = [
     "CalvinSource",
     "DemoSource",
+    "EpisodeLayout",
     "LeRobotMapping",
     "LeRobotSource",
     "LiberoSource",

@@ -4,6 +4,11 @@ A source lists its episodes cheaply (`episode_keys`: file names, index ranges, r
 loads one at a time (`load_episode`), so memory stays bounded by one episode whatever the dataset
 size. Partitioning for job arrays takes every `num_shards`-th key; with `skip_bad`, a bad episode is
 counted under a reason instead of raising.
+
+For training samplers a source also gives an episode's `episode_layout` (actions and language without
+images) and one frame by index (`read_image`); sources whose storage allows it (`random_access`: one
+file or row per frame) read only that frame, the others fall back to loading the episode. Sources that
+store encoded frames (RLDS) hand them out undecoded (`load_encoded`) so a shuffle buffer can hold them.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from datasets_build.episode import Episode
+from datasets_build.episode import Episode, LanguageWindow
 from datasets_build.errors import ConfigError, DataError
 
 
@@ -49,6 +54,27 @@ class EpisodeSummary:
         )
 
 
+@dataclass
+class EpisodeLayout:
+    """An episode as a training sampler needs it, read without images: actions, language and camera names."""
+
+    episode_id: str
+    actions: np.ndarray  # float32 (T, 7), action convention
+    instruction: str = ""
+    language: list[LanguageWindow] = field(default_factory=list)  # per-step windows, when the language changes
+    cameras: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    @classmethod
+    def of(cls, episode: Episode) -> EpisodeLayout:
+        """Layout of a loaded episode."""
+        return cls(
+            episode.episode_id, episode.actions, episode.instruction, list(episode.language), tuple(episode.cameras)
+        )
+
+
 def check_partition(num_shards: int, shard_index: int) -> None:
     """Validate --num-shards/--shard-index."""
     if num_shards < 1 or not 0 <= shard_index < num_shards:
@@ -62,6 +88,7 @@ class Source(ABC):
     """A dataset on disk read as a stream of Episodes."""
 
     name: ClassVar[str] = ""
+    random_access: bool = False  # read_image reads one frame (or a small group), not the whole episode
 
     def __init__(self, path: str | Path, skip_bad: bool = False) -> None:
         self.path = Path(path)
@@ -79,6 +106,22 @@ class Source(ABC):
     def summarize_episode(self, key: Any) -> EpisodeSummary:
         """Read what inspect/stats need of one episode; sources override this to skip image decoding."""
         return EpisodeSummary.of(self.load_episode(key))
+
+    def episode_layout(self, key: Any) -> EpisodeLayout:
+        """Actions, language and cameras of one episode; sources override this to skip images."""
+        return EpisodeLayout.of(self.load_episode(key))
+
+    def read_image(self, key: Any, camera: str, step: int) -> np.ndarray:
+        """Frame `step` of `camera` as uint8 (H, W, 3); random-access sources read only that frame."""
+        episode = self.load_episode(key)
+        if camera not in episode.frames:
+            raise DataError(f"no camera {camera!r} (has {episode.cameras})", f"{self.name}:{episode.episode_id}")
+        return episode.frames[camera][step]
+
+    def load_encoded(self, key: Any, camera: str = "") -> tuple[EpisodeLayout, list[bytes]] | None:
+        """The layout and `camera`'s frames ("" = the first camera) still encoded (JPEG/PNG bytes), from sources
+        that store them so; None from the others (callers then decode episodes with `load_episode`)."""
+        return None
 
     def __len__(self) -> int:
         return len(self.episode_keys())

@@ -30,7 +30,7 @@ from datasets_build.camera import CameraModel
 from datasets_build.episode import Episode, LanguageWindow, ObjectInfo
 from datasets_build.errors import ConfigError, DataError
 from datasets_build.safe_pickle import load_npy, load_npy_object, read_header
-from datasets_build.sources.base import EpisodeSummary, Source, register_source
+from datasets_build.sources.base import EpisodeLayout, EpisodeSummary, Source, register_source
 
 # Episode camera name -> (rgb key, depth key) in a CALVIN frame npz.
 CAMERA_KEYS: dict[str, tuple[str, str]] = {
@@ -142,6 +142,7 @@ class CalvinSource(Source):
     """
 
     name = "calvin"
+    random_access = True  # one npz per frame
 
     def __init__(
         self,
@@ -599,3 +600,24 @@ class CalvinSource(Source):
             cameras=cameras,  # type: ignore[arg-type]
             geometry=geometry,
         )
+
+    def episode_layout(self, key: Any) -> EpisodeLayout:
+        """Actions (only `rel_actions` is inflated) and language windows of one episode."""
+        self._check_key(key)
+        actions = self._actions(self.read_frames(key.start, key.stop, [ACTION_KEY])[ACTION_KEY], key.start)
+        instruction, _task, language = self._language(key)
+        return EpisodeLayout(self._episode_id(key), actions, instruction, language, self.cameras)
+
+    def read_image(self, key: Any, camera: str, step: int) -> np.ndarray:
+        """One frame's rgb of `camera` from its own npz (nothing else inflated)."""
+        if camera not in self.cameras:
+            raise DataError(f"no camera {camera!r} (has {list(self.cameras)})", self.split_dir, "cameras")
+        if not 0 <= step < key.stop - key.start:
+            raise DataError(f"step {step} outside [0, {key.stop - key.start})", self._episode_id(key))
+        rgb_key = CAMERA_KEYS[camera][0]
+        path, archive = self._open(key.start + step)
+        with archive:
+            rgb = self._member(archive, path, rgb_key)
+        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[-1] != 3:
+            raise DataError(f"expected uint8 (H, W, 3), got {rgb.dtype} {rgb.shape}", path, rgb_key)
+        return rgb

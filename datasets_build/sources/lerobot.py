@@ -31,8 +31,9 @@ from datasets_build.episode import Episode
 from datasets_build.errors import ConfigError, DataError
 from datasets_build.lerobot import layout
 from datasets_build.lerobot.video import decode_video
-from datasets_build.sources.base import EpisodeSummary, Source, register_source
+from datasets_build.sources.base import EpisodeLayout, EpisodeSummary, Source, register_source
 
+OPEN_FILES = 64  # data parquet files a random-access reader keeps open
 # How a dataset's stored gripper value maps to the convention (1 open, 0 closed), by LeRobotMapping.gripper.
 GRIPPER_MODES: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
     "binary_open": lambda g, _t: g,  # already the convention: kept, checked by Episode
@@ -130,6 +131,55 @@ class LeRobotSource(Source):
             }
         self._episodes = self._load_episode_table()
         self._tasks = self._load_tasks()
+        self._row_groups: dict[Path, tuple[pq.ParquetFile, np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.random_access = self._cheap_frames()
+
+    def _cheap_frames(self) -> bool:
+        """Whether one frame reads cheaply: every camera is a video (one seek), or the data parquet keeps a row
+        group per episode or so (the writers of this project and LeRobot's per-episode v2.1 files do)."""
+        keys = list(self.mapping.cameras.values())
+        if keys and all(self.info.features.get(k, {}).get("dtype") == "video" for k in keys):
+            return True
+        if not self._episodes:
+            return False
+        path = self._file_path("data_path", self._episodes[0], "data")
+        try:
+            meta = pq.ParquetFile(path).metadata
+        except (OSError, pa.ArrowInvalid):
+            return False
+        lengths = [int(row["length"]) for row in self._episodes]
+        return meta.num_rows / max(1, meta.num_row_groups) <= 4 * (sum(lengths) / len(lengths))
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (e.g. into DataLoader workers) without open parquet files."""
+        state = dict(self.__dict__)
+        state["_row_groups"] = {}
+        return state
+
+    def _row_group_of(self, path: Path, episode: int, frame: int) -> tuple[pq.ParquetFile, int, int]:
+        """(file, row group, row within it) of one frame, from the file's index columns (read once per file)."""
+        if path not in self._row_groups:
+            try:
+                handle = pq.ParquetFile(path)
+                index = handle.read(columns=["episode_index", "frame_index"])
+            except (OSError, pa.ArrowInvalid) as exc:
+                raise DataError(f"cannot read parquet ({exc})", path) from exc
+            bounds = np.cumsum([0] + [handle.metadata.row_group(i).num_rows for i in range(handle.num_row_groups)])
+            codes = (index.column("episode_index").to_numpy().astype(np.int64) << 32) | index.column(
+                "frame_index"
+            ).to_numpy().astype(np.int64)
+            order = np.argsort(codes, kind="stable")
+            if len(self._row_groups) >= OPEN_FILES:  # v2.1 keeps a file per episode: bound the open handles
+                self._row_groups.pop(next(iter(self._row_groups)))[0].close()
+            self._row_groups[path] = (handle, codes[order], order, bounds)
+        handle, codes, order, bounds = self._row_groups[path]
+        code = (episode << 32) | frame
+        at = int(np.searchsorted(codes, code))
+        if at >= len(codes) or codes[at] != code:
+            raise DataError(f"no row for episode {episode} frame {frame}", path)
+        row = int(order[at])
+        group = int(np.searchsorted(bounds, row, side="right")) - 1
+        return handle, group, row - int(bounds[group])
 
     @property
     def is_v21(self) -> bool:
@@ -221,6 +271,44 @@ class LeRobotSource(Source):
             cameras=cameras,  # type: ignore[arg-type]
             geometry=geometry,
         )
+
+    def episode_layout(self, key: Any) -> EpisodeLayout:
+        """Actions and instruction of one episode (its action column and indices only)."""
+        m = self.mapping
+        table = self.read_frames(key, columns=[m.action])
+        where = f"{self.path}:episode {key['episode_index']}"
+        actions = self.feature_array(table, key, m.action)
+        if not np.isfinite(actions).all():
+            raise DataError("NaN/inf in actions", where, m.action)
+        task_ids = table.column("task_index").to_pylist()
+        instruction = self._tasks.get(int(task_ids[0]), "") if task_ids else ""
+        return EpisodeLayout(
+            f"{int(key['episode_index']):06d}", m.convert_actions(actions, where), instruction, [], tuple(m.cameras)
+        )
+
+    def read_image(self, key: Any, camera: str, step: int) -> np.ndarray:
+        """Frame `step` of `camera`: one parquet row (image features) or one frame of the episode's video span."""
+        feature_key = self.mapping.cameras.get(camera)
+        where = f"{self.path}:episode {key['episode_index']}"
+        if feature_key is None:
+            raise DataError(f"no camera {camera!r} (has {list(self.mapping.cameras)})", where)
+        if not 0 <= step < int(key["length"]):
+            raise DataError(f"step {step} outside [0, {key['length']})", where)
+        feature = self.info.features[feature_key]
+        if feature["dtype"] == "video":
+            video = self._file_path("video_path", key, f"videos/{feature_key}", video_key=feature_key)
+            start = float(key[f"videos/{feature_key}/from_timestamp"]) + step / self.info.fps
+            return decode_video(video, start, start + 1.0 / self.info.fps, self.info.fps)[0]
+        path = self._file_path("data_path", key, "data")
+        handle, group, row = self._row_group_of(path, int(key["episode_index"]), step)
+        try:
+            table = handle.read_row_group(group, columns=[feature_key])
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise DataError(f"cannot read parquet ({exc})", path) from exc
+        image = decode_image_cell(table.column(feature_key)[row].as_py(), f"{where}:{feature_key}")
+        if image.ndim != 3 or image.shape[-1] != 3:
+            raise DataError(f"expected an RGB image, got {image.shape}", where, feature_key)
+        return image
 
     def episode_rows(self) -> list[dict[str, Any]]:
         """The `meta/episodes` rows (one dict per episode, extra columns included)."""

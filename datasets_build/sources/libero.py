@@ -21,7 +21,7 @@ import numpy as np
 from datasets_build.actions import ARM, GRIPPER, gripper_from_libero
 from datasets_build.episode import Episode
 from datasets_build.errors import ConfigError, DataError
-from datasets_build.sources.base import EpisodeSummary, Source, register_source
+from datasets_build.sources.base import EpisodeLayout, EpisodeSummary, Source, register_source
 
 # Episode camera name -> dataset under `data/demo_i/obs`.
 CAMERA_KEYS: dict[str, str] = {"agentview": "agentview_rgb", "wrist": "eye_in_hand_rgb"}
@@ -107,6 +107,7 @@ class LiberoSource(Source):
     """A LIBERO task file, or a folder of them (e.g. `libero_10/`, `libero_10_no_noops/`; not recursive)."""
 
     name = "libero"
+    random_access = True  # hdf5 datasets read by row
 
     def __init__(
         self,
@@ -129,7 +130,8 @@ class LiberoSource(Source):
         self.files = self._find_files()
         self._keys: list[LiberoKey] | None = None
         self._info: dict[Path, _FileInfo] = {}
-        self._open: tuple[Path, h5py.File] | None = None
+        self._handles: dict[Path, h5py.File] = {}  # open files (a suite has a few dozen; random access hops)
+        self._kept: dict[tuple[Path, str], np.ndarray] = {}  # stored row of each kept step (filter_noops)
 
     def _find_files(self) -> list[Path]:
         if self.path.is_file():
@@ -144,15 +146,14 @@ class LiberoSource(Source):
     # --- files -------------------------------------------------------------------------------------
 
     def _data(self, file: Path) -> h5py.Group:
-        """The `data` group of `file`, keeping the last file open (demos are read file by file)."""
-        if self._open is None or self._open[0] != file:
-            self.close()
+        """The `data` group of `file`, which stays open (a suite's files are few; samplers hop between them)."""
+        handle = self._handles.get(file)
+        if handle is None:
             try:
                 handle = h5py.File(file, "r")
             except OSError as exc:
                 raise DataError(f"cannot open hdf5 ({exc})", file, "hdf5") from exc
-            self._open = (file, handle)
-        handle = self._open[1]
+            self._handles[file] = handle
         data = handle.get("data")
         if not isinstance(data, h5py.Group):
             raise DataError("no 'data' group (not a LIBERO/robomimic demo file)", file, "data")
@@ -174,10 +175,16 @@ class LiberoSource(Source):
         )
 
     def close(self) -> None:
-        """Close the open hdf5 file, if any."""
-        if self._open is not None:
-            self._open[1].close()
-            self._open = None
+        """Close the open hdf5 files."""
+        handles, self._handles = self._handles, {}
+        for handle in handles.values():
+            handle.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (e.g. into DataLoader workers) without open file handles."""
+        state = dict(self.__dict__)
+        state["_handles"] = {}
+        return state
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):  # at interpreter shutdown h5py may be half torn down
@@ -253,6 +260,32 @@ class LiberoSource(Source):
             instructions=[info.instruction] if info.instruction else [],
             cameras=cameras,
         )
+
+    def episode_layout(self, key: Any) -> EpisodeLayout:
+        """Actions and instruction of one demo (no image read)."""
+        file, demo_name = LiberoKey(*key)
+        demo, info, where = self._demo(file, demo_name)
+        raw = self._raw_actions(demo, where)
+        keep = noop_keep_mask(raw, self.noop_threshold) if self.filter_noops else None
+        actions = self._convert(raw, keep, where)
+        self._kept[(file, demo_name)] = np.arange(len(raw)) if keep is None else np.flatnonzero(keep)
+        return EpisodeLayout(f"{info.task}/{demo_name}", actions, info.instruction, [], self.cameras)
+
+    def read_image(self, key: Any, camera: str, step: int) -> np.ndarray:
+        """One upright frame of `camera` (step counts kept steps with `filter_noops`), read as one hdf5 row."""
+        file, demo_name = LiberoKey(*key)
+        if camera not in self.cameras:
+            raise DataError(f"no camera {camera!r} (has {list(self.cameras)})", file, "cameras")
+        demo, info, where = self._demo(file, demo_name)
+        rows = self._kept.get((file, demo_name))
+        if rows is None:
+            self.episode_layout(key)
+            rows = self._kept[(file, demo_name)]
+        if not 0 <= step < len(rows):
+            raise DataError(f"step {step} outside [0, {len(rows)})", where)
+        dataset = self._image_dataset(demo, camera, int(demo["actions"].shape[0]), where)
+        frame = np.asarray(dataset[int(rows[step])])
+        return np.ascontiguousarray(frame[::-1, ::-1]) if info.rotate else frame
 
     # --- per-demo reading --------------------------------------------------------------------------
 

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from datasets_build.actions import gripper_from_continuous, gripper_from_relative_closedness
+from datasets_build.actions import gripper_from_continuous, gripper_from_libero, gripper_from_relative_closedness
 from datasets_build.episode import Episode, LanguageWindow
 from datasets_build.errors import ConfigError, DataError
-from datasets_build.sources.base import EpisodeSummary, Source, register_source
+from datasets_build.sources.base import EpisodeLayout, EpisodeSummary, Source, register_source
 from datasets_build.sources.tfrecord import ExampleView, decode_values, parse_example, read_record, scan_records
 
 INFO_FILE = "dataset_info.json"
@@ -221,6 +221,7 @@ class RLDSMapping:
     extras: dict[str, str] = field(default_factory=dict)  # meta name -> step key, copied when present
     fps: float = 10.0
     versions: tuple[str, ...] = ()  # versions the mapping was written against (preferred on a tie)
+    relabel_from_state: bool = False  # Bridge: `bridge_labels="paper"` (OpenVLA's labels) is available
 
 
 _RL_EXTRAS = {k: k for k in ("reward", "discount", "is_first", "is_last", "is_terminal")}
@@ -240,6 +241,7 @@ BRIDGE_V2 = RLDSMapping(
     camera_flags={f"image_{i}": f"episode_metadata/has_image_{i}" for i in range(4)},
     extras=_RL_EXTRAS,
     fps=5.0,
+    relabel_from_state=True,
 )
 
 OXE_BRIDGE = RLDSMapping(
@@ -256,6 +258,7 @@ OXE_BRIDGE = RLDSMapping(
     instruction="observation/natural_language_instruction",
     extras={**_RL_EXTRAS, "terminate_episode": "action/terminate_episode"},
     fps=5.0,
+    relabel_from_state=True,
 )
 
 FRACTAL = RLDSMapping(
@@ -274,7 +277,28 @@ FRACTAL = RLDSMapping(
     fps=3.0,
 )
 
-MAPPINGS: dict[str, RLDSMapping] = {m.name: m for m in (BRIDGE_V2, OXE_BRIDGE, FRACTAL)}
+# OpenVLA's LIBERO RLDS release (`openvla/modified_libero_rlds`, e.g. `libero_10_no_noops/1.0.0`, whose
+# dataset_info.json names the builder `liber_o10`): the regenerated demos (no-op steps removed, failed replays
+# dropped, 256x256 images, rotated upright in the conversion). Actions as LIBERO stores them (OSC deltas,
+# gripper -1 open / +1 close); state = EEF position and orientation (6) + the 2 finger joints.
+LIBERO_RLDS = RLDSMapping(
+    name="libero_no_noops",
+    datasets=tuple(f"libero_{suite}_no_noops" for suite in ("10", "goal", "object", "spatial", "90")),
+    versions=("1.0.0",),
+    cameras={"image": "observation/image", "wrist_image": "observation/wrist_image"},
+    default_cameras=("image",),
+    arm=("action",),
+    gripper="action",
+    gripper_index=6,
+    gripper_convert=gripper_from_libero,
+    state=("observation/state",),
+    instruction="language_instruction",
+    extras=_RL_EXTRAS,
+    fps=20.0,
+)
+
+MAPPINGS: dict[str, RLDSMapping] = {m.name: m for m in (BRIDGE_V2, OXE_BRIDGE, FRACTAL, LIBERO_RLDS)}
+BRIDGE_LABELS = ("raw", "paper")
 
 
 def register_mapping(mapping: RLDSMapping) -> RLDSMapping:
@@ -290,6 +314,36 @@ def mapping_for(names: Sequence[str], version: str = "") -> RLDSMapping | None:
         if hits:
             return next((m for m in hits if version in m.versions), hits[0])
     return None
+
+
+# ---------------------------------------------------------------------------------------- Bridge labels
+
+
+def binarize_gripper(values: np.ndarray, open_above: float = 0.95, closed_below: float = 0.05) -> np.ndarray:
+    """OpenVLA's Bridge gripper binarisation: > 0.95 open (1), < 0.05 closed (0); a value in between takes the
+    next decided step's value, and a run of in-between values at the very end keeps the raw last value."""
+    values = np.asarray(values, dtype=np.float32).reshape(-1)
+    out = np.empty_like(values)
+    carry = float(values[-1]) if len(values) else 0.0
+    for i in range(len(values) - 1, -1, -1):
+        if values[i] > open_above:
+            carry = 1.0
+        elif values[i] < closed_below:
+            carry = 0.0
+        out[i] = carry
+    return out
+
+
+def paper_bridge_labels(state: np.ndarray, gripper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bridge actions as OpenVLA's `bridge_orig_dataset_transform` (VLM4VLA's Bridge data) makes them from a
+    trajectory of T steps: step 0 dropped, the gripper binarised on the rest, arm dims 0-5 replaced by the
+    differences of consecutive `state[:, :6]`, the last step dropped. Returns (arm (T-2, 6), gripper (T-2,) in
+    {0, 1}) for the original steps 1..T-2; a gripper left undecided by the binarisation counts as closed, as
+    VLM4VLA's `refine_action_at_gripper_dim` sets every value other than 1 to 0."""
+    state = np.asarray(state, dtype=np.float64)
+    arm = (state[2:, :6] - state[1:-1, :6]).astype(np.float32)
+    binary = binarize_gripper(gripper[1:])[:-1]
+    return arm, (binary == 1.0).astype(np.float32)
 
 
 # -------------------------------------------------------------------------------------------- reading
@@ -311,7 +365,8 @@ class _Steps:
     episode_id: str
     where: str
     view: ExampleView
-    start: int  # first step kept (1 when a zero first action was dropped)
+    start: int  # first step kept (1 when a zero first action was dropped, or with bridge_labels="paper")
+    total: int  # steps stored in the record
     actions: np.ndarray
     state: np.ndarray | None
     instructions: list[str]
@@ -370,8 +425,11 @@ class RLDSSource(Source):
     Options: `dataset` (a mapping name from MAPPINGS or an RLDSMapping; default: chosen from the
     dataset name), `split`, `cameras` (names of the mapping's cameras, image keys under
     `steps/observation/`, or "all"; default the main camera), `drop_first_zero_action` (drop step 0
-    when its action is all zero, as Bridge V2 stores it), `verify_crc`, and `allow_missing_shards`
-    (list only the shards present, for partial downloads; `missing_shards` names the others).
+    when its action is all zero, as Bridge V2 stores it), `bridge_labels` ("raw": the commanded
+    `action` as stored; "paper": OpenVLA's Bridge labels, which VLM4VLA trains on: see
+    `paper_bridge_labels`; Bridge mappings only; it always drops the first and last step), `verify_crc`,
+    and `allow_missing_shards` (list only the shards present, for partial downloads; `missing_shards`
+    names the others).
     A camera whose `has_image_*` flag is false, or whose frames are one constant value throughout an
     episode (padding for a missing view), is left out of that episode.
     """
@@ -386,6 +444,7 @@ class RLDSSource(Source):
         split: str = "train",
         cameras: Sequence[str] | str | None = None,
         drop_first_zero_action: bool = False,
+        bridge_labels: str = "raw",
         verify_crc: bool = True,
         allow_missing_shards: bool = False,
     ) -> None:
@@ -401,6 +460,11 @@ class RLDSSource(Source):
         self.split = self.info.splits[split]
         self.cameras = self._choose_cameras(cameras)
         self.drop_first_zero_action = drop_first_zero_action
+        if bridge_labels not in BRIDGE_LABELS:
+            raise ConfigError(f"bridge_labels must be one of {', '.join(BRIDGE_LABELS)}, got {bridge_labels!r}")
+        if bridge_labels == "paper" and not self.mapping.relabel_from_state:
+            raise ConfigError(f"bridge_labels=paper is only defined for Bridge data, not mapping {self.mapping.name!r}")
+        self.bridge_labels = bridge_labels
         self.verify_crc = verify_crc
         self.allow_missing_shards = allow_missing_shards
         self.missing_shards: list[Path] = []
@@ -638,22 +702,32 @@ class RLDSSource(Source):
                     meta[spec.key] = _jsonable(decode_values(view, spec.key, where))
                 else:
                     meta[spec.key] = _jsonable(self._values(view, spec, None, where))
-        start = 0
-        if self.drop_first_zero_action and length > 1 and not arm[0].any() and grip[0] == 0:
-            start = 1
-            meta["dropped_zero_first_step"] = True
+        start, stop = 0, length
+        if self.bridge_labels == "paper":
+            if state is None or state.shape[1] < 6 or length < 3:
+                raise DataError(f"bridge_labels=paper needs >= 3 steps and a 6-d state, got {length}", where, STEPS)
+            arm, grip = paper_bridge_labels(state, grip)
+            start, stop = 1, length - 1
+            meta["bridge_labels"] = "paper"
+        else:
+            if self.drop_first_zero_action and length > 1 and not arm[0].any() and grip[0] == 0:
+                start = 1
+                meta["dropped_zero_first_step"] = True
+            arm, grip = arm[start:], m.gripper_convert(grip[start:])
+        if start or stop != length:
             for name in m.extras:
                 if name in meta:
-                    meta[name] = meta[name][1:]
-        actions = np.concatenate([arm[start:], m.gripper_convert(grip[start:])[:, None]], axis=1).astype(np.float32)
+                    meta[name] = meta[name][start:stop]
+        actions = np.concatenate([arm, grip[:, None]], axis=1).astype(np.float32)
         return _Steps(
             episode_id=f"{self.split.name}-{key.shard_index:05d}-{key.record:04d}",
             where=where,
             view=view,
             start=start,
+            total=length,
             actions=actions,
-            state=None if state is None else state[start:],
-            instructions=instructions[start:],
+            state=None if state is None else state[start:stop],
+            instructions=instructions[start:stop],
             meta=meta,
         )
 
@@ -670,10 +744,10 @@ class RLDSSource(Source):
             if full not in decoded.view:
                 raise DataError("missing from the record", decoded.where, full)
             blobs = decode_values(decoded.view, full, decoded.where)
-            if not isinstance(blobs, list) or len(blobs) != length + decoded.start:
+            if not isinstance(blobs, list) or len(blobs) != decoded.total:
                 count = len(blobs) if isinstance(blobs, list) else f"non-bytes ({decoded.view.kind(full)})"
-                raise DataError(f"{count} images for {length + decoded.start} steps", decoded.where, full)
-            out[camera] = blobs[decoded.start :]
+                raise DataError(f"{count} images for {decoded.total} steps", decoded.where, full)
+            out[camera] = blobs[decoded.start : decoded.start + length]
         return out
 
     def _decode_frames(self, blobs: list[bytes], spec: FeatureSpec, where: str, offset: int = 0) -> np.ndarray:
@@ -756,3 +830,22 @@ class RLDSSource(Source):
             instructions=instructions,
             cameras=cameras,
         )
+
+    def episode_layout(self, key: Any) -> EpisodeLayout:
+        """Actions and language of one record (no image decoded)."""
+        decoded = self._decode(key)
+        instruction, windows = self._language(decoded.instructions)
+        return EpisodeLayout(decoded.episode_id, decoded.actions, instruction, windows, tuple(self.cameras))
+
+    def load_encoded(self, key: Any, camera: str = "") -> tuple[EpisodeLayout, list[bytes]] | None:
+        """The layout and `camera`'s JPEG/PNG frames as stored ("" = the first chosen camera; DataError when this
+        record lacks the view)."""
+        camera = camera or next(iter(self.cameras))
+        decoded = self._decode(key)
+        blobs = self._camera_blobs(decoded, len(decoded.actions)).get(camera)
+        if blobs is None:
+            raise DataError(
+                f"no camera {camera!r} in this episode", decoded.where, f"{STEPS}/{self.cameras.get(camera)}"
+            )
+        instruction, windows = self._language(decoded.instructions)
+        return EpisodeLayout(decoded.episode_id, decoded.actions, instruction, windows, tuple(self.cameras)), blobs

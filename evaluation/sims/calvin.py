@@ -18,8 +18,9 @@ the gripper goes back to +1 open / -1 close. The policy sees `rgb_static` as ren
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from math import pi
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,15 @@ import numpy as np
 
 from datasets_build.actions import ARM, GRIPPER, gripper_to_calvin
 from datasets_build.errors import ConfigError
-from evaluation.calvin_sequences import SUBTASKS_PER_CHAIN, get_sequences
+from evaluation.calvin_sequences import SUBTASKS_PER_CHAIN, chains_digest, get_sequences
 from evaluation.sims.base import Observation, SimAdapter, StepResult, Trial
+from evaluation.sims.provenance import package_versions, sha256_file, sha256_files, sha256_json
 
 STEPS_PER_SUBTASK = 360
 NUM_CHAINS = 1000
 CAMERA = "rgb_static"
+ANNOTATIONS = Path("calvin_models/conf/annotations/new_playtable_validation.yaml")  # in the calvin repository
+TASKS = Path("conf/tasks/new_playtable_tasks.yaml")  # in the calvin_env checkout
 
 # The start configuration upstream resets every chain to (calvin_agent.evaluation.utils):
 # TCP position (3), TCP euler (3), gripper width (1), 7 arm joints, gripper action (1).
@@ -48,21 +52,26 @@ BLOCK_TABLE = (np.array([5.00000896e-02, -1.20000177e-01, 4.59990009e-01]),
 BLOCK_YAW_RANGE = (pi / 2 - pi / 8, pi / 2 + pi / 8)
 
 
-def fnv1_32(data: bytes) -> int:
-    """32-bit FNV-1 hash (multiply, then xor), the hash upstream seeds each initial condition with."""
-    value = 0x811C9DC5
+def fnv1_32(data: bytes, value: int = 0) -> int:
+    """32-bit FNV-1 (multiply, then xor) from start `value`; pyhash's `fnv1_32()` starts at 0, not FNV's basis."""
     for byte in data:
         value = (value * 0x01000193) % (1 << 32) ^ byte
     return value
 
 
+def condition_seed(condition: Mapping[str, Any]) -> int:
+    """Upstream's scene seed `pyhash.fnv1_32()(str(condition.values()))`: pyhash hashes a Python str as its
+    UTF-16-LE code units (no byte-order mark) from start value 0."""
+    return fnv1_32(str(dict(condition).values()).encode("utf-16-le"))
+
+
 def initial_env_state(condition: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """Symbolic initial state -> (robot_obs (15,), scene_obs (24,)) for `env.reset`, as upstream derives them.
 
-    The two table spots are shuffled and the block yaws drawn with numpy's legacy RNG seeded by the
-    FNV-1 hash of `str(condition.values())`, so each condition always gives the same scene.
+    The two table spots are shuffled and the block yaws drawn with numpy's legacy RNG seeded by
+    `condition_seed`, so each condition always gives upstream's scene.
     """
-    rng = np.random.RandomState(fnv1_32(str(dict(condition).values()).encode()))
+    rng = np.random.RandomState(condition_seed(condition))
     table = list(BLOCK_TABLE)
     rng.shuffle(table)
     scene = np.zeros(24)
@@ -85,6 +94,15 @@ def initial_env_state(condition: Mapping[str, Any]) -> tuple[np.ndarray, np.ndar
     return ROBOT_START.copy(), scene
 
 
+def initial_scenes_digest(conditions: Iterable[Mapping[str, Any]]) -> str:
+    """sha256 of every condition's (robot_obs, scene_obs) as little-endian float64, in order: pins the scenes."""
+    digest = hashlib.sha256()
+    for condition in conditions:
+        robot, scene = initial_env_state(condition)
+        digest.update(np.concatenate([robot, scene]).astype("<f8").tobytes())
+    return digest.hexdigest()
+
+
 def calvin_action(action: np.ndarray) -> np.ndarray:
     """Project action (7,) -> calvin_env relative cartesian action: arm dims in [-1, 1], gripper +1 open / -1 close."""
     arr = np.asarray(action, dtype=np.float32).reshape(-1)
@@ -94,27 +112,49 @@ def calvin_action(action: np.ndarray) -> np.ndarray:
     return out
 
 
+def annotations_file(path: str | Path | None) -> Path:
+    """The validation annotation YAML: `path`, else `$CALVIN_ROOT/` + ANNOTATIONS (one-line error when neither)."""
+    candidates = [Path(path)] if path else []
+    if not path and os.environ.get("CALVIN_ROOT"):
+        candidates.append(Path(os.environ["CALVIN_ROOT"]) / ANNOTATIONS)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    where = f" ({candidates[0]} is not a file)" if candidates else ""
+    raise ConfigError(
+        f"calvin: sim_options.annotations must name {ANNOTATIONS} of the calvin repository "
+        f"(github.com/mees/calvin), or set CALVIN_ROOT to its checkout{where}"
+    )
+
+
 def load_annotations(path: str | Path | None) -> dict[str, str]:
     """subtask -> its first validation instruction, from upstream's annotation YAML (one-line error if absent)."""
     import yaml
 
-    candidates = [Path(path)] if path else []
-    if not path and os.environ.get("CALVIN_ROOT"):
-        root = Path(os.environ["CALVIN_ROOT"])
-        candidates.append(root / "calvin_models" / "conf" / "annotations" / "new_playtable_validation.yaml")
-    for candidate in candidates:
-        if candidate.is_file():
-            data = yaml.safe_load(candidate.read_text()) or {}
-            return {str(k): str(v[0]) for k, v in data.items()}
-    raise ConfigError(
-        "calvin: sim_options.annotations must name calvin_models/conf/annotations/new_playtable_validation.yaml "
-        "of the calvin repository (or set CALVIN_ROOT to its checkout)"
-    )
+    data = yaml.safe_load(annotations_file(path).read_text()) or {}
+    return {str(k): str(v[0]) for k, v in data.items()}
+
+
+def calvin_env_checkout() -> Path:
+    """The root of the installed calvin_env checkout (its `conf/` and `data/` live there, beside the package).
+
+    A `calvin_env/` folder in the working directory (e.g. the clone itself) shadows the installed
+    package as an empty namespace package: that is refused in one line instead of failing later.
+    """
+    import calvin_env
+
+    if getattr(calvin_env, "__file__", None) is None:
+        found = ", ".join(str(p) for p in getattr(calvin_env, "__path__", []))
+        raise ConfigError(
+            f"calvin: 'import calvin_env' found the folder {found}, not the installed package (a calvin_env/ "
+            "folder in the working directory shadows it); run from another directory"
+        )
+    return Path(calvin_env.__file__).resolve().parents[1]
 
 
 def make_calvin_env(dataset_path: str | None = None, scene: str = "calvin_scene_D") -> Any:
     """A calvin_env PlayTableSimEnv (`use_scene_info=True`) from a split folder, else composed from calvin_env/conf."""
-    import calvin_env
+    checkout = calvin_env_checkout()
     import hydra
 
     if dataset_path:
@@ -123,7 +163,7 @@ def make_calvin_env(dataset_path: str | None = None, scene: str = "calvin_scene_
         if not (Path(dataset_path) / ".hydra" / "merged_config.yaml").is_file():
             raise ConfigError(f"calvin: {dataset_path}: not a CALVIN split folder (.hydra/merged_config.yaml missing)")
         return get_env(Path(dataset_path), show_gui=False)
-    conf = Path(calvin_env.__file__).resolve().parents[1] / "conf"
+    conf = checkout / "conf"
     if not conf.is_dir():
         raise ConfigError(f"calvin: {conf} missing: install calvin_env from its git checkout (pip install -e .)")
     from hydra.core.global_hydra import GlobalHydra
@@ -132,19 +172,25 @@ def make_calvin_env(dataset_path: str | None = None, scene: str = "calvin_scene_
     with hydra.initialize_config_dir(config_dir=str(conf), version_base=None):
         cfg = hydra.compose(
             "config_data_collection",
-            overrides=[f"scene={scene}", "cameras=static_and_gripper", f"data_path={conf.parent / 'data'}"],
+            overrides=[f"scene={scene}", "cameras=static_and_gripper", f"data_path={checkout / 'data'}"],
         )
     return hydra.utils.instantiate(cfg.env, show_gui=False, use_vr=False, use_scene_info=True)
 
 
 def make_task_oracle() -> Any:
     """calvin_env's task oracle from its `conf/tasks/new_playtable_tasks.yaml`."""
-    import calvin_env
+    checkout = calvin_env_checkout()
     import hydra
     from omegaconf import OmegaConf
 
-    path = Path(calvin_env.__file__).resolve().parents[1] / "conf" / "tasks" / "new_playtable_tasks.yaml"
-    return hydra.utils.instantiate(OmegaConf.load(path))
+    return hydra.utils.instantiate(OmegaConf.load(checkout / TASKS))
+
+
+def _scene_files(dataset_path: str | None, scene: str) -> list[Path]:
+    """The files that define the evaluated scene: the split's merged config, else calvin_env's scene config."""
+    if dataset_path:
+        return [Path(dataset_path) / ".hydra" / "merged_config.yaml"]
+    return [calvin_env_checkout() / "conf" / "scene" / f"{scene}.yaml"]
 
 
 class CalvinSim(SimAdapter):
@@ -162,8 +208,16 @@ class CalvinSim(SimAdapter):
         env: Any = None,
         task_oracle: Any = None,
         instructions: Mapping[str, str] | None = None,
+        steps_per_subtask: int = STEPS_PER_SUBTASK,
     ) -> None:
-        self.instructions = dict(instructions) if instructions is not None else load_annotations(annotations)
+        if steps_per_subtask < 1:
+            raise ConfigError(f"calvin: steps_per_subtask must be >= 1, got {steps_per_subtask}")
+        self.steps_per_subtask = steps_per_subtask
+        self.max_steps = steps_per_subtask * SUBTASKS_PER_CHAIN
+        self._annotations = None if instructions is not None else annotations_file(annotations)
+        self.instructions = dict(instructions) if instructions is not None else load_annotations(self._annotations)
+        self._real_env = env is None
+        self.dataset_path, self.scene = dataset_path, scene
         self.env = env if env is not None else make_calvin_env(dataset_path, scene)
         self.oracle = task_oracle if task_oracle is not None else make_task_oracle()
         self._subtasks: list[str] = []
@@ -211,7 +265,7 @@ class CalvinSim(SimAdapter):
                 return StepResult(self._observation(obs), True, True, {"completed": self._completed})
             self._start_subtask()
             new_subtask = True
-        elif self._subtask_steps >= STEPS_PER_SUBTASK:
+        elif self._subtask_steps >= self.steps_per_subtask:
             return StepResult(self._observation(obs), True, False, {"completed": self._completed})
         return StepResult(self._observation(obs), False, False, {"new_subtask": new_subtask})
 
@@ -223,8 +277,48 @@ class CalvinSim(SimAdapter):
         index = min(self._completed, len(self._subtasks) - 1)
         return Observation([np.asarray(obs["rgb_obs"][CAMERA])], self.instructions[self._subtasks[index]])
 
+    def provenance(self) -> dict[str, Any]:
+        """calvin_env / pybullet versions, the annotations, chains, initial scenes and scene config by sha256."""
+        chains = get_sequences(NUM_CHAINS)
+        record: dict[str, Any] = {
+            "packages": package_versions(["calvin_env", "pybullet", "hydra-core", "omegaconf"]),
+            "chains_sha256": chains_digest(chains),
+            "initial_scenes_sha256": initial_scenes_digest(state for state, _ in chains),
+            "instructions_sha256": sha256_json(self.instructions),
+            "annotations_sha256": None if self._annotations is None else sha256_file(self._annotations),
+            "scene": self.scene if not self.dataset_path else None,
+            "dataset_path": self.dataset_path,
+        }
+        if self._real_env:
+            checkout = calvin_env_checkout()
+            record["calvin_env_commit"] = _git_head(checkout)
+            record["scene_config_sha256"] = sha256_files(_scene_files(self.dataset_path, self.scene))
+            record["tasks_sha256"] = sha256_file(checkout / TASKS)
+        return record
+
     def close(self) -> None:
-        """Disconnect calvin_env's PyBullet client."""
+        """Disconnect calvin_env's PyBullet client once (its `__del__` would disconnect again: a traceback)."""
         close = getattr(self.env, "close", None)
         if close is not None:
             close()
+            if hasattr(self.env, "cid"):
+                self.env.cid = -1  # PlayTableSimEnv.close() disconnects only a client id >= 0
+
+
+def _git_head(checkout: Path) -> str | None:
+    """The commit a git checkout is at, read from .git without running git (None when not a checkout)."""
+    head = checkout / ".git" / "HEAD"
+    if not head.is_file():
+        return None
+    ref = head.read_text().strip()
+    if not ref.startswith("ref: "):
+        return ref
+    name = ref.removeprefix("ref: ")
+    loose = checkout / ".git" / name
+    if loose.is_file():
+        return loose.read_text().strip()
+    packed = checkout / ".git" / "packed-refs"
+    for line in packed.read_text().splitlines() if packed.is_file() else []:
+        if line.endswith(" " + name):
+            return line.split(" ", 1)[0]
+    return None

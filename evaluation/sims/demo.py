@@ -7,11 +7,13 @@ convention, so the adapter only bounds the episode (`max_steps`, success ends it
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from datasets_build.sim import TASK_FAMILIES, TabletopConfig, TabletopEnv, get_family
 from evaluation.sims.base import Observation, SimAdapter, StepResult, Trial
+from evaluation.sims.provenance import package_versions
 
 DEFAULT_TRIALS = 10
 
@@ -58,6 +60,10 @@ class DemoSim(SimAdapter):
 
     def _observation(self, obs: dict[str, np.ndarray]) -> Observation:
         return Observation([obs[f"rgb_{self.camera}"]], self._instruction)
+
+    def provenance(self) -> dict[str, Any]:
+        """The demo sim is the project's own code: its version and pybullet's."""
+        return {"packages": package_versions(["vlm4vla-toolkit", "pybullet"])}
 
     def close(self) -> None:
         """Disconnect pybullet."""

@@ -1,0 +1,59 @@
+"""An exclusive lock on an output folder, so two jobs never write into one folder at once.
+
+`with output_lock(folder, "evaluation run"):` holds an advisory `fcntl.flock` on `folder/.lock`
+for the block; a second holder fails at once with one line naming the first (pid, host, command).
+The kernel drops the lock when its process dies (kill -9 included), so a crash never leaves a
+stale lock behind; the small `.lock` file itself stays and is harmless. flock works across
+processes of one machine and, on most cluster file systems (NFS v4, Lustre with flock enabled),
+across nodes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from datasets_build.errors import ConfigError
+
+LOCK_FILE = ".lock"
+
+
+@contextmanager
+def output_lock(folder: str | Path, what: str) -> Iterator[Path]:
+    """Hold the exclusive lock of `folder` (created if missing) for the block; ConfigError when another holds it."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    handle = path.open("a+", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise ConfigError(
+                f"{folder}: locked by {_describe(handle.read())}; two jobs must not write one output folder "
+                "(wait for it, or use another folder)"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        argv = " ".join(sys.argv[:4])
+        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "what": what, "argv": argv}))
+        handle.flush()
+        yield path
+    finally:
+        handle.close()  # closing the descriptor releases the lock
+
+
+def _describe(text: str) -> str:
+    """'evaluation run (pid 12, host node3)' from the holder's lock record."""
+    try:
+        holder = json.loads(text)
+        return f"{holder['what']} (pid {holder['pid']}, host {holder['host']})"
+    except (ValueError, TypeError, KeyError):
+        return "another process"
