@@ -62,7 +62,7 @@ def _sweep(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from evaluation.report import ReportConfig, report
 
-    flags = _flags(args, ("out", "baseline", "capability", "title"))
+    flags = _flags(args, ("out", "baseline", "capability", "title", "paper", "layout", "caption", "from_step"))
     flags["results"] = list(args.results)
     flags["allow_incomplete"] = args.allow_incomplete
     cfg = build_config(ReportConfig, flags, where="report")
@@ -172,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--baseline", help="row name the deltas are taken against")
     report.add_argument("--capability", help="CSV model,score of a VLM capability benchmark (Fig. 3)")
     report.add_argument("--title", help="table caption")
+    report.add_argument("--paper", help="print the paper's numbers beside ours: table1 ... table8, table10")
+    report.add_argument("--layout", choices=("rows", "grid"), help="grid: results named ROW@COLUMN (Table 4)")
+    report.add_argument("--caption", help="a note printed under the table")
+    report.add_argument("--from-step", type=int, help="box plots use checkpoints from this step on (Fig. 4)")
     report.add_argument(
         "--allow-incomplete",
         dest="allow_incomplete",

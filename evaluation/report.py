@@ -5,20 +5,30 @@ name or the sweep's run name), columns are benchmarks as in the paper's Tables 1
 CALVIN ABC-D average length (and success after 1..5), SimplerEnv-Bridge per task and average,
 LIBERO-10 success rate, demo per task and average. Several results of one row and benchmark
 (checkpoints x chunk modes of a sweep) are reported best-of, as the paper does, and drawn as
-Fig. 4-style box plots. With `capability` (a CSV `model,score`) a Fig. 3-style scatter per
-benchmark shows the VLA score against the VLM score with a least-squares line, Pearson r and R^2.
+Fig. 4-style box plots. With `capability` (a CSV `model,score`) a Fig. 3-style scatter (one panel, a marker
+and a least-squares line per benchmark, Pearson r and R^2) shows the VLA score against the VLM score.
+
+With `paper: tableN` every reported column the paper has a number for gets a `(paper)` column beside it, from
+`evaluation.paper` (row names are paper row keys, or mapped by `paper_rows`). `layout: grid` lays results named
+`ROW@COLUMN` out as rows x columns of one benchmark's headline (Table 4: VLM fine-tuning x VLA vision frozen or
+trained), deltas against the `baseline` row per column. Box plots take each checkpoint's best chunk mode from
+`from_step` on; for CALVIN, `figure4_calvin` draws the paper's Fig. 4: success after 1..5 subtasks and the
+average length / 5, one box per row over its checkpoints.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from datasets_build.errors import ConfigError, DataError
+from evaluation.paper import FIGURE3_FITS, PaperTable, paper_table
 from evaluation.protocol import headline
 from evaluation.results import SUMMARY_FILE, load_results, read_json
 
@@ -30,6 +40,9 @@ BENCHMARK_NAMES: dict[str, str] = {
     "demo": "Demo",
 }
 SWEEP_FILE = "sweep.json"
+LAYOUTS = ("rows", "grid")
+GRID_SEPARATOR = "@"
+_CHECKPOINT_STEP = re.compile(r"checkpoint-(\d+)")
 
 
 @dataclass
@@ -42,6 +55,18 @@ class ReportConfig:
     capability: str | None = None  # CSV with columns model,score
     title: str = "VLA results"
     allow_incomplete: bool = False  # report unfinished runs, marked with *, instead of refusing them
+    paper: str | None = None  # a table of evaluation.paper (table1 ... table10): its numbers beside ours
+    paper_rows: dict[str, str] = field(default_factory=dict)  # row name -> paper row key (default: the name)
+    layout: str = "rows"  # rows | grid (results named ROW@COLUMN)
+    caption: str = ""  # printed under the table (e.g. which simulator stood in for which)
+    from_step: int = 0  # box plots use checkpoints from this step on (the paper's Fig. 4: 10k..30k)
+    paper_sim: str | None = None  # the benchmark a stand-in simulator's results are compared with (tiny profiles)
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ConfigError(f"layout: must be one of {list(LAYOUTS)}, got {self.layout!r}")
+        if self.paper:
+            paper_table(self.paper)
 
 
 @dataclass
@@ -51,6 +76,7 @@ class Cell:
     metric: str
     scores: list[float] = field(default_factory=list)
     best_metrics: dict[str, Any] = field(default_factory=dict)
+    entries: list[tuple[int | None, dict[str, Any]]] = field(default_factory=list)  # (checkpoint step, metrics)
     incomplete: bool = False  # some result behind this cell did not finish every episode
 
     @property
@@ -66,6 +92,8 @@ def _summaries(spec: str, allow_incomplete: bool = False) -> list[tuple[str, dic
         sweep = read_json(path / SWEEP_FILE)
         row = name or Path(str(sweep.get("run", path))).name
         found = load_results((str(path / r["path"]) for r in sweep.get("results", [])), allow_incomplete)
+        for result, summary in zip(sweep.get("results", []), found, strict=True):
+            summary.setdefault("checkpoint", result.get("checkpoint"))
         return [(row, s) for s in found]
     if path.is_dir() and not (path / SUMMARY_FILE).is_file():
         nested = sorted(path.rglob(SUMMARY_FILE))
@@ -75,6 +103,15 @@ def _summaries(spec: str, allow_incomplete: bool = False) -> list[tuple[str, dic
         return [(name or path.name, s) for s in found]
     (summary,) = load_results([path], allow_incomplete)
     return [(name or Path(str(summary.get("policy") or path)).name or path.name, summary)]
+
+
+def checkpoint_step(summary: dict[str, Any]) -> int | None:
+    """The training step of the checkpoint a summary evaluated (from the sweep's record or the policy path)."""
+    for text in (summary.get("checkpoint"), summary.get("policy"), summary.get("path")):
+        found = _CHECKPOINT_STEP.findall(str(text or ""))
+        if found:
+            return int(found[-1])
+    return None
 
 
 def collect(specs: list[str], allow_incomplete: bool = False) -> dict[str, dict[str, Cell]]:
@@ -89,7 +126,21 @@ def collect(specs: list[str], allow_incomplete: bool = False) -> dict[str, dict[
             if not cell.scores or score > cell.best:
                 cell.best_metrics = summary["metrics"]
             cell.scores.append(score)
+            cell.entries.append((checkpoint_step(summary), summary["metrics"]))
     return table
+
+
+def per_checkpoint(cell: Cell, from_step: int = 0) -> list[dict[str, Any]]:
+    """Each checkpoint's metrics in its best chunk mode, from `from_step` on (results with no known checkpoint
+    count one each), in step order."""
+    best: dict[Any, dict[str, Any]] = {}
+    for i, (step, metrics) in enumerate(cell.entries):
+        if step is not None and step < from_step:
+            continue
+        key = ("step", step) if step is not None else ("result", i)
+        if key not in best or headline(cell.metric, metrics) > headline(cell.metric, best[key]):
+            best[key] = metrics
+    return [best[k] for k in sorted(best, key=lambda k: (k[0], k[1] if isinstance(k[1], int) else -1))]
 
 
 def _columns(table: dict[str, dict[str, Cell]]) -> list[tuple[str, str, str]]:
@@ -125,28 +176,121 @@ def _fmt(value: float | None, metric: str, key: str) -> str:
     return f"{value:.3f}" if metric == "chain" and key == "headline" else f"{value:.1f}"
 
 
-def build_rows(table: dict[str, dict[str, Cell]], baseline: str | None) -> tuple[list[str], list[list[str]]]:
-    """Header and formatted rows; with `baseline`, each other row's cells carry their delta `(+x)`."""
+def _paper_key(cfg_rows: dict[str, str], row: str) -> str:
+    return cfg_rows.get(row, row)
+
+
+def build_rows(
+    table: dict[str, dict[str, Cell]],
+    baseline: str | None,
+    paper: PaperTable | None = None,
+    paper_rows: dict[str, str] | None = None,
+    paper_sim: str | None = None,
+) -> tuple[list[str], list[list[str]]]:
+    """Header and formatted rows; with `baseline`, each other row's cells carry their delta `(+x)`; with `paper`,
+    each column the paper reports gets a `(paper)` column beside it (with the paper's delta too). With
+    `paper_sim`, results of a stand-in simulator (the demo sim in a tiny profile) get the paper's headline of
+    that benchmark beside their headline."""
     if baseline is not None and baseline not in table:
         raise ConfigError(f"baseline: no row named {baseline!r}; rows: {list(table)}")
+    mapping = paper_rows or {}
     columns = _columns(table)
-    header = ["Model", *(h for _, _, h in columns)]
+
+    def paper_key(sim: str, key: str) -> tuple[str, str]:
+        """The paper column beside ours and its metric kind."""
+        if paper_sim and sim != paper_sim and key == "headline":
+            return f"{paper_sim}:headline", "chain" if paper_sim == "calvin" else "success"
+        return f"{sim}:{key}", "chain" if sim == "calvin" else "success"
+
+    paper_columns = {
+        (sim, key)
+        for sim, key, _ in columns
+        if paper is not None
+        and any(paper.value(_paper_key(mapping, r), paper_key(sim, key)[0]) is not None for r in table)
+    }
+    header = ["Model"]
+    for sim, key, head in columns:
+        header.append(head)
+        if (sim, key) in paper_columns:
+            stand_in = paper_sim and sim != paper_sim and key == "headline"
+            header.append(
+                f"{BENCHMARK_NAMES.get(str(paper_sim), paper_sim)} (paper)" if stand_in else f"{head} (paper)"
+            )
     rows = []
     for name, cells in table.items():
         row = [name]
         for sim, key, _ in columns:
             cell = cells.get(sim)
+            metric = cell.metric if cell else ("chain" if sim == "calvin" else "success")
             value = None if cell is None else _value(cell, key)
-            text = _fmt(value, cell.metric if cell else "", key)
-            if cell is not None and cell.incomplete and value is not None:
-                text += "*"
             base_cell = table[baseline].get(sim) if baseline else None
             base = None if base_cell is None else _value(base_cell, key)
-            if baseline and name != baseline and value is not None and base is not None and cell is not None:
-                text += f" ({'+' if value - base >= 0 else ''}{_fmt(value - base, cell.metric, key)})"
-            row.append(text)
+            delta = baseline is not None and name != baseline
+            unfinished = cell is not None and cell.incomplete and value is not None
+            row.append(_with_delta(value, base, metric, key, delta, "*" if unfinished else ""))
+            if (sim, key) in paper_columns and paper is not None:
+                lookup, kind = paper_key(sim, key)
+                ours = paper.value(_paper_key(mapping, name), lookup)
+                theirs = paper.value(_paper_key(mapping, baseline), lookup) if baseline else None
+                row.append(_with_delta(ours, theirs, kind, key, delta))
         rows.append(row)
     return header, rows
+
+
+def _with_delta(value: float | None, base: float | None, metric: str, key: str, delta: bool, mark: str = "") -> str:
+    text = _fmt(value, metric, key) + mark
+    if delta and value is not None and base is not None:
+        text += f" ({'+' if value - base >= 0 else ''}{_fmt(value - base, metric, key)})"
+    return text
+
+
+def build_grid(
+    table: dict[str, dict[str, Cell]],
+    baseline: str | None,
+    paper: PaperTable | None = None,
+    paper_sim: str | None = None,
+) -> tuple[list[str], list[list[str]]]:
+    """Rows x columns of one benchmark's headline from rows named ROW@COLUMN (Table 4's layout), deltas against
+    the `baseline` row in each column, the paper's cell beside each."""
+    cells: dict[tuple[str, str], Cell] = {}
+    for name, by_sim in table.items():
+        row, sep, column = name.rpartition(GRID_SEPARATOR)
+        if not sep:
+            raise ConfigError(f"layout grid: result {name!r} is not named ROW{GRID_SEPARATOR}COLUMN")
+        if len(by_sim) != 1:
+            raise ConfigError(f"layout grid: {name!r} has results of several benchmarks ({', '.join(by_sim)})")
+        cells[(row, column)] = next(iter(by_sim.values()))
+    rows = list(dict.fromkeys(r for r, _ in cells))
+    columns = list(dict.fromkeys(c for _, c in cells))
+    if baseline is not None and baseline not in rows:
+        raise ConfigError(f"baseline: no grid row named {baseline!r}; rows: {rows}")
+    sim = paper_sim or next(iter(next(iter(table.values()))))
+
+    def label(key: str) -> str:
+        return paper.label(key) if paper is not None else key
+
+    header = ["VLM"]
+    for column in columns:
+        header.append(label(column))
+        if paper is not None:
+            header.append(f"{label(column)} (paper)")
+    out = []
+    for row in rows:
+        line = [label(row)]
+        for column in columns:
+            cell = cells.get((row, column))
+            metric = cell.metric if cell else "success"
+            value = cell.best if cell else None
+            base_cell = cells.get((baseline, column)) if baseline else None
+            base = base_cell.best if base_cell else None
+            line.append(_with_delta(value, base, metric, "headline", baseline is not None and row != baseline))
+            if paper is not None:
+                ours = paper.value(row, f"{sim}:headline", column)
+                theirs = paper.value(baseline, f"{sim}:headline", column) if baseline else None
+                kind = "chain" if sim == "calvin" else "success"
+                line.append(_with_delta(ours, theirs, kind, "headline", baseline is not None and row != baseline))
+        out.append(line)
+    return header, out
 
 
 def to_markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -205,22 +349,62 @@ def _save(fig: Any, out: Path, stem: str) -> list[Path]:
     return paths
 
 
-def box_plots(table: dict[str, dict[str, Cell]], out: Path) -> list[Path]:
-    """Fig. 4 style: per benchmark, one box per model over its checkpoints / chunk modes."""
+def box_plots(table: dict[str, dict[str, Cell]], out: Path, from_step: int = 0) -> list[Path]:
+    """Fig. 4 style: per benchmark, one box per model over its checkpoints (each in its best chunk mode)."""
     plt = _pyplot()
     sims = list(dict.fromkeys(sim for row in table.values() for sim in row))
     fig, axes = plt.subplots(1, len(sims), figsize=(4.5 * len(sims), 3.6), squeeze=False)
     for ax, sim in zip(axes[0], sims, strict=True):
         names = [n for n, cells in table.items() if sim in cells]
-        data = [table[n][sim].scores for n in names]
+        metric = table[names[0]][sim].metric
+        data = [[headline(metric, m) for m in per_checkpoint(table[n][sim], from_step)] or [0.0] for n in names]
         ax.boxplot(data, showmeans=True)
         ax.set_xticks(range(1, len(names) + 1), names, rotation=30, ha="right")
-        chain = table[names[0]][sim].metric == "chain"
-        ax.set_ylabel("Avg. Len." if chain else "Success rate (%)")
+        ax.set_ylabel("Avg. Len." if metric == "chain" else "Success rate (%)")
         ax.set_title(BENCHMARK_NAMES.get(sim, sim))
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     paths = _save(fig, out, "checkpoints_boxplot")
+    plt.close(fig)
+    return paths
+
+
+FIGURE4_DIMENSIONS = ("Task-1", "Task-2", "Task-3", "Task-4", "Task-5", "Avg. Len. / 5")
+
+
+def figure4_values(metrics: dict[str, Any]) -> list[float]:
+    """A CALVIN summary's Fig. 4 dimensions: success after 1..5 subtasks (0-1) and the average length / 5."""
+    after = metrics.get("success_rate_after", {})
+    return [float(after.get(str(k), 0.0)) for k in range(1, 6)] + [float(metrics.get("avg_len", 0.0)) / 5.0]
+
+
+def figure4(table: dict[str, dict[str, Cell]], out: Path, from_step: int = 0) -> list[Path]:
+    """The paper's Fig. 4 for CALVIN: per dimension, one box per row over its checkpoints from `from_step`."""
+    names = [n for n, cells in table.items() if "calvin" in cells]
+    if not names:
+        return []
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(FIGURE4_DIMENSIONS) * max(1, len(names)) / 2), 3.8))
+    width = 0.8 / len(names)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, name in enumerate(names):
+        values = [figure4_values(m) for m in per_checkpoint(table[name]["calvin"], from_step)]
+        if not values:
+            continue
+        columns = [[v[d] for v in values] for d in range(len(FIGURE4_DIMENSIONS))]
+        positions = [d + (i - (len(names) - 1) / 2) * width for d in range(len(FIGURE4_DIMENSIONS))]
+        parts = ax.boxplot(columns, positions=positions, widths=width * 0.9, patch_artist=True, showmeans=True)
+        for box in parts["boxes"]:
+            box.set_facecolor(colours[i % len(colours)])
+            box.set_alpha(0.6)
+        parts["boxes"][0].set_label(name)
+    ax.set_xticks(range(len(FIGURE4_DIMENSIONS)), FIGURE4_DIMENSIONS)
+    ax.set_ylabel("Success rate / Avg. Len. / 5")
+    ax.set_title(f"CALVIN ABC-D over checkpoints{f' from step {from_step}' if from_step else ''}")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    paths = _save(fig, out, "figure4_calvin")
     plt.close(fig)
     return paths
 
@@ -252,32 +436,41 @@ def correlation(xs: list[float], ys: list[float]) -> dict[str, float]:
     return {"r": r, "r2": r * r, "p": float(fit.pvalue), "slope": float(fit.slope), "intercept": float(fit.intercept)}
 
 
+FIGURE3_STYLE = {"simpler": ("o", "tab:red"), "libero": ("^", "tab:blue"), "calvin": ("s", "tab:green")}
+
+
+def normalised_score(cell: Cell) -> float:
+    """A row's best score on a 0-100 scale for Fig. 3 (CALVIN's average length out of 5 as a percentage)."""
+    return cell.best * 20.0 if cell.metric == "chain" else cell.best
+
+
 def capability_plots(
     table: dict[str, dict[str, Cell]], capability: dict[str, float], out: Path
 ) -> tuple[list[Path], dict[str, Any]]:
-    """Fig. 3 style: VLA score against VLM capability per benchmark (models in both, at least 3)."""
+    """Fig. 3: one panel, VLA score (CALVIN as avg. len. / 5 in percent) against VLM capability; per benchmark a
+    marker and a least-squares line (benchmarks with at least 3 models in both)."""
     plt = _pyplot()
     sims = list(dict.fromkeys(sim for row in table.values() for sim in row))
     fits: dict[str, Any] = {}
     usable = [s for s in sims if sum(1 for n, c in table.items() if s in c and n in capability) >= 3]
     if not usable:
         return [], fits
-    fig, axes = plt.subplots(1, len(usable), figsize=(4.5 * len(usable), 3.6), squeeze=False)
-    for ax, sim in zip(axes[0], usable, strict=True):
+    fig, ax = plt.subplots(figsize=(6.0, 4.2))
+    for sim in usable:
         names = [n for n, c in table.items() if sim in c and n in capability]
         xs = [capability[n] for n in names]
-        ys = [table[n][sim].best for n in names]
+        ys = [normalised_score(table[n][sim]) for n in names]
         fit = correlation(xs, ys)
-        fits[sim] = {**fit, "models": names}
-        ax.scatter(xs, ys)
-        for x, y, n in zip(xs, ys, names, strict=True):
-            ax.annotate(n, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        fits[sim] = {**fit, "models": names, **({"paper": FIGURE3_FITS[sim]} if sim in FIGURE3_FITS else {})}
+        marker, colour = FIGURE3_STYLE.get(sim, ("D", "tab:gray"))
+        label = f"{BENCHMARK_NAMES.get(sim, sim)}: r={fit['r']:.3f}, R²={fit['r2']:.3f}"
+        ax.scatter(xs, ys, marker=marker, color=colour, label=label)
         line_x = [min(xs), max(xs)]
-        ax.plot(line_x, [fit["slope"] * x + fit["intercept"] for x in line_x], "--", color="tab:red")
-        ax.set_title(f"{BENCHMARK_NAMES.get(sim, sim)}: r={fit['r']:.3f}, R²={fit['r2']:.3f}")
-        ax.set_xlabel("VLM capability score")
-        ax.set_ylabel("Avg. Len." if table[names[0]][sim].metric == "chain" else "Success rate (%)")
-        ax.grid(alpha=0.3)
+        ax.plot(line_x, [fit["slope"] * x + fit["intercept"] for x in line_x], "--", color=colour)
+    ax.set_xlabel("VLM capability score")
+    ax.set_ylabel("VLA performance (%; CALVIN: Avg. Len. / 5)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     paths = _save(fig, out, "capability_correlation")
     plt.close(fig)
@@ -285,38 +478,58 @@ def capability_plots(
 
 
 def report(cfg: ReportConfig) -> list[Path]:
-    """Write table.md / table.csv / table.tex, the box plots and (with capability) the correlation plots."""
+    """Write table.md / table.csv / table.tex, the box plots (Fig. 4 for CALVIN) and, with capability, the
+    correlation plot (Fig. 3)."""
     if not cfg.results:
         raise ConfigError("results: name at least one results folder")
     if not cfg.out:
         raise ConfigError("out: a report folder is required")
     table = collect(cfg.results, cfg.allow_incomplete)
+    paper = paper_table(cfg.paper) if cfg.paper else None
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    header, rows = build_rows(table, cfg.baseline)
+    if cfg.layout == "grid":
+        header, rows = build_grid(table, cfg.baseline, paper, cfg.paper_sim)
+    else:
+        header, rows = build_rows(table, cfg.baseline, paper, cfg.paper_rows, cfg.paper_sim)
+    caption = cfg.title + (f" ({paper.caption})" if paper is not None else "")
     marked = any(c.incomplete for cells in table.values() for c in cells.values())
-    note = " * unfinished run: fewer episodes than its protocol." if marked else ""
+    notes = [n for n in (cfg.caption, "* unfinished run: fewer episodes than its protocol." if marked else "") if n]
+    markdown = to_markdown(header, rows) + "".join(f"\n{n}\n" for n in [caption, *notes])
     written = []
     for name, text in (
-        ("table.md", to_markdown(header, rows) + (f"\n{note.strip()}\n" if note else "")),
+        ("table.md", markdown),
         ("table.csv", to_csv(header, rows)),
-        ("table.tex", to_latex(header, rows, cfg.title + note)),
+        ("table.tex", to_latex(header, rows, " ".join([caption, *notes]))),
     ):
         (out / name).write_text(text)
         written.append(out / name)
-    written += box_plots(table, out)
+    if cfg.layout == "rows":
+        written += box_plots(table, out, cfg.from_step)
+        written += figure4(table, out, cfg.from_step)
     if cfg.capability:
         paths, fits = capability_plots(table, read_capability(cfg.capability), out)
         written += paths
-        import json
-
-        clean = {
-            s: {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in f.items()}
-            for s, f in fits.items()
-        }
+        clean = {s: {k: _finite(v) for k, v in f.items()} for s, f in fits.items()}
         (out / "correlation.json").write_text(json.dumps(clean, indent=2) + "\n")
         written.append(out / "correlation.json")
     return written
 
 
-__all__ = ["ReportConfig", "build_rows", "collect", "correlation", "report", "to_csv", "to_latex", "to_markdown"]
+def _finite(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+__all__ = [
+    "ReportConfig",
+    "build_grid",
+    "build_rows",
+    "collect",
+    "correlation",
+    "figure4",
+    "per_checkpoint",
+    "report",
+    "to_csv",
+    "to_latex",
+    "to_markdown",
+]

@@ -126,14 +126,15 @@ def _read_json(path: Path) -> Any:
 
 
 def _vla_complete(cfg: Any, env: Env) -> bool:
-    """The last checkpoint and `train_summary.json` at the configured step count."""
+    """`train_summary.json` (written after the last step) and the checkpoint of its last step, at the configured
+    step count (or any count when the schedule is in epochs, which fix the steps at start)."""
     out = Path(cfg.out)
     summary = _read_json(out / "train_summary.json")
-    return (
-        isinstance(summary, dict)
-        and int(summary.get("steps", -1)) == int(cfg.steps)
-        and (out / f"checkpoint-{int(cfg.steps):06d}").is_dir()
-    )
+    if not isinstance(summary, dict) or not isinstance(summary.get("steps"), int):
+        return False
+    steps = int(summary["steps"])
+    in_epochs = float(getattr(cfg, "epochs", 0) or 0) > 0
+    return (in_epochs or steps == int(cfg.steps)) and (out / f"checkpoint-{steps:06d}").is_dir()
 
 
 def _sft_complete(cfg: Any, env: Env) -> bool:
@@ -175,12 +176,17 @@ def hub_cache(env: Env) -> Path:
     return Path(xdg) / "huggingface" / "hub"
 
 
-def cached_model(repo_id: str, env: Env, revision: str | None = None) -> bool:
-    """Whether `repo_id` (at `revision`, default main) has a snapshot with a config in the hub cache."""
+def cached_revision(repo_id: str, env: Env, revision: str | None = None) -> str | None:
+    """The snapshot hash `repo_id` (at `revision`, default main) resolves to in the hub cache, or None."""
     repo = hub_cache(env) / ("models--" + repo_id.replace("/", "--"))
     ref = repo / "refs" / (revision or "main")
     snapshot = ref.read_text(encoding="utf-8").strip() if ref.is_file() else (revision or "")
-    return bool(snapshot) and (repo / "snapshots" / snapshot / "config.json").is_file()
+    return snapshot if snapshot and (repo / "snapshots" / snapshot / "config.json").is_file() else None
+
+
+def cached_model(repo_id: str, env: Env, revision: str | None = None) -> bool:
+    """Whether `repo_id` (at `revision`, default main) has a snapshot with a config in the hub cache."""
+    return cached_revision(repo_id, env, revision) is not None
 
 
 def _tiny_ids(cfg: Any) -> list[str]:
@@ -256,6 +262,19 @@ def _build_summary(r: dict[str, Any]) -> str:
     return f"{_count(r.get('samples'), 'samples')} in {_count(r.get('shards'), 'shard(s)')} from " + _count(
         r.get("episodes"), "episodes"
     )
+
+
+def _mix_summary(r: dict[str, Any]) -> str:
+    parts = r.get("per_input") or {}
+    inputs = ", ".join(f"{k} {v:,}" for k, v in parts.items()) if isinstance(parts, dict) else ""
+    return f"{_count(r.get('samples'), 'samples')} in {_count(r.get('shards'), 'shard(s)')}" + (
+        f" ({inputs})" if inputs else ""
+    )
+
+
+def _import_summary(r: dict[str, Any]) -> str:
+    skipped = sum(int(v) for v in (r.get("skipped") or {}).values())
+    return f"{_count(r.get('samples'), 'samples')} imported" + (f", {skipped:,} records skipped" if skipped else "")
 
 
 def _verify_summary(r: dict[str, Any]) -> str:
@@ -384,7 +403,7 @@ STAGE_KINDS: dict[str, StageKind] = {
         output_field="out",
         inputs=_import_inputs,
         complete=_file("dataset_card.json"),
-        summary=_build_summary,
+        summary=_import_summary,
     ),
     "fit_fast": StageKind(
         "datasets_build.fast.fit:FitFastConfig",
@@ -405,7 +424,7 @@ STAGE_KINDS: dict[str, StageKind] = {
         inputs=lambda c: [Ref(f"inputs.{i}.path", x.path) for i, x in enumerate(c.inputs)],
         complete=_file("dataset_card.json"),
         resume="flag",
-        summary=_build_summary,
+        summary=_mix_summary,
     ),
     "verify": StageKind(
         "datasets_build.corpora.build:VerifyConfig",

@@ -54,7 +54,10 @@ class LaunchConfig:
         if self.num_machines > 1 and not self.main_process_ip:
             raise ConfigError("main_process_ip: required when num_machines > 1 (the rank-0 node's address)")
         if self.config is not None and not Path(self.config).is_file():
-            raise ConfigError(f"config: {self.config}: no such accelerate config file")
+            in_project = HERE.parent / self.config  # recipes/accelerate/zero2.yaml from any working folder
+            if not in_project.is_file():
+                raise ConfigError(f"config: {self.config}: no such accelerate config file")
+            self.config = str(in_project)
         if self.mixed_precision not in (None, "no", "fp16", "bf16", "fp8"):
             raise ConfigError(f"mixed_precision: must be no, fp16, bf16 or fp8, got {self.mixed_precision!r}")
 
@@ -103,7 +106,7 @@ def launch_command(
         else:
             cmd += ["--standalone"]
         return [*cmd, *launch.extra_args, *child]
-    cmd = [python, "-m", "accelerate.commands.launch"]
+    cmd = [python, "-m", "accelerate.commands.launch", "--quiet"]  # the child reports its own error
     if launch.config:
         cmd += ["--config_file", launch.config]
     elif total > 1 and gpus > 0:
@@ -174,9 +177,10 @@ def child_main(argv: list[str]) -> int:
         config = build_config(load(config_ref), body, where=f"{config_path}")
         result = load(run_ref)(config)
     except ToolkitError as exc:
-        if rank == 0:
+        if rank == 0:  # the runner prints it as its one-line error
             result_file.with_name(result_file.name + ERROR_SUFFIX).write_text(str(exc) + "\n", encoding="utf-8")
-        print(f"error: {exc}", file=sys.stderr)
+        else:
+            print(f"error (rank {rank}): {exc}", file=sys.stderr)
         return 2
     if rank == 0:
         tmp = result_file.with_name(f".{result_file.name}.tmp")

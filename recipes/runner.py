@@ -5,9 +5,10 @@ runs, e.g. HF_HOME for an offline cache), `launch` (how training stages start: `
 `profiles` (named partial recipes merged on top, e.g. `tiny`), `extends` (a template recipe this one is merged
 onto) and `stages`, an ordered mapping from stage name to that stage's config; `uses: KIND` picks the stage
 kind when the name is not itself a kind, `launch:` overrides the recipe's launch block for that stage, `after:`
-names stages it waits for beyond those whose outputs it reads. Overrides `VAR=VALUE`, `vars.KEY=VALUE`,
+names stages it waits for beyond those whose outputs it reads, `like: OTHER` starts from another stage's body
+(a grid of variants in a few lines). Overrides `VAR=VALUE`, `vars.KEY=VALUE`,
 `STAGE.KEY=VALUE`, `launch.KEY=VALUE`, `env.KEY=VALUE` and `profile=NAME` are applied before validation;
-unknown keys are errors.
+unknown keys are errors. `${vars.recipe}` is the recipe's name (a template names its run folder with it).
 
 Each stage is cached by fingerprint (`recipe_cache`): a finished stage whose fingerprint matches is skipped, a
 started one resumes, and a finished output with another fingerprint is never deleted without `--force STAGE`.
@@ -49,7 +50,15 @@ from recipe_cache import (  # noqa: E402
     strip_keys,
     write_json,
 )
-from recipe_kinds import EXECUTION_ONLY, STAGE_KINDS, Ref, StageKind, cached_model, hub_cache  # noqa: E402
+from recipe_kinds import (  # noqa: E402
+    EXECUTION_ONLY,
+    STAGE_KINDS,
+    Ref,
+    StageKind,
+    cached_model,
+    cached_revision,
+    hub_cache,
+)
 from recipe_launch import ERROR_SUFFIX, LaunchConfig, describe, launch_command, launcher_available  # noqa: E402
 
 from datasets_build.configs import build_config, config_to_dict, load_yaml, parse_overrides  # noqa: E402
@@ -112,7 +121,7 @@ def _merge(base: Any, top: Any, at: str = "") -> Any:
     if isinstance(base, dict) and isinstance(top, dict):
         out = dict(base)
         for key, value in top.items():
-            if at == "stages" and value is None and key in base:
+            if (at == "stages" or at.endswith(".stages")) and value is None and key in base:
                 out.pop(key)
             elif key in base and value is not None:
                 out[key] = _merge(base[key], value, key if not at else f"{at}.{key}")
@@ -196,7 +205,11 @@ def _launch_config(recipe_launch: Any, stage_launch: Any, where: str) -> LaunchC
     for layer in layers:
         if not isinstance(layer, dict):
             raise ConfigError(f"{where}: launch: must be a mapping (launcher, num_processes, config, ...)")
-    return build_config(LaunchConfig, *layers, where=f"{where}: launch")
+    try:
+        return build_config(LaunchConfig, *layers, where=f"{where}: launch")
+    except ConfigError as exc:
+        message = str(exc)
+        raise ConfigError(message if message.startswith(where) else f"{where}: launch.{message}") from exc
 
 
 def _norm(path: str) -> str:
@@ -252,6 +265,8 @@ def make_plan(path: Path, overrides: list[str], profile: str | None = None) -> P
         raw = _merge(raw, extra)
     if not isinstance(raw.get("stages"), dict) or not raw["stages"]:
         raise ConfigError(f"{where}: stages: must be a non-empty mapping of stage name -> config")
+    raw["stages"] = _expand_like(raw["stages"], where)
+    raw["vars"] = {"recipe": path.stem, **(raw.get("vars") or {})}  # ${vars.recipe}: this recipe's name
     try:
         merged = OmegaConf.merge(OmegaConf.create(raw), OmegaConf.create(_route_overrides(raw, overrides, where)))
         resolved = OmegaConf.to_container(merged, resolve=True)
@@ -267,6 +282,30 @@ def make_plan(path: Path, overrides: list[str], profile: str | None = None) -> P
     _link(plan, where)
     plan.problems, plan.notes = _input_problems(plan, where)
     return plan
+
+
+def _expand_like(stages: dict[str, Any], where: str) -> dict[str, Any]:
+    """`like: OTHER` in a stage body: that stage's body (itself expanded) under this one's keys."""
+    out: dict[str, Any] = {}
+
+    def expand(name: str, chain: tuple[str, ...]) -> dict[str, Any]:
+        body = stages[name] or {}
+        if not isinstance(body, dict):
+            raise ConfigError(f"{where}: stages.{name}: must be a mapping of config keys")
+        like = body.get("like")
+        if like is None:
+            return dict(body)
+        if like not in stages:
+            raise ConfigError(f"{where}: stages.{name}.like: {like!r} is not a stage of this recipe")
+        if like in chain:
+            raise ConfigError(f"{where}: stages.{name}.like: {like!r} refers back to itself")
+        base = expand(str(like), (*chain, name))
+        merged: dict[str, Any] = _merge(base, {k: v for k, v in body.items() if k != "like"})
+        return merged
+
+    for name in stages:
+        out[name] = expand(name, (name,))
+    return out
 
 
 def _plan_stage(name: str, raw_body: Any, recipe_launch: Any, where: str) -> PlannedStage:
@@ -306,11 +345,29 @@ def _plan_stage(name: str, raw_body: Any, recipe_launch: Any, where: str) -> Pla
     )  # fmt: skip
 
 
+def _writers(value: str, outputs: dict[str, str], own: str) -> list[str]:
+    """Stages writing what `value` names: those whose output holds it (or is it); else those writing inside it."""
+    holders = [n for out, n in outputs.items() if n != own and _inside(value, out)]
+    if holders:
+        return holders
+    return [n for out, n in outputs.items() if n != own and _inside(out, value)]
+
+
 def _link(plan: Plan, where: str) -> None:
-    """Which earlier stage writes (or puts in the HF cache) what each stage reads; its upstream stages."""
+    """Which stage writes (or puts in the HF cache) what each stage reads, and the stage order: the recipe's,
+    except that a stage runs after every stage it reads from (a profile may add e.g. a fixture stage last)."""
     outputs: dict[str, str] = {}
     provided: dict[str, str] = {}
     names = [s.name for s in plan.stages]
+    for stage in plan.stages:
+        if stage.output:
+            clash = next((n for out, n in outputs.items() if out == stage.output), None)
+            if clash:
+                raise ConfigError(f"{where}: stages {clash} and {stage.name} both write {stage.output}")
+            outputs[stage.output] = stage.name
+        for repo_id in stage.spec.provides(stage.config):
+            provided.setdefault(repo_id, stage.name)
+    by_name = {s.name: s for s in plan.stages}
     for stage in plan.stages:
         for ref in stage.refs:
             if not ref.value:
@@ -318,23 +375,29 @@ def _link(plan: Plan, where: str) -> None:
             if ref.model and ref.value in provided and not os.path.exists(ref.value):
                 stage.produced_by[ref.field] = [provided[ref.value]]
                 continue
-            value = _norm(ref.value)
-            writers = [n for out, n in outputs.items() if _inside(value, out) or _inside(out, value)]
+            writers = _writers(_norm(ref.value), outputs, stage.name)
             if writers:
                 stage.produced_by[ref.field] = writers
         for name in stage.after:
-            if name not in names[: names.index(stage.name)]:
-                raise ConfigError(f"{where}: stages.{stage.name}.after: {name!r} is not an earlier stage")
-        ups = {n for ns in stage.produced_by.values() for n in ns} | set(stage.after)
-        stage.deps = [n for n in names if n in ups]
+            if name not in by_name or name == stage.name:
+                raise ConfigError(f"{where}: stages.{stage.name}.after: {name!r} is not another stage")
+    order: list[str] = []
+    pending = list(names)
+    while pending:  # stable topological order: the first stage whose upstream stages have all been placed
+        ready = next((n for n in pending if _upstream(by_name[n]) <= set(order)), None)
+        if ready is None:
+            raise ConfigError(f"{where}: stages {', '.join(pending)} read each other's outputs in a cycle")
+        order.append(ready)
+        pending.remove(ready)
+    plan.stages = [by_name[n] for n in order]
+    for stage in plan.stages:
+        ups = _upstream(stage)
+        stage.deps = [n for n in order if n in ups]
         stage.upstream_outputs = {n: out for out, n in outputs.items() if n in ups}
-        if stage.output:
-            clash = next((n for out, n in outputs.items() if out == stage.output), None)
-            if clash:
-                raise ConfigError(f"{where}: stages {clash} and {stage.name} both write {stage.output}")
-            outputs[stage.output] = stage.name
-        for repo_id in stage.spec.provides(stage.config):
-            provided[repo_id] = stage.name
+
+
+def _upstream(stage: PlannedStage) -> set[str]:
+    return {n for ns in stage.produced_by.values() for n in ns} | set(stage.after)
 
 
 def _offline(env: Mapping[str, str]) -> bool:
@@ -392,12 +455,18 @@ def record_path(plan: Plan, stage: PlannedStage) -> Path:
 
 
 def marker_path(plan: Plan, stage: PlannedStage) -> Path:
-    """The started-but-unfinished marker of a stage."""
+    """The started-but-unfinished marker of a stage: beside its output folder (so another recipe sharing that
+    output, e.g. a baseline run, resumes it too), or in the state folder for stages that write none."""
+    if stage.output:
+        out = Path(stage.output)
+        return out.parent / f".{out.name}.recipe-running.json"
     return plan.state_dir / "running" / f"{stage.name}.json"
 
 
-def _payload(stage: PlannedStage, tokens: Mapping[str, str]) -> dict[str, Any] | None:
-    """What the fingerprint hashes; None while an upstream stage has not finished (its run id is unknown)."""
+def _payload(stage: PlannedStage, tokens: Mapping[str, str], env: Mapping[str, str]) -> dict[str, Any] | None:
+    """What the fingerprint hashes; None while an upstream stage has not finished (its run id is unknown).
+    A model another stage puts into the HF cache counts by its snapshot there (tiny models and downloads are
+    content-addressed), so recipes sharing the cache share everything trained from it."""
     config = config_to_dict(stage.config)
     if stage.spec.output_field:
         set_path(config, stage.spec.output_field, None, delete=True)
@@ -406,7 +475,13 @@ def _payload(stage: PlannedStage, tokens: Mapping[str, str]) -> dict[str, Any] |
     inputs: dict[str, str] = {}
     for ref in stage.refs:
         upstream = stage.produced_by.get(ref.field)
-        if upstream is not None:
+        hub = ref.model and not os.path.exists(ref.value) and bool(HUB_ID.match(ref.value))
+        if upstream is not None and hub:
+            snapshot = cached_revision(ref.value, env)
+            if snapshot is None:
+                return None
+            value = f"hub {ref.value}@{snapshot}"
+        elif upstream is not None:
             if any(u not in tokens for u in upstream):
                 return None
             value = " ".join(f"stage {u} {tokens[u]}" for u in upstream)
@@ -445,11 +520,14 @@ def _mismatch(record: StageRecord | None, payload: dict[str, Any] | None) -> str
 
 def decide(plan: Plan, stage: PlannedStage, tokens: Mapping[str, str], forced: set[str]) -> Decision:
     """Cached, resume, run, replace or blocked, from the stage's record, marker, output and fingerprint."""
-    payload = _payload(stage, tokens)
+    env = plan.effective_env()
+    payload = _payload(stage, tokens, env)
     fingerprint = digest(payload) if payload is not None else None
     record = StageRecord.read(record_path(plan, stage))
-    env = plan.effective_env()
     complete = stage.spec.complete(stage.config, env) if stage.spec.complete else record is not None
+    provides = bool(stage.spec.provides(stage.config)) and stage.output is None
+    if provides and complete and stage.name not in forced and (record is None or record.fingerprint == fingerprint):
+        return Decision("cached", "in the HF cache", fingerprint, payload)  # another recipe may have put it there
     if stage.name in forced:
         return Decision("replace" if _nonempty(stage.output) or record else "run", "--force", fingerprint, payload)
     if record is not None and fingerprint is not None and record.fingerprint == fingerprint and complete:
@@ -458,7 +536,7 @@ def decide(plan: Plan, stage: PlannedStage, tokens: Mapping[str, str], forced: s
         why = "no output yet" if stage.output else ("not run yet" if record is None else _mismatch(record, payload))
         return Decision("run", why, fingerprint, payload)
     if stage.kind == "report":  # a report is a view of results: regenerated, never an artefact to protect
-        return Decision("run", "results changed" if record else "no record", fingerprint, payload)
+        return Decision("run", _mismatch(record, payload) if record else "no record", fingerprint, payload)
     marker = Marker.read(marker_path(plan, stage))
     if complete:
         return Decision(
@@ -505,8 +583,7 @@ def simulate(plan: Plan, selected: list[str], forced: set[str]) -> list[tuple[Pl
         decision = decide(plan, stage, tokens, forced)
         if decision.action == "cached":
             record = StageRecord.read(record_path(plan, stage))
-            assert record is not None
-            tokens[stage.name] = record.token()
+            tokens[stage.name] = record.token() if record else "in-cache"
         elif decision.action == "skip":
             pass
         out.append((stage, decision))
@@ -613,8 +690,7 @@ def run_plan(
             decision = decide(plan, stage, tokens, forced)
             if decision.action == "cached":
                 record = StageRecord.read(path)
-                assert record is not None
-                tokens[stage.name] = record.token()
+                tokens[stage.name] = record.token() if record else "in-cache"
                 print(f"{head}: cached", flush=True)
                 continue
             if decision.action == "blocked":
@@ -658,12 +734,14 @@ def run_plan(
 
 def _run_follower(plan: Plan, decisions: list[tuple[PlannedStage, Decision]]) -> int:
     """On machine_rank > 0 of a multi-node launch: start this node's share of each selected training stage."""
+    for stage, decision in decisions:
+        if decision.action != "skip" and stage.launch is None:
+            raise ConfigError(f"stage {stage.name}: on machine_rank > 0 only training stages run (use --only)")
     os.environ.update(plan.env)
     for stage, decision in decisions:
         if decision.action == "skip":
             continue
-        if stage.launch is None:
-            raise ConfigError(f"stage {stage.name}: on machine_rank > 0 only training stages run (use --only)")
+        assert stage.launch is not None
         if decision.action == "cached":
             print(f"{PREFIX} {stage.name}: cached", flush=True)
             continue

@@ -236,7 +236,7 @@ def test_launch_commands(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     cfg, run = COUNT.config, COUNT.run
     one = recipe_launch.launch_command(recipe_launch.LaunchConfig(), cfg, run, Path("c.json"), Path("r.json"))
-    assert one[1:4] == ["-m", "accelerate.commands.launch", "--cpu"]
+    assert one[1:5] == ["-m", "accelerate.commands.launch", "--quiet", "--cpu"]
     assert "--num_processes" in one
     assert one[one.index("--num_processes") + 1] == "1"
     assert one[-4:] == [cfg, run, "c.json", "r.json"]
@@ -272,7 +272,7 @@ def test_a_training_stage_runs_in_a_launched_child(tmp_path, count_kind, capsys,
     )
     assert runner.main([str(recipe), "--verbose"]) == 0
     out = capsys.readouterr().out
-    assert "accelerate.commands.launch --cpu --num_processes 1" in out
+    assert "accelerate.commands.launch --quiet --cpu --num_processes 1" in out
     record = json.loads((tmp_path / "train" / "recipe_stage.json").read_text())
     assert record["result"]["pid"] != os.getpid()
     assert _runs(tmp_path) == [f"train from 0 rank - pid {record['result']['pid']}"]  # one process: no RANK
@@ -299,3 +299,58 @@ def test_run_sh_help_shows_the_bare_override():
     assert "--force STAGE" in out.stdout
     assert "profile=NAME" in out.stdout
     assert "fast_tokens_unfreeze_vision bridge=" in out.stdout
+
+
+def test_import_corpus_stage_imports_once(tmp_path, capsys):
+    """A published corpus (here LLaVA json) imported by a recipe stage, then cached."""
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (32, 24), (200, 30, 30)).save(tmp_path / "images" / "a.png")
+    records = [
+        {"id": "r1", "image": "a.png", "conversations": [
+            {"from": "human", "value": "<image>\nWhat colour is it?"}, {"from": "gpt", "value": "Red."}]},
+    ]  # fmt: skip
+    (tmp_path / "vqa.json").write_text(json.dumps(records))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"stages:\n  general_vqa:\n    uses: import_corpus\n    format: llava-json\n    input: {tmp_path}/vqa.json\n"
+        f"    image_root: {tmp_path}/images\n    out: {tmp_path}/corpus\n"
+    )
+    assert runner.main([str(recipe)]) == 0
+    assert "general_vqa: 1 samples imported in" in capsys.readouterr().out
+    assert (tmp_path / "corpus" / "dataset_card.json").is_file()
+    assert runner.main([str(recipe)]) == 0
+    assert "general_vqa: cached" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        f"stages:\n  g:\n    uses: import_corpus\n    format: llava-json\n    input: x\n    out: {tmp_path}/o\n"
+    )
+    assert runner.main([str(bad)]) == 2
+    assert "image_root: required for format llava-json" in capsys.readouterr().err
+
+
+def test_a_follower_node_joins_without_recording(tmp_path, count_kind, capsys):
+    """machine_rank > 0 of a multi-node launch: the runner starts its share of the stage and records nothing."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"launch: {{launcher: inline, num_machines: 2, main_process_ip: 127.0.0.1}}\n"
+        f"stages:\n  train:\n    uses: count_train\n    out: {tmp_path}/t\n  after:\n    uses: count\n"
+        f"    input: {tmp_path}/t\n    out: {tmp_path}/a\n"
+    )
+    assert runner.main([str(recipe), "launch.machine_rank=1"]) == 2  # other stages run on machine 0 only
+    assert "only training stages run" in capsys.readouterr().err
+    assert runner.main([str(recipe), "--only", "train", "launch.machine_rank=1"]) == 0
+    assert "joining as machine 1" in capsys.readouterr().out
+    assert (tmp_path / "t" / "done.json").is_file()
+    assert not (tmp_path / "t" / "recipe_stage.json").exists()
+
+
+def test_force_never_deletes_the_working_folder(tmp_path, count_kind, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("stages:\n  s:\n    uses: count\n    out: .\n")
+    (tmp_path / "keep.txt").write_text("x")
+    assert runner.main([str(recipe), "--force", "s"]) == 2
+    assert "refusing to delete" in capsys.readouterr().err
+    assert (tmp_path / "keep.txt").is_file()
