@@ -12,6 +12,6 @@ echo "[tests] ruff check"
 echo "[tests] ruff format --check"
 "$py" -m ruff format --check .
 echo "[tests] mypy"
-"$py" -m mypy datasets_build sft vla evaluation recipes/runner.py
+"$py" -m mypy datasets_build sft vla evaluation recipes/*.py
 echo "[tests] pytest"
 exec "$py" -m pytest "$@"
