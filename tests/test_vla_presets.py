@@ -155,3 +155,28 @@ def test_presets_command_prints_values_choices_and_deviations(capsys: pytest.Cap
     assert "unknown preset 'nope'" in capsys.readouterr().err
     assert main(["train", "out=runs/x", "preset=nope"]) == 2  # the train command's config path names the key
     assert "vla train: preset: unknown preset" in capsys.readouterr().err
+
+
+def test_a_recipe_stage_takes_the_preset(tmp_path: Path) -> None:
+    """The recipe runner builds `vla_train` stages through the same hook: a paper recipe is a preset + paths."""
+    from recipes.runner import plan_recipe
+
+    recipe = tmp_path / "calvin.yaml"
+    recipe.write_text(
+        "vars: {data: /data/task_ABC_D}\n"
+        "stages:\n"
+        "  vla:\n"
+        "    uses: vla_train\n"
+        "    preset: calvin_abc_d\n"
+        "    out: runs/calvin\n"
+        "    data: {path: '${vars.data}'}\n"
+    )
+    (stage,) = plan_recipe(recipe, ["vla.preset_follow=paper", "vla.model.backbone=Qwen/Qwen3-VL-4B-Instruct"])
+    cfg = stage.config
+    assert (cfg.steps, cfg.epochs, cfg.model.gripper_loss_weight, cfg.data.path) == (
+        30000,
+        0.0,
+        0.01,
+        "/data/task_ABC_D",
+    )
+    assert cfg.model.backbone == "Qwen/Qwen3-VL-4B-Instruct"

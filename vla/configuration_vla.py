@@ -160,9 +160,10 @@ class VLADataConfig:
     `sampler`: "global" draws samples by index from one permutation of every sample per epoch, split over ranks
     and workers without overlap (sources with cheap random access: calvin, libero, lerobot, demo); "stream" reads
     whole episodes, `interleave` at a time, through a `shuffle_buffer` of samples (rlds, where a record is read
-    whole); "auto" picks by the source. `window_rule`: "full" starts a sample at every step of a language window
-    and lets its chunk run to the window's end; "drop_last" is VLM4VLA's CALVIN rule (the window's last frame
-    neither starts a sample nor enters a chunk).
+    whole; its images wait in the buffer still encoded, other sources' decoded); "auto" picks by the source.
+    `window_rule`: "full" starts a sample at every step of a language window and lets its chunk run to the
+    window's end; "drop_last" is VLM4VLA's CALVIN rule (the window's last frame neither starts a sample nor
+    enters a chunk).
     """
 
     source: str = "demo"  # calvin, rlds, libero, lerobot, demo

@@ -14,7 +14,7 @@ from transformers import AutoModelForImageTextToText
 
 from datasets_build.vlm_families import PAPER_BACKBONES, PAPER_PARAMS_M, family_of, real_config
 from vla.backbones import load_backbone_config
-from vla.head import ActionHead, head_width
+from vla.head import ActionHead, FCDecoderHead, head_width
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ def model_info(name: str, chunk_size: int = 10) -> dict[str, Any]:
         backbone = AutoModelForImageTextToText.from_config(config)
         hidden = int(config.get_text_config().hidden_size)
         head = ActionHead(hidden, chunk_size)
+        fc_decoder = FCDecoderHead(hidden, chunk_size)
     backbone_params = sum(p.numel() for p in backbone.parameters())
     head_params = sum(p.numel() for p in head.parameters())
     info: dict[str, Any] = {
@@ -59,6 +60,7 @@ def model_info(name: str, chunk_size: int = 10) -> dict[str, Any]:
         "backbone_params": backbone_params,
         "head_params": head_params,
         "head_table9_layers_params": head.table9_parameters(),
+        "fc_decoder_head_params": sum(p.numel() for p in fc_decoder.parameters()),
         "action_query_params": hidden,
         "total_params": backbone_params + head_params + hidden,
         "chunk_size": chunk_size,
@@ -79,6 +81,10 @@ def format_info(info: dict[str, Any]) -> str:
         (
             f"head params      {info['head_params'] / 1e6:.2f}M (first two layers, as Table 9 prints: "
             f"{info['head_table9_layers_params'] / 1e6:.3f}M)"
+        ),
+        (
+            f"fc_decoder head  {info['fc_decoder_head_params'] / 1e6:.2f}M (VLM4VLA's released head, "
+            "model.head_type=fc_decoder: Table 9's head size at chunk 10)"
         ),
         f"query params     {info['action_query_params']:,}",
         f"total params     {info['total_params'] / 1e6:,.1f}M",

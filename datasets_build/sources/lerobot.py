@@ -302,7 +302,7 @@ class LeRobotSource(Source):
         path = self._file_path("data_path", key, "data")
         handle, group, row = self._row_group_of(path, int(key["episode_index"]), step)
         try:
-            table = handle.read_row_group(group, columns=[feature_key])
+            table = handle.read_row_group(group, columns=[feature_key], use_threads=False)
         except (OSError, pa.ArrowInvalid) as exc:
             raise DataError(f"cannot read parquet ({exc})", path) from exc
         image = decode_image_cell(table.column(feature_key)[row].as_py(), f"{where}:{feature_key}")
