@@ -51,7 +51,7 @@ def split_turns(sample: Sample) -> tuple[list[dict[str, Any]], str]:
     return messages[:-1], reference
 
 
-def _vocab_tail_mapping(checkpoint: str, vocab_rows: int) -> FastVocabMapping | None:
+def _vocab_tail_mapping(checkpoint: str, tokenizer: Any, vocab_rows: int) -> FastVocabMapping | None:
     """The FAST vocab_tail mapping the checkpoint was trained with (from its recipe), if any."""
     recipe_path = Path(checkpoint) / RECIPE_FILE
     if not recipe_path.is_file():
@@ -63,7 +63,8 @@ def _vocab_tail_mapping(checkpoint: str, vocab_rows: int) -> FastVocabMapping | 
     from datasets_build.fast import FastTokenizer
 
     size = FastTokenizer.from_pretrained(fast["tokenizer"]).vocab_size
-    return FastVocabMapping("vocab_tail", size, vocab_rows)
+    mapping: FastVocabMapping = FastVocabMapping.for_tokenizer(tokenizer, size, "vocab_tail", embedding_rows=vocab_rows)
+    return mapping
 
 
 def aggregate(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -105,7 +106,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"evaluate: cannot load {cfg.checkpoint!r} ({str(exc).splitlines()[0]})") from exc
     model.eval()
-    tail = _vocab_tail_mapping(cfg.checkpoint, embedding_rows(model))
+    tail = _vocab_tail_mapping(cfg.checkpoint, processor.tokenizer, embedding_rows(model))
     total = sum(len(s) for s in sets)
     limit = min(total, cfg.max_samples) if cfg.max_samples is not None else total
     rows: list[dict[str, Any]] = []

@@ -16,6 +16,7 @@ from torch import nn
 
 from datasets_build.actions import ACTION_DIM
 from datasets_build.errors import DataError
+from datasets_build.precision import MASTER_DTYPE, cast_parameters
 from vla.action_query import ActionQuery
 from vla.backbones import Backbone, load_backbone
 from vla.configuration_vla import VLAConfig
@@ -41,13 +42,16 @@ class VLAPolicyModel(nn.Module):
         self.head = ActionHead(backbone.hidden_size, config.chunk_size, config.head_width or None)
 
     @classmethod
-    def build(cls, config: VLAConfig, dtype: torch.dtype | None = None) -> VLAPolicyModel:
-        """A new policy from `config.backbone` (pretrained, or random with `from_scratch`), frozen per the flags."""
+    def build(cls, config: VLAConfig, frozen_dtype: torch.dtype | None = MASTER_DTYPE) -> VLAPolicyModel:
+        """A new policy from `config.backbone` (pretrained, or random with `from_scratch`), frozen per the flags,
+        ready to train: the checkpoint is loaded as stored, then every trainable parameter becomes an fp32 master
+        weight and every frozen one `frozen_dtype` (None: as stored; see `datasets_build.precision`)."""
         backbone, query_id = load_backbone(
-            config.backbone, config.backbone_options(), config.from_scratch, config.revision, dtype
+            config.backbone, config.backbone_options(), config.from_scratch, config.revision
         )
         model = cls(backbone, query_id, config)
         model.apply_freezing()
+        cast_parameters(model, frozen_dtype)
         return model
 
     @classmethod

@@ -1,0 +1,70 @@
+"""Mixed precision for both training stages: fp32 master weights, bf16 compute, one dtype rule for inference.
+
+Released VLMs store bf16 (Qwen-VL, PaliGemma 2) or fp32 (PaliGemma, Kosmos-2) weights, and transformers loads them
+as stored (`dtype="auto"`). AdamW stepping a bf16 parameter loses every update smaller than half a bf16 step
+(2^-9 of the weight, ~0.2 %): at the paper's lr 2e-5 most updates round away and the run silently trains worse.
+So training loads the checkpoint as stored, then keeps every trainable parameter (and so the optimizer state) in
+fp32, and runs the forward pass under bf16 autocast (`mixed_precision=bf16`). Frozen parameters receive no update,
+so they may stay in the stored low precision to save memory (`frozen_dtype`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from datasets_build.errors import ConfigError
+
+PRECISIONS = ("no", "bf16", "fp16")  # accelerate's mixed_precision values (compute dtype under autocast)
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+MASTER_DTYPE = torch.float32
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """'fp32', 'bf16', 'fp16' (or torch's own name for any other dtype)."""
+    for name, value in DTYPES.items():
+        if value == dtype:
+            return name
+    return str(dtype).removeprefix("torch.")
+
+
+def parse_dtype(name: str, field: str) -> torch.dtype:
+    """A dtype from its short name ('fp32', 'bf16', 'fp16'); one-line ConfigError naming `field` otherwise."""
+    if name not in DTYPES:
+        raise ConfigError(f"{field}: {name!r} is not one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def compute_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of an accelerate `mixed_precision` value (None: no autocast, each tensor's own dtype)."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+
+@torch.no_grad()
+def cast_parameters(model: nn.Module, frozen_dtype: torch.dtype | None = MASTER_DTYPE) -> None:
+    """Trainable parameters -> fp32 masters; frozen ones -> `frozen_dtype` (None: leave them as loaded).
+
+    Casts in place (`param.data`), so a parameter shared by two modules (a tied lm_head) stays one parameter.
+    """
+    for param in model.parameters():
+        target = MASTER_DTYPE if param.requires_grad else frozen_dtype
+        if target is not None and param.is_floating_point() and param.dtype != target:
+            param.data = param.data.to(target)
+
+
+def stored_dtypes(params: Iterable[nn.Parameter]) -> str:
+    """The dtypes a group of parameters is held in: 'fp32', 'bf16' or e.g. 'bf16+fp32' when mixed."""
+    names = sorted({dtype_name(p.dtype) for p in params})
+    return "+".join(names) if names else "-"
+
+
+def inference_dtype(device: str | torch.device) -> torch.dtype:
+    """Weights dtype for inference: bf16 on a CUDA device that supports it (the dtype the releases are trained and
+    stored in; half the memory, tensor-core speed), fp32 on CPU (most CPUs have no fast bf16 matmul, and fp32 keeps
+    CPU evaluation bit-stable across machines)."""
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
