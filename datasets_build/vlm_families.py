@@ -116,6 +116,11 @@ LAYER_CLASSES: dict[str, tuple[str, ...]] = {
     "kosmos2": ("Kosmos2TextBlock", "Kosmos2VisionEncoderLayer"),
 }
 
+# Attention kernel each family trains and runs with by default (`attn_implementation: auto`): PyTorch SDPA, except
+# PaliGemma 2, whose Gemma-2 decoder soft-caps attention logits, which transformers implements only in its eager
+# path (and in flash_attention_2).
+DEFAULT_ATTENTION: dict[str, str] = {family: "eager" if family == "paligemma2" else "sdpa" for family in FAMILIES}
+
 # Image tokens one 224x224 image takes in the LLM sequence, identical in the tiny builds and the real models:
 # Qwen2.5-VL (14 px patches, 2x2 merge) 8x8; Qwen3-VL (16 px, 2x2) 8x8, because its image processor's
 # min_pixels (65536) upsamples 224x224 to 256x256; PaliGemma (SigLIP 224/14) 16x16; Kosmos-2 64 latent queries.

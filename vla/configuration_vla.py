@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from datasets_build.errors import ConfigError, DataError
-from vla.backbones.base import BASE_IMAGE_SIZE, PROMPT_SCHEMES, BackboneOptions
+from datasets_build.precision import parse_dtype
+from vla.backbones.base import ATTN_IMPLEMENTATIONS, BASE_IMAGE_SIZE, PROMPT_SCHEMES, BackboneOptions
 from vla.normalization import MODES
 
 VLA_CONFIG_FILE = "vla_config.json"
@@ -36,6 +37,10 @@ class VLAConfig:
     freeze_word_embeddings: bool = False  # the <ActionQuery> embedding stays trainable
     freeze_llm: bool = False
     from_scratch: bool = False  # Table 8: same architecture, random weights
+    gradient_checkpointing: bool = False  # recompute decoder layers / vision blocks in backward (less memory)
+    # auto (sdpa; eager for PaliGemma 2, whose soft-capping has no sdpa path), sdpa, eager, flash_attention_2 (GPU,
+    # needs the flash-attn extra)
+    attn_implementation: str = "auto"
 
     def __post_init__(self) -> None:
         if self.chunk_size < 1:
@@ -44,6 +49,10 @@ class VLAConfig:
             raise ConfigError(f"normalization must be one of {MODES}, got {self.normalization!r}")
         if self.prompt_scheme not in PROMPT_SCHEMES:
             raise ConfigError(f"prompt_scheme must be one of {PROMPT_SCHEMES}, got {self.prompt_scheme!r}")
+        if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise ConfigError(
+                f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {self.attn_implementation!r}"
+            )
 
     def backbone_options(self) -> BackboneOptions:
         """The options the backbone adapter needs."""
@@ -98,7 +107,11 @@ class VLATrainConfig:
     save_every: int = 5000  # every saved checkpoint is kept (the checkpoint sweep evaluates them all)
     log_every: int = 10
     seed: int = 0
-    mixed_precision: str = "auto"  # auto (bf16 on GPU, no on CPU), no, bf16, fp16
+    mixed_precision: str = "auto"  # compute dtype: auto (bf16 on GPU, no on CPU), no, bf16, fp16
+    # Trainable parameters are always fp32 masters. Frozen ones: auto = bf16 under bf16 compute with one process
+    # or DDP (FSDP and DeepSpeed need one dtype), fp32 otherwise; or fp32 / bf16.
+    frozen_dtype: str = "auto"
+    save_dtype: str = "bf16"  # weights of each checkpoint's from_pretrained folder (train_state keeps fp32)
     report_to: str = "none"  # none, tensorboard, wandb
     resume: bool = False  # continue from the newest checkpoint in `out`
     overwrite: bool = False
@@ -113,3 +126,6 @@ class VLATrainConfig:
             raise ConfigError(f"report_to must be none, tensorboard or wandb, got {self.report_to!r}")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise ConfigError(f"mixed_precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}")
+        if self.frozen_dtype != "auto":
+            parse_dtype(self.frozen_dtype, "frozen_dtype")
+        parse_dtype(self.save_dtype, "save_dtype")

@@ -1,10 +1,14 @@
 """`python -m vla train CONFIG.yaml [key=value ...]`: fine-tune a VLM into a VLA on robot data with accelerate.
 
-A plain torch loop under `Accelerator` (DDP, DeepSpeed or FSDP via `accelerate launch` / `torchrun`; bf16 on GPU):
-AdamW + a transformers LR schedule, gradient clipping, losses split into Huber and BCE, gripper accuracy, lr and
-samples/s logged to tensorboard or wandb. Every `save_every` steps a complete checkpoint `checkpoint-NNNNNN/` (a
-`Policy.from_pretrained` folder plus `train_state/` for resuming: optimizer, scheduler, RNG) is written under a
-temporary name and renamed; all are kept for the checkpoint sweep.
+A plain torch loop on the engine the launch asked for (`vla.engines`: one process, DDP, FSDP2 or DeepSpeed via
+`accelerate launch --config_file recipes/accelerate/X.yaml` / torchrun). Trainable parameters are fp32 master
+weights whatever the checkpoint stores, the forward pass runs under bf16 autocast (`mixed_precision`, bf16 on GPU),
+frozen parts may stay bf16 (`frozen_dtype`). AdamW + a transformers LR schedule, gradient clipping, losses split
+into Huber and BCE, gripper accuracy, gradient norm, lr and samples/s logged to tensorboard or wandb. A non-finite
+loss or gradient norm stops the run at the step it appears, before that step's update or checkpoint. Every
+`save_every` steps a complete checkpoint `checkpoint-NNNNNN/` (a `Policy.from_pretrained` folder in `save_dtype`
+plus `train_state/` with the fp32 masters, optimizer, scheduler and RNG for resuming) is written under a temporary
+name and renamed; all are kept for the checkpoint sweep.
 """
 
 from __future__ import annotations
@@ -31,9 +35,14 @@ from transformers import get_scheduler
 from datasets_build.configs import config_to_dict
 from datasets_build.errors import ConfigError, DataError, OutputExistsError
 from datasets_build.inspection import source_stats
+from datasets_build.parameter_groups import format_parameter_table
+from datasets_build.precision import compute_dtype, dtype_name, parse_dtype
 from datasets_build.sources import open_source
+from datasets_build.vlm_families import LAYER_CLASSES, family_of
+from vla.backbones import load_backbone_config
 from vla.configuration_vla import VLATrainConfig
 from vla.data import VLACollator, VLASampleStream
+from vla.engines import check_engine, launched_engine, make_engine
 from vla.modeling_vla import VLAPolicyModel
 from vla.normalization import ActionNormalizer
 
@@ -66,16 +75,6 @@ def _normalizer(cfg: VLATrainConfig) -> ActionNormalizer:
     return ActionNormalizer.from_stats(stats, cfg.model.normalization, where=cfg.data.path)
 
 
-def format_parameter_table(rows: list[tuple[str, int, bool]]) -> str:
-    """The trainable / frozen parameter groups as a fixed-width table."""
-    lines = [f"{'group':<20} {'parameters':>14}  trainable"]
-    lines += [f"{name:<20} {count:>14,}  {'yes' if trainable else 'FROZEN'}" for name, count, trainable in rows]
-    total = sum(count for _, count, _ in rows)
-    trainable_total = sum(count for _, count, trainable in rows if trainable)
-    lines.append(f"{'total':<20} {total:>14,}  {trainable_total:,} trainable")
-    return "\n".join(lines)
-
-
 def _prepare_out(cfg: VLATrainConfig) -> Path:
     out = Path(cfg.out)
     if out.exists() and any(out.iterdir()) and not cfg.resume:
@@ -90,20 +89,34 @@ def _batches(loader: DataLoader, device: torch.device) -> Iterator[dict[str, tor
         yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def _checksum(model: torch.nn.Module, device: torch.device) -> torch.Tensor:
-    """One float64 number summarising every parameter (compared across ranks to prove DDP kept them in sync)."""
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    for i, param in enumerate(model.parameters()):
-        total += param.detach().double().sum() * (1.0 + 1e-3 * (i % 97))
-    return total
+def _frozen_dtype(cfg: VLATrainConfig, engine: str, precision: str) -> torch.dtype:
+    """Frozen parameters: bf16 under bf16 compute on one process or DDP, fp32 otherwise (FSDP and DeepSpeed need
+    one dtype, CPU runs without autocast need fp32), unless `frozen_dtype` names one."""
+    if cfg.frozen_dtype != "auto":
+        return parse_dtype(cfg.frozen_dtype, "frozen_dtype")
+    return torch.bfloat16 if precision == "bf16" and engine in ("single", "ddp") else torch.float32
+
+
+def _stop_if_diverged(
+    accelerator: Accelerator, value: torch.Tensor | float | None, what: str, step: int, out: str
+) -> None:
+    """Stop every rank, before any update or checkpoint, when `value` is not finite on some rank."""
+    if value is None:
+        return
+    bad = torch.tensor(0.0 if math.isfinite(float(value)) else 1.0, device=accelerator.device)
+    if accelerator.reduce(bad, reduction="sum").item() > 0:
+        raise DataError(f"training diverged: non-finite {what} at step {step}; nothing was saved for it", out)
 
 
 def train(cfg: VLATrainConfig) -> dict[str, Any]:
-    """Run one training job; returns a summary (steps, checkpoints, last logged metrics, world size) and writes it,
-    with the history of every logged step, to `out/train_summary.json`."""
+    """Run one training job; returns a summary (steps, checkpoints, last logged metrics, world size, parameter
+    groups) and writes it, with the history of every logged step, to `out/train_summary.json`."""
     precision = cfg.mixed_precision
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() else "no"
+    engine_name = launched_engine()
+    check_engine(engine_name, cfg.model.attn_implementation)  # a missing deepspeed / flash-attn: before any load
+    family = family_of(load_backbone_config(cfg.model.backbone, cfg.model.revision))
     # accelerate only takes its multi-process CPU (gloo) path when asked for the CPU explicitly (torchrun on CPU)
     multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     accelerator = Accelerator(
@@ -130,24 +143,36 @@ def train(cfg: VLATrainConfig) -> dict[str, Any]:
     set_seed(cfg.seed)
 
     normalizer = _normalizer(cfg)
-    model = VLAPolicyModel.build(cfg.model)
+    compute = compute_dtype(precision)
+    # fp32 masters for everything that trains; DeepSpeed keeps its own (its module runs in bf16)
+    policy = VLAPolicyModel.build(
+        cfg.model, frozen_dtype=_frozen_dtype(cfg, engine_name, precision), masters=engine_name != "deepspeed"
+    )
+    groups = policy.parameter_groups(compute)
     if accelerator.is_main_process:
-        print(format_parameter_table(model.parameter_groups()))
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        print(f"engine {engine_name} x{world}, compute {precision}, {family}")
+        print(format_parameter_table(groups))
+    engine = make_engine(
+        accelerator, engine_name, LAYER_CLASSES[family], compute, micro_batch=per_device, grad_clip=cfg.grad_clip
+    )
+
+    def make_optimizer(params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    model, optimizer = engine.prepare(policy, make_optimizer)
     scheduler = get_scheduler(
         cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.steps
     )
     # The scheduler stays unprepared: it steps once per optimizer step whatever the number of processes.
-    model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
+    engine.register(scheduler)
     unwrapped: VLAPolicyModel = accelerator.unwrap_model(model)
+    save_dtype = parse_dtype(cfg.save_dtype, "save_dtype")
 
     start = 0
     existing = checkpoint_dirs(out)
     if cfg.resume and existing:
         latest = existing[-1]
-        accelerator.load_state(str(latest / TRAIN_STATE))
+        engine.load_state(latest / TRAIN_STATE)
         start = int(json.loads((latest / STEP_FILE).read_text())["step"])
         if accelerator.is_main_process:
             print(f"resumed from {latest} at step {start}")
@@ -182,12 +207,15 @@ def train(cfg: VLATrainConfig) -> dict[str, Any]:
     def save(step: int) -> Path:
         final = out / f"checkpoint-{step:06d}"
         staging = out / f".tmp-checkpoint-{step:06d}"
+        weights = engine.full_state_dict()  # collective: gathers FSDP / ZeRO-3 shards to the main process
         if accelerator.is_main_process:
             shutil.rmtree(staging, ignore_errors=True)
-            unwrapped.save_pretrained(staging, normalizer, recipe=recipe, atomic=False)
+            unwrapped.save_pretrained(
+                staging, normalizer, recipe=recipe, atomic=False, state_dict=weights, save_dtype=save_dtype
+            )
             (staging / STEP_FILE).write_text(json.dumps({"step": step}) + "\n")
         accelerator.wait_for_everyone()
-        accelerator.save_state(str(staging / TRAIN_STATE))
+        engine.save_state(staging / TRAIN_STATE)  # fp32 masters + optimizer: what resume needs
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             shutil.rmtree(final, ignore_errors=True)
@@ -201,22 +229,24 @@ def train(cfg: VLATrainConfig) -> dict[str, Any]:
     saved: list[Path] = list(existing)
     samples_per_step = cfg.batch_size
     window_start, window_steps = time.perf_counter(), 0
+    max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf  # measure the norm even when not clipping
     bar = tqdm(
         total=cfg.steps, initial=start, desc="vla train", disable=not (cfg.progress and accelerator.is_main_process)
     )
     for step in range(start + 1, cfg.steps + 1):
         metrics: dict[str, torch.Tensor] = {}
-        for _ in range(cfg.gradient_accumulation_steps):
+        for micro in range(cfg.gradient_accumulation_steps):
             batch = next(batches)
-            with accelerator.accumulate(model):
-                metrics = model(batch)
-                accelerator.backward(metrics["loss"])
-                if accelerator.sync_gradients and cfg.grad_clip > 0:
-                    accelerator.clip_grad_norm_(params, cfg.grad_clip)
-                optimizer.step()
-                if accelerator.sync_gradients:
-                    scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+            with engine.micro_step(sync=micro == cfg.gradient_accumulation_steps - 1):
+                with accelerator.autocast():
+                    metrics = model(batch)
+                _stop_if_diverged(accelerator, metrics["loss"].detach(), "loss", step, cfg.out)
+                engine.backward(metrics["loss"])
+        grad_norm = engine.clip_grad_norm(max_norm)
+        _stop_if_diverged(accelerator, grad_norm, "gradient norm", step, cfg.out)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
         window_steps += 1
         bar.update(1)
         if step % cfg.log_every == 0 or step == cfg.steps:
@@ -224,6 +254,8 @@ def train(cfg: VLATrainConfig) -> dict[str, Any]:
             elapsed = time.perf_counter() - window_start
             reduced["samples_per_s"] = window_steps * samples_per_step / max(elapsed, 1e-9)
             reduced["lr"] = scheduler.get_last_lr()[0]
+            if grad_norm is not None:
+                reduced["grad_norm"] = grad_norm
             reduced["step"] = step
             history.append(reduced)
             accelerator.log({f"train/{k}": v for k, v in reduced.items() if k != "step"}, step=step)
@@ -232,15 +264,17 @@ def train(cfg: VLATrainConfig) -> dict[str, Any]:
         if step % cfg.save_every == 0 or step == cfg.steps:
             saved.append(save(step))
     bar.close()
-    if not all(math.isfinite(h["loss"]) for h in history):
-        raise DataError("training diverged (non-finite loss)", cfg.out)
-    checksums = accelerator.gather(_checksum(model, accelerator.device).reshape(1)).tolist()
+    checksums = accelerator.gather(engine.checksum().reshape(1)).tolist()
     accelerator.end_training()
     summary = {
         "steps": cfg.steps,
         "world_size": world,
+        "engine": engine_name,
+        "mixed_precision": precision,
         "checkpoints": [str(p) for p in saved],
         "last": history[-1] if history else {},
+        "parameter_groups": [row.to_dict() for row in groups],
+        "optimizer_param_dtypes": sorted({dtype_name(p.dtype) for g in optimizer.param_groups for p in g["params"]}),
         "rank_parameter_checksums": checksums,
     }
     if accelerator.is_main_process:  # the full log-step history goes to the file, the summary stays short

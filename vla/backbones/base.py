@@ -18,11 +18,13 @@ from torch import nn
 from transformers import PreTrainedModel, ProcessorMixin
 
 from datasets_build.errors import ConfigError, DataError
-from datasets_build.vlm_families import MODULE_PATHS, ModulePaths
+from datasets_build.vlm_families import LAYER_CLASSES, MODULE_PATHS, ModulePaths
 from vla.action_query import ACTION_QUERY_TOKEN
 
 BASE_IMAGE_SIZE = 224  # paper A.2: every image is first made 224x224
 PROMPT_SCHEMES = ("full", "short")
+# transformers' attn_implementation values a run may ask for; auto = the family's DEFAULT_ATTENTION (sdpa but Gemma-2)
+ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flash_attention_2")
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,11 @@ class Backbone:
         return clone
 
     # --- facts -------------------------------------------------------------------------------------------
+    @property
+    def layer_classes(self) -> tuple[str, ...]:
+        """The decoder layer and vision block classes (FSDP units; datasets_build.vlm_families.LAYER_CLASSES)."""
+        return LAYER_CLASSES[self.family]
+
     @property
     def paths(self) -> ModulePaths:
         """Where the vision tower, projector, word embeddings, LLM and lm_head live (datasets_build.vlm_families)."""
