@@ -10,7 +10,10 @@ so they may stay in the stored low precision to save memory (`frozen_dtype`).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -68,3 +71,31 @@ def inference_dtype(device: str | torch.device) -> torch.dtype:
     if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32
+
+
+def save_pretrained_as(
+    model: Any, folder: str | Path, dtype: torch.dtype | None, state_dict: dict[str, torch.Tensor] | None = None
+) -> None:
+    """`model.save_pretrained(folder)` (safetensors) with every floating weight written in `dtype` (None: as held)
+    and config.json's `dtype` saying what was written (transformers records the module's dtype, fp32 masters).
+
+    `state_dict` replaces `model.state_dict()` (weights gathered from FSDP / ZeRO shards). Tensors that share
+    storage (a tied lm_head) stay one tensor after the cast, so transformers still saves them once.
+    """
+    state = state_dict if state_dict is not None else model.state_dict()
+    if dtype is not None:
+        cast: dict[tuple[int, tuple[int, ...], torch.dtype], torch.Tensor] = {}
+        converted = {}
+        for name, tensor in state.items():
+            if tensor.is_floating_point():
+                key = (tensor.data_ptr(), tuple(tensor.shape), tensor.dtype)
+                converted[name] = cast.setdefault(key, tensor.detach().to(dtype))
+            else:
+                converted[name] = tensor
+        state = converted
+    model.save_pretrained(folder, state_dict=state, safe_serialization=True)
+    written = {t.dtype for t in state.values() if t.is_floating_point()}
+    if len(written) == 1:
+        config = copy.deepcopy(model.config)
+        config.dtype = written.pop()
+        config.save_pretrained(folder)

@@ -104,9 +104,9 @@ MODULE_PATHS: dict[str, ModulePaths] = {
 }
 
 # The repeated blocks of each family, by transformers class name: the units FSDP shards (one per decoder layer and per
-# vision block, the rest in the root unit) and activation checkpointing recomputes. Named here, once, because the
-# models' own `_no_split_modules` are not enough: PaliGemma's lists only its projector, so a wrap policy taken from it
-# would leave the whole Gemma decoder and SigLIP tower in one unsharded unit. Checked by tests/test_tiny_models.py.
+# vision block, the rest in the root unit). Named here, once, for both stages: the VLA wraps the VLM in its own module,
+# which has no transformers `_no_split_modules`, and those of a loaded model also list embeddings and pooling heads
+# (and PaliGemma's class attribute only its projector). Checked against the models by tests/test_tiny_models.py.
 LAYER_CLASSES: dict[str, tuple[str, ...]] = {
     "qwen2_5_vl": ("Qwen2_5_VLDecoderLayer", "Qwen2_5_VLVisionBlock"),
     "qwen3_vl": ("Qwen3VLTextDecoderLayer", "Qwen3VLVisionBlock"),

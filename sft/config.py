@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from datasets_build.errors import ConfigError
+from datasets_build.precision import parse_dtype
 
 LORA_PRESETS = ("llm", "llm_vision")
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 REPORT_TO = ("none", "tensorboard", "wandb")
 
 
@@ -127,3 +129,19 @@ class SFTTrainConfig:
     verify_shards: bool = True
     resume: bool = False
     overwrite: bool = False
+    # Precision: trainable parameters are fp32 masters whatever the checkpoint stores (compute: `trainer.bf16`).
+    # Frozen ones: auto = bf16 under bf16 compute on one process or DDP (FSDP / DeepSpeed need one dtype), else
+    # fp32; or fp32 / bf16. `save_dtype`: weights of the final from_pretrained folder (periodic checkpoints, the
+    # resume state, keep fp32).
+    frozen_dtype: str = "auto"
+    save_dtype: str = "bf16"
+    attn_implementation: str = "sdpa"  # sdpa, eager, or flash_attention_2 (GPU; needs the flash-attn extra)
+
+    def __post_init__(self) -> None:
+        if self.frozen_dtype != "auto":
+            parse_dtype(self.frozen_dtype, "frozen_dtype")
+        parse_dtype(self.save_dtype, "save_dtype")
+        if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise ConfigError(
+                f"attn_implementation: {self.attn_implementation!r} is not one of {', '.join(ATTN_IMPLEMENTATIONS)}"
+            )

@@ -7,9 +7,7 @@ on); the family comes from the loaded config through `datasets_build.vlm_familie
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-import torch
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, PreTrainedModel, ProcessorMixin
 
 from datasets_build.errors import ConfigError
@@ -41,8 +39,10 @@ def load_processor(name_or_path: str, revision: str | None = None) -> ProcessorM
     return processor
 
 
-def load_model(name_or_path: str, revision: str | None = None, bf16: bool = False) -> LoadedModel:
-    """Model + processor of `name_or_path` (Hub id or folder); ConfigError names what is wrong."""
+def load_model(name_or_path: str, revision: str | None = None, attn_implementation: str = "sdpa") -> LoadedModel:
+    """Model + processor of `name_or_path` (Hub id or folder), weights as the checkpoint stores them (training then
+    keeps fp32 masters of what it trains, `datasets_build.precision.cast_parameters`); ConfigError names what is
+    wrong."""
     try:
         config = AutoConfig.from_pretrained(name_or_path, revision=revision)
     except (OSError, ValueError) as exc:
@@ -51,8 +51,9 @@ def load_model(name_or_path: str, revision: str | None = None, bf16: bool = Fals
     if family not in SFT_FAMILIES:
         raise ConfigError(f"model: SFT supports the families {', '.join(SFT_FAMILIES)}; {name_or_path!r} is {family}")
     processor = load_processor(name_or_path, revision)
-    dtype: Any = torch.bfloat16 if bf16 else torch.float32
-    model = AutoModelForImageTextToText.from_pretrained(name_or_path, revision=revision, dtype=dtype)
+    model = AutoModelForImageTextToText.from_pretrained(
+        name_or_path, revision=revision, attn_implementation=attn_implementation
+    )
     return LoadedModel(model, processor, family)
 
 

@@ -22,6 +22,7 @@ from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 from datasets_build.errors import ConfigError, OutputExistsError
 from datasets_build.tiny_models import (
     QWEN_BASE_VOCAB,
+    TINY_LAYERS,
     TINY_MARKER,
     build_tiny_model,
     cached_snapshot,
@@ -32,6 +33,7 @@ from datasets_build.tiny_models import (
 from datasets_build.vlm_families import (
     FAMILIES,
     IMAGE_TOKENS_224,
+    LAYER_CLASSES,
     MODULE_PATHS,
     PAPER_BACKBONES,
     PAPER_PARAMS_M,
@@ -371,3 +373,18 @@ def test_real_layouts_match_real_configs(repo_id: str) -> None:
 def test_build_refuses_an_id_of_another_family(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not a qwen3_vl paper backbone"):
         build_tiny_model("qwen3_vl", tmp_path / "x", repo_id="Qwen/Qwen2.5-VL-3B-Instruct")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_layer_classes_are_the_repeated_blocks(built: dict[str, tuple[Path, float]], family: str) -> None:
+    """LAYER_CLASSES (the FSDP units) name classes of this model, covering every decoder layer and vision block."""
+    model = AutoModelForImageTextToText.from_pretrained(built[family][0])
+    classes = {type(m).__name__ for m in model.modules()}
+    assert set(LAYER_CLASSES[family]) <= classes
+    paths = MODULE_PATHS[family]
+    decoder = model.get_submodule(paths.language_model).layers
+    assert all(type(layer).__name__ in LAYER_CLASSES[family] for layer in decoder)
+    units = [m for m in model.get_submodule(paths.vision_tower).modules() if type(m).__name__ in LAYER_CLASSES[family]]
+    assert len(units) == TINY_LAYERS
+    # transformers' own "never split" classes of the loaded model agree (they also list embeddings and pooling heads)
+    assert set(LAYER_CLASSES[family]) <= set(model._no_split_modules)

@@ -32,6 +32,14 @@ def _tiny_backbones() -> None:
     install_tiny_backbones(ids=[QWEN_3B, QWEN_7B])
 
 
+@pytest.fixture(autouse=True)
+def _fresh_accelerator_state() -> None:
+    """These runs ask for bf16 compute: forget the (process-wide) accelerate state earlier tests set up."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def _dtypes(path: Path) -> set[str]:
     with safe_open(str(path), "pt") as weights:
         return {weights.get_slice(k).get_dtype() for k in weights.keys()}  # noqa: SIM118
@@ -163,16 +171,18 @@ def test_gradient_checkpointing_gives_the_same_gradients(
 def test_missing_engine_or_kernel_fails_before_any_model_loads(
     tmp_path: Path, demo_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import vla.engines
+    import datasets_build.launch
 
     # The backbone does not exist: an error about it would mean a model load was attempted first.
     model = VLAConfig(backbone="no-such-org/no-such-model", chunk_size=2, attn_implementation="flash_attention_2")
     monkeypatch.setitem(
-        vla.engines.OPTIONAL_PACKAGES, "flash_attention_2", ("no_flash_attn_here", "flash-attn", "flash-attn")
+        datasets_build.launch.OPTIONAL_PACKAGES, "flash_attention_2", ("no_flash_attn_here", "flash-attn", "flash-attn")
     )
     with pytest.raises(ConfigError, match=r"needs the `flash-attn` package.*\[flash-attn\]"):
         train(_run(tmp_path, demo_dir, model=model))
-    monkeypatch.setitem(vla.engines.OPTIONAL_PACKAGES, "deepspeed", ("no_deepspeed_here", "deepspeed", "deepspeed"))
+    monkeypatch.setitem(
+        datasets_build.launch.OPTIONAL_PACKAGES, "deepspeed", ("no_deepspeed_here", "deepspeed", "deepspeed")
+    )
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     model = VLAConfig(backbone="no-such-org/no-such-model", chunk_size=2)
     with pytest.raises(ConfigError, match=r"needs the `deepspeed` package.*vlm4vla-toolkit\[deepspeed\]"):

@@ -1,8 +1,9 @@
 """How a `vla train` run is distributed: the engine its launch asked for, and what each engine does differently.
 
-The engine comes from the launcher, as accelerate sets it: `accelerate launch --config_file
-recipes/accelerate/{ddp,zero2,zero3,fsdp}.yaml -m vla train ...` (or torchrun with the same ACCELERATE_* / FSDP_*
-variables). Every engine trains fp32 master weights with bf16 compute (`datasets_build.precision`):
+The engine comes from the launcher, as accelerate sets it (`datasets_build.launch`): `accelerate launch
+--config_file recipes/accelerate/{ddp,zero2,zero3,fsdp}.yaml -m vla train ...` (or torchrun with the same
+ACCELERATE_* / FSDP_* variables). Every engine trains fp32 master weights with bf16 compute
+(`datasets_build.precision`):
 
 - `single`, `ddp`, `deepspeed`: accelerate prepares, saves (`save_state`) and gathers (`get_state_dict`) the model.
   DeepSpeed keeps the fp32 masters in its optimizer and runs the module in bf16.
@@ -16,7 +17,6 @@ variables). Every engine trains fp32 master weights with bf16 compute (`datasets
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -28,55 +28,22 @@ from accelerate.accelerator import Accelerator
 from torch import nn
 
 from datasets_build.errors import ConfigError
+from datasets_build.launch import ENGINES, check_launch, launched_engine
 from vla.backbones.base import ATTN_IMPLEMENTATIONS
 
-ENGINES = ("single", "ddp", "fsdp", "deepspeed")
+__all__ = ["ENGINES", "AccelerateEngine", "Engine", "Fsdp2Engine", "check_engine", "launched_engine", "make_engine"]
 
-# feature -> (module imported, PyPI package, this project's extra that installs it)
-OPTIONAL_PACKAGES: dict[str, tuple[str, str, str]] = {
-    "deepspeed": ("deepspeed", "deepspeed", "deepspeed"),
-    "flash_attention_2": ("flash_attn", "flash-attn", "flash-attn"),
-}
 
 OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    return env.get(name, "false").lower() in ("1", "true", "yes")
-
-
-def launched_engine(env: Mapping[str, str] | None = None) -> str:
-    """The engine the launcher asked for (one of ENGINES), read from accelerate's environment variables."""
-    env = os.environ if env is None else env
-    if _flag(env, "ACCELERATE_USE_DEEPSPEED"):
-        return "deepspeed"
-    if _flag(env, "ACCELERATE_USE_FSDP"):
-        return "fsdp"
-    return "ddp" if int(env.get("WORLD_SIZE", "1")) > 1 else "single"
-
-
-def require(feature: str, where: str) -> None:
-    """One-line ConfigError naming the missing package and the extra that installs it."""
-    module, package, extra = OPTIONAL_PACKAGES[feature]
-    if importlib.util.find_spec(module) is None:
-        raise ConfigError(
-            f"{where} needs the `{package}` package, which is not installed: pip install 'vlm4vla-toolkit[{extra}]'"
-        )
-
-
 def check_engine(engine: str, attn_implementation: str, env: Mapping[str, str] | None = None) -> None:
     """Everything an engine or attention kernel needs, checked before any model is loaded (one-line errors)."""
-    env = os.environ if env is None else env
     if attn_implementation not in ATTN_IMPLEMENTATIONS:
         raise ConfigError(
             f"model.attn_implementation: {attn_implementation!r} is not one of {', '.join(ATTN_IMPLEMENTATIONS)}"
         )
-    if attn_implementation == "flash_attention_2":
-        require("flash_attention_2", "model.attn_implementation=flash_attention_2")
-    if engine == "deepspeed":
-        require("deepspeed", "the accelerate config's DeepSpeed engine")
-    if engine == "fsdp" and env.get("FSDP_VERSION", "2") != "2":
-        raise ConfigError(f"FSDP: fsdp_version {env.get('FSDP_VERSION')} is not supported; use fsdp_version: 2")
+    check_launch(engine, attn_implementation, env)
 
 
 class AccelerateEngine:
@@ -167,7 +134,7 @@ class Fsdp2Engine:
         self.layer_classes = tuple(override) or layer_classes
         self.compute_dtype = compute_dtype
         self.reshard_after_forward = env.get("FSDP_RESHARD_AFTER_FORWARD", "true").lower() in ("true", "1")
-        self.offload = _flag(env, "FSDP_OFFLOAD_PARAMS")
+        self.offload = env.get("FSDP_OFFLOAD_PARAMS", "false").lower() in ("true", "1")
         self.model: nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: Any = None

@@ -7,7 +7,6 @@ token id, decoded into `chunk_size` actions of 6 normalised end-effector dims + 
 from __future__ import annotations
 
 import contextlib
-import copy
 import shutil
 import tempfile
 from contextlib import AbstractContextManager
@@ -20,7 +19,7 @@ from torch import nn
 from datasets_build.actions import ACTION_DIM
 from datasets_build.errors import DataError
 from datasets_build.parameter_groups import GroupRow, backbone_prefixes, parameter_groups
-from datasets_build.precision import MASTER_DTYPE, cast_parameters
+from datasets_build.precision import MASTER_DTYPE, cast_parameters, save_pretrained_as
 from vla.action_query import ActionQuery
 from vla.backbones import Backbone, load_backbone
 from vla.configuration_vla import VLAConfig
@@ -169,14 +168,7 @@ class VLAPolicyModel(nn.Module):
             staging.mkdir(parents=True, exist_ok=True)
         try:
             vlm_state, head_state = self._split_state(state_dict if state_dict is not None else self.state_dict())
-            if save_dtype is not None:
-                vlm_state = {k: v.to(save_dtype) if v.is_floating_point() else v for k, v in vlm_state.items()}
-            self.vlm.save_pretrained(staging, state_dict=vlm_state, safe_serialization=True)
-            stored = {v.dtype for v in vlm_state.values() if v.is_floating_point()}
-            if len(stored) == 1:  # transformers records the module's dtype; record what was written
-                config = copy.deepcopy(self.vlm.config)
-                config.dtype = stored.pop()
-                config.save_pretrained(staging)
+            save_pretrained_as(self.vlm, staging, save_dtype, state_dict=vlm_state)
             self.backbone.processor.save_pretrained(staging)
             head = {k: v.detach().float().cpu().contiguous() for k, v in head_state.items()}
             save_file(head, str(staging / HEAD_FILE))

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import yaml
 from accelerate.accelerator import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -35,6 +35,7 @@ from transformers import get_scheduler
 from datasets_build.configs import config_to_dict
 from datasets_build.errors import ConfigError, DataError, OutputExistsError
 from datasets_build.inspection import source_stats
+from datasets_build.launch import frozen_dtype_name
 from datasets_build.parameter_groups import format_parameter_table
 from datasets_build.precision import compute_dtype, dtype_name, parse_dtype
 from datasets_build.sources import open_source
@@ -42,7 +43,7 @@ from datasets_build.vlm_families import LAYER_CLASSES, family_of
 from vla.backbones import load_backbone_config
 from vla.configuration_vla import VLATrainConfig
 from vla.data import VLACollator, VLASampleStream
-from vla.engines import check_engine, launched_engine, make_engine
+from vla.engines import Engine, check_engine, launched_engine, make_engine
 from vla.modeling_vla import VLAPolicyModel
 from vla.normalization import ActionNormalizer
 
@@ -90,11 +91,8 @@ def _batches(loader: DataLoader, device: torch.device) -> Iterator[dict[str, tor
 
 
 def _frozen_dtype(cfg: VLATrainConfig, engine: str, precision: str) -> torch.dtype:
-    """Frozen parameters: bf16 under bf16 compute on one process or DDP, fp32 otherwise (FSDP and DeepSpeed need
-    one dtype, CPU runs without autocast need fp32), unless `frozen_dtype` names one."""
-    if cfg.frozen_dtype != "auto":
-        return parse_dtype(cfg.frozen_dtype, "frozen_dtype")
-    return torch.bfloat16 if precision == "bf16" and engine in ("single", "ddp") else torch.float32
+    """Frozen parameters' dtype (`frozen_dtype`; auto: `datasets_build.launch.frozen_dtype_name`)."""
+    return parse_dtype(frozen_dtype_name(cfg.frozen_dtype, engine, precision == "bf16"), "frozen_dtype")
 
 
 def _stop_if_diverged(
@@ -106,6 +104,38 @@ def _stop_if_diverged(
     bad = torch.tensor(0.0 if math.isfinite(float(value)) else 1.0, device=accelerator.device)
     if accelerator.reduce(bad, reduction="sum").item() > 0:
         raise DataError(f"training diverged: non-finite {what} at step {step}; nothing was saved for it", out)
+
+
+def train_step(
+    accelerator: Accelerator,
+    engine: Engine,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    batches: Iterator[dict[str, torch.Tensor]],
+    accumulation: int,
+    max_norm: float,
+    step: int,
+    where: str,
+) -> tuple[dict[str, torch.Tensor], float | None]:
+    """One optimizer step over `accumulation` micro-batches: forward under autocast, a divergence check before each
+    backward and before the update, clipping (`max_norm` inf: measure only), AdamW, the schedule.
+    Returns the last micro-batch's metrics and the gradient norm (benchmarks/gpu_check.py runs the same step)."""
+    metrics: dict[str, torch.Tensor] = {}
+    for micro in range(accumulation):
+        batch = next(batches)
+        with engine.micro_step(sync=micro == accumulation - 1):
+            with accelerator.autocast():
+                metrics = model(batch)
+            _stop_if_diverged(accelerator, metrics["loss"].detach(), "loss", step, where)
+            engine.backward(metrics["loss"])
+    grad_norm = engine.clip_grad_norm(max_norm)
+    _stop_if_diverged(accelerator, grad_norm, "gradient norm", step, where)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return metrics, grad_norm
 
 
 def train(cfg: VLATrainConfig) -> dict[str, Any]:
@@ -122,6 +152,8 @@ def train(cfg: VLATrainConfig) -> dict[str, Any]:
     accelerator = Accelerator(
         cpu=multi_cpu,
         mixed_precision=precision,
+        # DDP: gradients live in its communication buckets instead of beside them (4 bytes per parameter saved)
+        kwargs_handlers=[DistributedDataParallelKwargs(gradient_as_bucket_view=True)],
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         log_with=None if cfg.report_to == "none" else cfg.report_to,
         project_dir=cfg.out,
@@ -234,19 +266,18 @@ def train(cfg: VLATrainConfig) -> dict[str, Any]:
         total=cfg.steps, initial=start, desc="vla train", disable=not (cfg.progress and accelerator.is_main_process)
     )
     for step in range(start + 1, cfg.steps + 1):
-        metrics: dict[str, torch.Tensor] = {}
-        for micro in range(cfg.gradient_accumulation_steps):
-            batch = next(batches)
-            with engine.micro_step(sync=micro == cfg.gradient_accumulation_steps - 1):
-                with accelerator.autocast():
-                    metrics = model(batch)
-                _stop_if_diverged(accelerator, metrics["loss"].detach(), "loss", step, cfg.out)
-                engine.backward(metrics["loss"])
-        grad_norm = engine.clip_grad_norm(max_norm)
-        _stop_if_diverged(accelerator, grad_norm, "gradient norm", step, cfg.out)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        metrics, grad_norm = train_step(
+            accelerator,
+            engine,
+            model,
+            optimizer,
+            scheduler,
+            batches,
+            cfg.gradient_accumulation_steps,
+            max_norm,
+            step,
+            cfg.out,
+        )
         window_steps += 1
         bar.update(1)
         if step % cfg.log_every == 0 or step == cfg.steps:
