@@ -88,14 +88,19 @@ def parameter_groups(
         rows.append(
             GroupRow(
                 group=group,
-                parameters=sum(p.numel() for p in params),
-                trainable=sum(p.numel() for p in params if p.requires_grad),
+                parameters=sum(_numel(p) for p in params),
+                trainable=sum(_numel(p) for p in params if p.requires_grad),
                 tensors=len(params),
                 stored="+".join(stored),
                 compute=dtype_name(compute) if compute is not None else "+".join(stored),
             )
         )
     return rows
+
+
+def _numel(param: nn.Parameter) -> int:
+    """Elements of a parameter, also when DeepSpeed ZeRO-3 has partitioned it away (`ds_numel`)."""
+    return int(getattr(param, "ds_numel", param.numel()))
 
 
 def format_parameter_table(rows: Sequence[GroupRow], note: str = "") -> str:

@@ -183,7 +183,10 @@ def train(cfg: VLATrainConfig) -> dict[str, Any]:
     groups = policy.parameter_groups(compute)
     if accelerator.is_main_process:
         print(f"engine {engine_name} x{world}, compute {precision}, {family}")
-        print(format_parameter_table(groups))
+        note = "DeepSpeed holds the fp32 master weights in its optimizer; the module runs in bf16" * (
+            engine_name == "deepspeed"
+        )
+        print(format_parameter_table(groups, note))
     engine = make_engine(
         accelerator, engine_name, LAYER_CLASSES[family], compute, micro_batch=per_device, grad_clip=cfg.grad_clip
     )
