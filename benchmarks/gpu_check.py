@@ -32,6 +32,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import argparse
 import gc
+import importlib.util
 import json
 import platform
 import re
@@ -50,6 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from accelerate import Accelerator  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
 
 from datasets_build.precision import compute_dtype, dtype_name, inference_dtype  # noqa: E402
 from datasets_build.tiny_models import build_tiny_model, install_tiny_backbones, real_size_folder  # noqa: E402
@@ -254,6 +256,14 @@ def fast_corpus(demo: Path, root: Path) -> tuple[Path, Path]:
     return tokenizer, corpus
 
 
+class _NoSave(TrainerCallback):
+    """Keeps the Trainer from writing its end-of-training checkpoint."""
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        control.should_save = False
+        return control
+
+
 def sft_section(tokenizer: Path, corpus: Path, root: Path, device: torch.device, args: argparse.Namespace) -> dict:
     """One SFT step with FAST tokens (vocab_tail) through `sft.train.build_trainer` on a real-size model."""
     from transformers import AutoConfig, AutoModelForImageTextToText
@@ -286,6 +296,7 @@ def sft_section(tokenizer: Path, corpus: Path, root: Path, device: torch.device,
     from sft.train import build_trainer
 
     run = build_trainer(build_config(SFTTrainConfig, fields, where="gpu_check"), verbose=False, loaded=loaded)
+    run.trainer.add_callback(_NoSave())  # a real-size checkpoint would take tens of GB of the node's disk
     t0 = time.perf_counter()
     output = run.trainer.train()
     _sync(device)
@@ -350,9 +361,13 @@ def engines_section(demo: Path, corpus: Path, root: Path, deadline: float) -> di
         }
         (root / f"engine-sft-{name}.yaml").write_text(yaml.safe_dump(cfg))
         jobs.append((f"sft_{name}", name, ["-m", "sft", "train", str(root / f"engine-sft-{name}.yaml")]))
+    has_deepspeed = importlib.util.find_spec("deepspeed") is not None
     for label, name, job in jobs:
         if time.perf_counter() > deadline:
             results[label] = {"ok": None, "skipped": "time budget"}
+            continue
+        if name.startswith("zero") and not has_deepspeed:
+            results[label] = {"ok": None, "skipped": "pip install 'vlm4vla-toolkit[deepspeed]'"}
             continue
         config = str(REPO / "recipes" / "accelerate" / f"{name}.yaml")
         ok, seconds, error = _launch([*accelerate, config, *job], env, timeout=300)
@@ -388,7 +403,7 @@ def _table(report: dict[str, Any]) -> str:
         )
     for label, engine in report.get("engines", {}).items():
         state = {True: "ok", False: "FAILED", None: "skipped"}[engine["ok"]]
-        lines.append(f"engine {label:<20} {state} {engine.get('error', '')}")
+        lines.append(f"engine {label:<20} {state} {engine.get('error', engine.get('skipped', ''))}")
     return "\n".join(lines)
 
 

@@ -10,4 +10,5 @@ PYTHON="${PYTHON:-.venv/bin/python}"
 if [ ! -x "$PYTHON" ]; then PYTHON="$(command -v python3 || command -v python)"; fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+case " $* " in *" --cpu "*) export DS_ACCELERATOR="${DS_ACCELERATOR:-cpu}" ;; esac  # DeepSpeed: no GPU to detect
 exec "$PYTHON" benchmarks/gpu_check.py "$@"

@@ -23,6 +23,7 @@ from datasets_build.answers import score_answer
 from datasets_build.checkpoint import RECIPE_FILE
 from datasets_build.errors import ConfigError, DataError
 from datasets_build.fast.vocab import FastVocabMapping, answer_text
+from datasets_build.precision import inference_dtype
 from datasets_build.sample import Sample
 from datasets_build.shards import ShardSet
 from sft.freezing import embedding_rows
@@ -102,7 +103,8 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     sets = [ShardSet(spec, verify=cfg.verify_shards) for spec in cfg.data]
     processor = load_processor(cfg.checkpoint)
     try:
-        model = AutoModelForImageTextToText.from_pretrained(cfg.checkpoint)
+        # generation runs on the CPU here: fp32 weights there, whatever dtype the folder stores (precision rule)
+        model = AutoModelForImageTextToText.from_pretrained(cfg.checkpoint, dtype=inference_dtype("cpu"))
     except OSError as exc:
         raise ConfigError(f"evaluate: cannot load {cfg.checkpoint!r} ({str(exc).splitlines()[0]})") from exc
     model.eval()

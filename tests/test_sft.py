@@ -296,6 +296,21 @@ def test_bad_input_fails_before_training(backbones, corpora, tmp_path, capsys):
         open_sources(make_cfg(corpora, tmp_path / "y", data=[{"path": str(nocard)}]).data)
 
 
+def test_missing_engine_package_fails_before_anything_loads(corpora, tmp_path, monkeypatch):
+    import datasets_build.launch
+
+    missing = ("no_deepspeed_here", "deepspeed", "deepspeed")
+    monkeypatch.setitem(datasets_build.launch.OPTIONAL_PACKAGES, "deepspeed", missing)
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    cfg = make_cfg(corpora, tmp_path / "run", model="no-such-org/no-such-model")
+    with pytest.raises(ConfigError, match=r"needs the `deepspeed` package.*\[deepspeed\]"):
+        build_trainer(cfg, verbose=False)
+    assert not (tmp_path / "run").exists()
+    monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED")
+    with pytest.raises(ConfigError, match="attn_implementation"):
+        make_cfg(corpora, tmp_path / "run", attn_implementation="flash")
+
+
 def test_model_without_chat_template_is_refused(backbones, corpora, tmp_path):
     folder = tmp_path / "no_template"
     shutil.copytree(backbones[QWEN25], folder)

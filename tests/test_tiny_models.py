@@ -388,3 +388,14 @@ def test_layer_classes_are_the_repeated_blocks(built: dict[str, tuple[Path, floa
     assert len(units) == TINY_LAYERS
     # transformers' own "never split" classes of the loaded model agree (they also list embeddings and pooling heads)
     assert set(LAYER_CLASSES[family]) <= set(model._no_split_modules)
+
+
+def test_cli_builds_an_id_in_its_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from datasets_build.cli import main
+
+    assert main(["tiny-models", "--out", str(tmp_path), "--ids", "Qwen/Qwen2.5-VL-7B-Instruct"]) == 0
+    folder = tmp_path / "Qwen--Qwen2.5-VL-7B-Instruct"
+    assert capsys.readouterr().out.strip() == str(folder)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["tie_word_embeddings"] is False
+    assert json.loads((folder / TINY_MARKER).read_text())["layout"] == "Qwen/Qwen2.5-VL-7B-Instruct"

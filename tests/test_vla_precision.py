@@ -32,14 +32,6 @@ def _tiny_backbones() -> None:
     install_tiny_backbones(ids=[QWEN_3B, QWEN_7B])
 
 
-@pytest.fixture(autouse=True)
-def _fresh_accelerator_state() -> None:
-    """These runs ask for bf16 compute: forget the (process-wide) accelerate state earlier tests set up."""
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
 def _dtypes(path: Path) -> set[str]:
     with safe_open(str(path), "pt") as weights:
         return {weights.get_slice(k).get_dtype() for k in weights.keys()}  # noqa: SIM118

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import yaml
 from accelerate.accelerator import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -149,6 +150,9 @@ def train(cfg: VLATrainConfig) -> dict[str, Any]:
     family = family_of(load_backbone_config(cfg.model.backbone, cfg.model.revision))
     # accelerate only takes its multi-process CPU (gloo) path when asked for the CPU explicitly (torchrun on CPU)
     multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    # a process that trained before (a recipe chain: SFT then VLA) keeps accelerate's state, precision included;
+    # this run sets its own, as transformers' TrainingArguments does (the process group is kept)
+    AcceleratorState._reset_state()
     accelerator = Accelerator(
         cpu=multi_cpu,
         mixed_precision=precision,
