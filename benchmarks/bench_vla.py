@@ -57,19 +57,15 @@ def _demo(folder: str | None) -> Path:
 
 
 def _model(args: argparse.Namespace, device: torch.device) -> VLAPolicyModel:
-    config = VLAConfig(backbone=args.backbone, chunk_size=args.chunk)
-    model = VLAPolicyModel.build(config)
-    if args.real_config:
-        from transformers import AutoModelForImageTextToText
+    """The tiny model, or (`--real-config`) the real configuration with random weights initialised on `device` and
+    the family's tiny processor, with fp32 master weights as `vla train` holds them (benchmarks/gpu_check.py)."""
+    if not args.real_config:
+        return VLAPolicyModel.build(VLAConfig(backbone=args.backbone, chunk_size=args.chunk)).to(device)
+    from datasets_build.tiny_models import real_size_folder
 
-        from datasets_build.vlm_families import real_config
-        from vla.backbones import BACKBONES
-
-        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        with device:
-            vlm = AutoModelForImageTextToText.from_config(real_config(args.backbone), dtype=dtype)
-        backbone = BACKBONES[model.backbone.family](vlm, model.backbone.processor, config.backbone_options())
-        model = VLAPolicyModel(backbone, model.query.token_id, config)
+    folder = real_size_folder(args.backbone, Path(tempfile.mkdtemp(prefix="bench-vla-real-")) / "model")
+    with device:
+        model = VLAPolicyModel.build(VLAConfig(backbone=str(folder), chunk_size=args.chunk, from_scratch=True))
     return model.to(device)
 
 

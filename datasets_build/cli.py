@@ -113,10 +113,14 @@ def _fit_fast(args: argparse.Namespace) -> int:
 
 def _tiny_models(args: argparse.Namespace) -> int:
     from datasets_build.tiny_models import build_tiny_model, install_tiny_backbones
+    from datasets_build.vlm_families import family_of
 
     if args.out:
         for family in args.families or []:
             print(build_tiny_model(family, f"{args.out}/{family}", seed=args.seed))
+        for repo_id in args.ids or []:
+            target = f"{args.out}/{repo_id.replace('/', '--')}"
+            print(build_tiny_model(family_of(repo_id), target, seed=args.seed, repo_id=repo_id))
         return 0
     installed = install_tiny_backbones(args.hf_home, families=args.families, ids=args.ids, seed=args.seed)
     for repo_id, folder in sorted(installed.items()):
@@ -329,14 +333,17 @@ def build_parser() -> argparse.ArgumentParser:
     tm = sub.add_parser(
         "tiny-models",
         help="install tiny random VLMs of every paper family under the real Hub ids (offline demo and tests)",
-        description="Build tiny randomly initialised models with the real classes of each family and place them "
-        "in the Hugging Face cache under the paper's backbone ids (never over a real download); with --out, "
-        "write the folders of --families there instead.",
+        description="Build tiny randomly initialised models with the real classes of each family, each laid out like "
+        "its release (weights dtype, embedding rows padded past the tokenizer, tied or untied lm_head), and place "
+        "them in the Hugging Face cache under the paper's backbone ids (never over a real download); with --out, "
+        "write the folders of --families / --ids there instead.",
     )
     tm.add_argument("--hf-home", help="HF home to install into (default: $HF_HOME or ~/.cache/huggingface)")
     tm.add_argument("--families", nargs="*", help="only these families (qwen2_5_vl qwen3_vl qwen3_vl_moe ...)")
     tm.add_argument("--ids", nargs="*", help="only these of the nine Hub ids")
-    tm.add_argument("--out", help="write model folders here instead of installing (needs --families)")
+    tm.add_argument(
+        "--out", help="write model folders here instead of installing (--families: OUT/FAMILY, --ids: OUT/ORG--NAME)"
+    )
     tm.add_argument("--seed", type=int, default=0, help="weight seed [0]")
     tm.set_defaults(func=_tiny_models)
 

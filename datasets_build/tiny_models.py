@@ -7,9 +7,15 @@ processor, chat template) from small configs: hidden 128, 2 decoder layers, a 2-
 corpus of robot instructions and VQA words, then wrapped in the family's tokenizer class with the family's
 real special tokens. Weights are random but seeded: the same seed gives the same tensors and the same bytes.
 
+Each build copies the storage layout of one real release (`datasets_build.vlm_families.REAL_LAYOUTS`): the
+dtype of its safetensors and config.json (bf16 for Qwen-VL and PaliGemma 2), embedding rows padded past the
+tokenizer by the release's ratio and multiple (Qwen: 151936 rows for 151665 ids), and the lm_head tied or untied
+as there (untied for Qwen2.5-VL-7B, Qwen3-VL-8B and 30B-A3B), so that code assuming fp32 weights, rows ==
+len(tokenizer) or a tied head fails a test here rather than on the real checkpoints.
+
 `install_in_hf_cache` places a built folder in the Hugging Face cache layout so that
 `from_pretrained("Qwen/Qwen2.5-VL-3B-Instruct")` resolves offline; `install_tiny_backbones` does this for the
-paper's nine backbone ids (`PAPER_BACKBONES`) with one build per family.
+paper's nine backbone ids (`PAPER_BACKBONES`), one build per id in that id's layout.
 
 The family facts (ids, module paths, real configurations) live in `datasets_build.vlm_families`.
 """
@@ -63,7 +69,15 @@ from transformers import (
 from transformers.tokenization_utils_base import AddedToken
 
 from datasets_build.errors import ConfigError, OutputExistsError
-from datasets_build.vlm_families import FAMILIES, IMAGE_TOKENS_224, PAPER_BACKBONES
+from datasets_build.vlm_families import (
+    DEFAULT_ID,
+    FAMILIES,
+    IMAGE_TOKENS_224,
+    PAPER_BACKBONES,
+    RealLayout,
+    real_config,
+    real_layout,
+)
 
 TINY_MARKER = "tiny_model.json"
 
@@ -119,6 +133,22 @@ def _corpus(repeat: int = 4) -> list[str]:
     return [line for _ in range(repeat) for line in _CORPUS]
 
 
+# Ordinary (non-added) vocabulary of the tiny Qwen tokenizers (real: 151643). Large enough that FAST's `vocab_tail`
+# fits a 1024-token FAST vocabulary and its 128 reserved ids above the 256 byte-level pieces; and sized so that,
+# as in the real releases (151936 - 151665 = 271 rows), the padding rows past the tokenizer outnumber those 128
+# reserved ids: 2160 + 22 added ids = 2182, padded by the release ratio to the next multiple of 128 = 2304 rows.
+QWEN_BASE_VOCAB = 2160
+
+
+def _qwen_corpus() -> list[str]:
+    """The corpus plus its upper- and title-case forms and inflected words, so that byte-level BPE reaches
+    `QWEN_BASE_VOCAB` pieces (the plain corpus saturates at ~730)."""
+    lines = _corpus()
+    words = sorted({w.strip(".,?!;:()").lower() for line in _CORPUS for w in line.split()})
+    inflected = [" ".join(w + suffix for w in words) for suffix in ("s", "ed", "ing", "er", "ly")]
+    return lines + [line.upper() for line in lines] + [line.title() for line in lines] + inflected
+
+
 # Qwen2 / Qwen2.5 / Qwen3 pre-tokenisation regex (the one transformers' Qwen2Tokenizer applies).
 _QWEN_SPLIT = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"""
@@ -166,26 +196,32 @@ def _qwen_tokenizer(qwen3: bool) -> Qwen2Tokenizer:
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )
-    trainer = BpeTrainer(vocab_size=1000, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    trainer_tok.train_from_iterator(_corpus(), trainer=trainer)
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    trainer = BpeTrainer(vocab_size=QWEN_BASE_VOCAB, initial_alphabet=alphabet, show_progress=False)
+    trainer_tok.train_from_iterator(_qwen_corpus(), trainer=trainer)
     model = json.loads(trainer_tok.to_str())["model"]
+    if len(model["vocab"]) != QWEN_BASE_VOCAB:
+        raise RuntimeError(f"tiny Qwen BPE reached {len(model['vocab'])} pieces, expected {QWEN_BASE_VOCAB}")
     merges: Any = [tuple(pair) for pair in model["merges"]]  # transformers 5 takes (a, b) tuples
-    no_unk: dict[str, Any] = {"unk_token": None}  # as the real Qwen tokenizer_config.json (byte-level: no unknowns)
+    # as the real Qwen tokenizer_config.json (byte-level: no unknowns); eos/pad are named once they exist (below)
+    no_unk: dict[str, Any] = {"unk_token": None, "eos_token": None, "pad_token": None}
     tokenizer = Qwen2Tokenizer(
         vocab=dict(model["vocab"]),
         merges=merges,
         **no_unk,
         bos_token=None,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
         errors="replace",
         clean_up_tokenization_spaces=False,
         model_max_length=131072,
         split_special_tokens=False,
     )
+    # The special tokens in their real order right after the ordinary vocabulary (<|endoftext|> first, as at
+    # 151643), then named as eos/pad (naming them in the constructor would add <|im_end|> first).
     tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in _QWEN_SPECIAL])
     extra = _QWEN_ADDED + (_QWEN3_ADDED if qwen3 else [])
     tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in extra])
+    tokenizer.eos_token = "<|im_end|>"
+    tokenizer.pad_token = "<|endoftext|>"
     return tokenizer
 
 
@@ -331,10 +367,12 @@ def _qwen_ids(processor: ProcessorMixin) -> dict[str, Any]:
     }
 
 
-def _tiny_config(family: str, processor: ProcessorMixin) -> PretrainedConfig:
-    """A small config of `family` whose vocabulary and special ids match the built processor."""
+def _tiny_config(family: str, processor: ProcessorMixin, layout: RealLayout) -> PretrainedConfig:
+    """A small config of `family` whose special ids match the built processor, laid out as `layout`: embedding rows
+    padded past the tokenizer as the release pads them, the lm_head tied or not as there."""
     tok = processor.tokenizer
-    vocab = len(tok)
+    vocab = layout.padded_rows(len(tok))
+    tied = layout.tied
     if family == "qwen2_5_vl":
         return Qwen2_5_VLConfig(
             text_config={
@@ -365,7 +403,7 @@ def _tiny_config(family: str, processor: ProcessorMixin) -> PretrainedConfig:
                 "fullatt_block_indexes": [1],
                 "tokens_per_second": 2,
             },
-            tie_word_embeddings=True,
+            tie_word_embeddings=tied,
             **_qwen_ids(processor),
         )
     if family in ("qwen3_vl", "qwen3_vl_moe"):
@@ -401,7 +439,7 @@ def _tiny_config(family: str, processor: ProcessorMixin) -> PretrainedConfig:
         }
         if family == "qwen3_vl":
             return Qwen3VLConfig(
-                text_config=text, vision_config=vision, tie_word_embeddings=True, **_qwen_ids(processor)
+                text_config=text, vision_config=vision, tie_word_embeddings=tied, **_qwen_ids(processor)
             )
         text.update(
             {
@@ -415,7 +453,7 @@ def _tiny_config(family: str, processor: ProcessorMixin) -> PretrainedConfig:
             }
         )
         return Qwen3VLMoeConfig(
-            text_config=text, vision_config=vision, tie_word_embeddings=False, **_qwen_ids(processor)
+            text_config=text, vision_config=vision, tie_word_embeddings=tied, **_qwen_ids(processor)
         )
     if family in ("paligemma", "paligemma2"):
         text = {
@@ -457,7 +495,7 @@ def _tiny_config(family: str, processor: ProcessorMixin) -> PretrainedConfig:
             image_token_index=tok.convert_tokens_to_ids("<image>"),
             projection_dim=TINY_HIDDEN,
             hidden_size=TINY_HIDDEN,
-            tie_word_embeddings=True,
+            tie_word_embeddings=tied,
         )
     if family == "kosmos2":
         return Kosmos2Config(
@@ -482,6 +520,7 @@ def _tiny_config(family: str, processor: ProcessorMixin) -> PretrainedConfig:
                 "patch_size": 14,
             },
             latent_query_num=IMAGE_TOKENS_224["kosmos2"],
+            tie_word_embeddings=tied,
         )
     raise ConfigError(f"unknown VLM family {family!r}; choose one of {', '.join(FAMILIES)}")
 
@@ -516,29 +555,76 @@ def _generation_config(family: str, processor: ProcessorMixin) -> GenerationConf
     return GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
 
 
-def build_tiny_model(family: str, out: str | Path, seed: int = 0) -> Path:
+def tiny_marker(family: str, seed: int, repo_id: str) -> dict[str, Any]:
+    """The build record written beside a tiny model: same record, same files."""
+    return {"family": family, "seed": seed, "layout": repo_id, "transformers": transformers.__version__}
+
+
+def build_tiny_model(family: str, out: str | Path, seed: int = 0, repo_id: str | None = None) -> Path:
     """Write a tiny random `family` VLM (model + processor) to `out`; returns the folder.
 
-    The folder loads with plain `AutoProcessor.from_pretrained(out)` and
-    `AutoModelForImageTextToText.from_pretrained(out)`. Same family and seed give the same tensors and files.
+    Laid out like the release `repo_id` (default: the family's first paper id, `DEFAULT_ID`): its embedding
+    padding ratio and multiple, its tied or untied lm_head, its safetensors dtype and `dtype` in config.json
+    (`datasets_build.vlm_families.REAL_LAYOUTS`). The folder loads with plain `AutoProcessor.from_pretrained(out)`
+    and `AutoModelForImageTextToText.from_pretrained(out)`. Same family, id and seed give the same files.
     """
     if family not in FAMILIES:
         raise ConfigError(f"unknown VLM family {family!r}; choose one of {', '.join(FAMILIES)}")
+    repo_id = repo_id or DEFAULT_ID[family]
+    if PAPER_BACKBONES.get(repo_id) != family:
+        raise ConfigError(f"{repo_id!r} is not a {family} paper backbone; choose one of {', '.join(PAPER_BACKBONES)}")
+    layout = real_layout(repo_id)
     folder = Path(out)
     if folder.exists() and any(folder.iterdir()):
         raise OutputExistsError(f"{folder}: refusing to build a tiny model into a non-empty folder")
     folder.mkdir(parents=True, exist_ok=True)
     processor = _processor(family)
-    config = _tiny_config(family, processor)
+    config = _tiny_config(family, processor, layout)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = _MODEL_CLASSES[family](config)
+    model.to(getattr(torch, layout.dtype))  # stored as the release stores it; config.json records the dtype
     model.generation_config = _generation_config(family, processor)
     model.eval()
     processor.save_pretrained(folder)
     model.save_pretrained(folder, safe_serialization=True)
-    marker = {"family": family, "seed": seed, "transformers": transformers.__version__}
+    marker = tiny_marker(family, seed, repo_id)
     (folder / TINY_MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return folder
+
+
+def real_size_folder(repo_id: str, out: str | Path) -> Path:
+    """A model folder without weights: `repo_id`'s published config (`real_config`) and the tiny processor of its
+    family, the config's special-token ids set to the tiny tokenizer's. Loaded `from_scratch` it gives a real-size
+    model with random weights and inputs it can run on (benchmarks/gpu_check.py: no downloads)."""
+    family = PAPER_BACKBONES.get(repo_id)
+    if family is None:
+        raise ConfigError(f"{repo_id!r} is not one of the paper backbones: {', '.join(PAPER_BACKBONES)}")
+    folder = Path(out)
+    if folder.exists() and any(folder.iterdir()):
+        raise OutputExistsError(f"{folder}: refusing to write a model folder into a non-empty folder")
+    processor = _processor(family)
+    config = real_config(repo_id)
+    tok = processor.tokenizer
+    text = config.get_text_config()
+    if family.startswith("qwen"):
+        for key, value in _qwen_ids(processor).items():
+            setattr(config, key, value)
+        text.bos_token_id = tok.convert_tokens_to_ids("<|endoftext|>")
+        text.eos_token_id = tok.convert_tokens_to_ids("<|im_end|>")
+    elif family.startswith("paligemma"):
+        config.image_token_index = tok.convert_tokens_to_ids("<image>")
+        config.image_token_id = config.image_token_index
+        text.bos_token_id, text.eos_token_id = tok.bos_token_id, tok.eos_token_id
+    else:
+        text.bos_token_id, text.eos_token_id = tok.bos_token_id, tok.eos_token_id
+    text.pad_token_id = tok.pad_token_id
+    if len(tok) > text.vocab_size:
+        raise ConfigError(f"{repo_id}: the tiny tokenizer ({len(tok)} ids) exceeds the real vocabulary")
+    folder.mkdir(parents=True, exist_ok=True)
+    processor.save_pretrained(folder)
+    config.save_pretrained(folder)
+    _generation_config(family, processor).save_pretrained(folder)
     return folder
 
 
@@ -632,9 +718,10 @@ def install_tiny_backbones(
     """Install tiny models under the paper's backbone ids (all nine by default); {Hub id: snapshot folder}.
 
     `hf_home` defaults to where huggingface_hub looks ($HF_HUB_CACHE, $HF_HOME, ~/.cache/huggingface).
-    `families` keeps only the ids of those families; `ids` picks some of the nine ids. Each family is built
-    once and copied under each of its ids. An id already holding the same tiny build is left as is, an older
-    tiny build is replaced, and an id holding anything else (a real download) is an error, never overwritten.
+    `families` keeps only the ids of those families; `ids` picks some of the nine ids. Each id gets its own
+    build, laid out like that release (Qwen2.5-VL-3B ties its lm_head, 7B does not). An id already holding the
+    same tiny build is left as is, an older tiny build is replaced, and an id holding anything else (a real
+    download) is an error, never overwritten.
     """
     chosen = list(ids) if ids is not None else list(PAPER_BACKBONES)
     for repo_id in chosen:
@@ -646,11 +733,9 @@ def install_tiny_backbones(
             raise ConfigError(f"unknown VLM families {unknown}; choose from {', '.join(FAMILIES)}")
         chosen = [i for i in chosen if PAPER_BACKBONES[i] in families]
     installed: dict[str, Path] = {}
-    built: dict[str, Path] = {}
     with tempfile.TemporaryDirectory(prefix="vlm4vla-tiny-") as scratch:
         for repo_id in chosen:
             family = PAPER_BACKBONES[repo_id]
-            wanted = {"family": family, "seed": seed, "transformers": transformers.__version__}
             existing = cached_snapshot(repo_id, hf_home)
             if existing is not None:
                 marker = _tiny_marker(existing)
@@ -659,11 +744,10 @@ def install_tiny_backbones(
                         f"{existing}: {repo_id} is already in this HF cache and is not a tiny build; "
                         "point HF_HOME at another folder"
                     )
-                if marker == wanted:
+                if marker == tiny_marker(family, seed, repo_id):
                     installed[repo_id] = existing
                     continue
                 shutil.rmtree(existing)
-            if family not in built:
-                built[family] = build_tiny_model(family, Path(scratch) / family, seed=seed)
-            installed[repo_id] = install_in_hf_cache(built[family], repo_id, hf_home=hf_home)
+            built = build_tiny_model(family, Path(scratch) / repo_id.replace("/", "--"), seed=seed, repo_id=repo_id)
+            installed[repo_id] = install_in_hf_cache(built, repo_id, hf_home=hf_home)
     return installed

@@ -2,9 +2,11 @@
 
 One source of truth for facts both post-training (`sft`) and the policy (`vla`) need: `FAMILIES`, the nine
 paper backbones (`PAPER_BACKBONES`) and their Table 9 sizes, `MODULE_PATHS` (vision tower, projector, word
-embeddings, language model and lm_head per family in transformers 5, for freezing and LoRA), the image tokens
-of a 224x224 image, `family_of` (from an id or a loaded config) and `real_config` (the published
-hyper-parameters of the nine backbones, built offline with no weights, for `python -m vla info`).
+embeddings, language model and lm_head per family in transformers 5, for freezing and LoRA), `LAYER_CLASSES`
+(the decoder layers and vision blocks FSDP wraps), the image tokens of a 224x224 image, `family_of` (from an id
+or a loaded config), `REAL_LAYOUTS` (vocabulary padding, tied heads and stored dtype of each release) and
+`real_config` (the published hyper-parameters of the nine backbones, built offline with no weights, for
+`python -m vla info`).
 """
 
 from __future__ import annotations
@@ -100,6 +102,24 @@ MODULE_PATHS: dict[str, ModulePaths] = {
         "text_model.lm_head",
     ),
 }
+
+# The repeated blocks of each family, by transformers class name: the units FSDP shards (one per decoder layer and per
+# vision block, the rest in the root unit). Named here, once, for both stages: the VLA wraps the VLM in its own module,
+# which has no transformers `_no_split_modules`, and those of a loaded model also list embeddings and pooling heads
+# (and PaliGemma's class attribute only its projector). Checked against the models by tests/test_tiny_models.py.
+LAYER_CLASSES: dict[str, tuple[str, ...]] = {
+    "qwen2_5_vl": ("Qwen2_5_VLDecoderLayer", "Qwen2_5_VLVisionBlock"),
+    "qwen3_vl": ("Qwen3VLTextDecoderLayer", "Qwen3VLVisionBlock"),
+    "qwen3_vl_moe": ("Qwen3VLMoeTextDecoderLayer", "Qwen3VLMoeVisionBlock"),
+    "paligemma": ("GemmaDecoderLayer", "SiglipEncoderLayer"),
+    "paligemma2": ("Gemma2DecoderLayer", "SiglipEncoderLayer"),
+    "kosmos2": ("Kosmos2TextBlock", "Kosmos2VisionEncoderLayer"),
+}
+
+# Attention kernel each family trains and runs with by default (`attn_implementation: auto`): PyTorch SDPA, except
+# PaliGemma 2, whose Gemma-2 decoder soft-caps attention logits, which transformers implements only in its eager
+# path (and in flash_attention_2).
+DEFAULT_ATTENTION: dict[str, str] = {family: "eager" if family == "paligemma2" else "sdpa" for family in FAMILIES}
 
 # Image tokens one 224x224 image takes in the LLM sequence, identical in the tiny builds and the real models:
 # Qwen2.5-VL (14 px patches, 2x2 merge) 8x8; Qwen3-VL (16 px, 2x2) 8x8, because its image processor's
@@ -364,6 +384,77 @@ _REAL: dict[str, tuple[type[PretrainedConfig], dict[str, Any]]] = {
 }
 
 
+# ---------------------------------------------------------------------------------------------------------
+# How each release lays out its vocabulary and weights (what the tiny models copy, what FAST and training read)
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RealLayout:
+    """Vocabulary and storage facts of one released checkpoint.
+
+    `base_vocab`: ids below it are the tokenizer's ordinary vocabulary (`tokenizer.vocab_size`); from it on come
+    the added and special tokens up to `tokenizer_len` (`len(tokenizer)`); the embedding matrix has
+    `embedding_rows` >= `tokenizer_len` rows, a multiple of `pad_multiple`, the rows past the tokenizer being
+    padding no token maps to. `tied`: the lm_head shares the input embedding matrix. `dtype`: the `torch_dtype`
+    of the published config.json, which is also the dtype of its safetensors and what transformers' default
+    `dtype="auto"` loads.
+    """
+
+    base_vocab: int
+    tokenizer_len: int
+    embedding_rows: int
+    pad_multiple: int
+    tied: bool
+    dtype: str
+
+    @property
+    def padding_ratio(self) -> float:
+        """Embedding rows per tokenizer id (1.0 = no padding rows)."""
+        return self.embedding_rows / self.tokenizer_len
+
+    def padded_rows(self, tokenizer_len: int) -> int:
+        """Rows for a tokenizer of `tokenizer_len` laid out like this release: at least its padding ratio, rounded up
+        to its multiple (a tiny vocabulary keeps the gap between tokenizer and embeddings, not its size)."""
+        rows = -(-tokenizer_len * self.embedding_rows // self.tokenizer_len)
+        return -(-rows // self.pad_multiple) * self.pad_multiple
+
+
+# Sources (read from public copies of the released files; the Hub itself is out of reach here):
+# - Qwen2.5-VL: tokenizer_config.json added_tokens_decoder holds ids 151643..151664 (<|endoftext|> .. <|file_sep|>),
+#   so len(tokenizer) = 151665; config.json vocab_size 151936 (3B, tied) and 152064 (7B, untied); bf16.
+# - Qwen3-VL (2B/4B/8B/30B-A3B): the Qwen3 tokenizer adds <tool_response>, </tool_response>, <think>, </think> at
+#   151665..151668, so len(tokenizer) = 151669 (not 151665 as for Qwen2.5-VL); vocab_size 151936; "dtype":
+#   "bfloat16"; 2B and 4B tied, 8B and 30B-A3B untied.
+# - PaliGemma 1/2: the SentencePiece model holds 257152 pieces (Gemma's 256000 + 1024 <loc> + 128 <seg>); the HF
+#   conversion adds <image> (257152) and resizes the embeddings to a multiple of 64: 257216 rows; tied (Gemma).
+#   PaliGemma-3B-pt-224's main branch is float32 (a "bfloat16" revision exists beside it); PaliGemma 2 is bf16.
+# - Kosmos-2: XLM-R SentencePiece (64000 pieces, fairseq-shifted by one, + <mask>: 64002) + 1035 added tag and
+#   patch-index tokens = 65037 = vocab_size (no padding); tied; float32.
+REAL_LAYOUTS: dict[str, RealLayout] = {
+    "Qwen/Qwen2.5-VL-3B-Instruct": RealLayout(151643, 151665, 151936, 128, True, "bfloat16"),
+    "Qwen/Qwen2.5-VL-7B-Instruct": RealLayout(151643, 151665, 152064, 128, False, "bfloat16"),
+    "Qwen/Qwen3-VL-2B-Instruct": RealLayout(151643, 151669, 151936, 128, True, "bfloat16"),
+    "Qwen/Qwen3-VL-4B-Instruct": RealLayout(151643, 151669, 151936, 128, True, "bfloat16"),
+    "Qwen/Qwen3-VL-8B-Instruct": RealLayout(151643, 151669, 151936, 128, False, "bfloat16"),
+    "Qwen/Qwen3-VL-30B-A3B-Instruct": RealLayout(151643, 151669, 151936, 128, False, "bfloat16"),
+    "google/paligemma-3b-pt-224": RealLayout(257152, 257153, 257216, 64, True, "float32"),
+    "google/paligemma2-3b-pt-224": RealLayout(257152, 257153, 257216, 64, True, "bfloat16"),
+    "microsoft/kosmos-2-patch14-224": RealLayout(64002, 65037, 65037, 1, True, "float32"),
+}
+assert set(REAL_LAYOUTS) == set(PAPER_BACKBONES)
+
+# The paper id whose layout a family's tiny model takes when no id is named (`build_tiny_model(family)`).
+DEFAULT_ID: dict[str, str] = {family: next(i for i, f in PAPER_BACKBONES.items() if f == family) for family in FAMILIES}
+
+
+def real_layout(repo_id: str) -> RealLayout:
+    """The vocabulary and storage layout of one of the paper's nine backbones."""
+    if repo_id not in REAL_LAYOUTS:
+        raise ConfigError(f"no stored layout for {repo_id!r}; known: {', '.join(REAL_LAYOUTS)}")
+    return REAL_LAYOUTS[repo_id]
+
+
 def real_config(repo_id: str) -> PretrainedConfig:
     """The published configuration of one of the paper's nine backbones, built offline (no weights).
 
@@ -373,7 +464,7 @@ def real_config(repo_id: str) -> PretrainedConfig:
     if repo_id not in _REAL:
         raise ConfigError(f"no stored config for {repo_id!r}; known: {', '.join(_REAL)}")
     config_class, kwargs = _REAL[repo_id]
-    return config_class(**copy.deepcopy(kwargs))
+    return config_class(**copy.deepcopy(kwargs), dtype=REAL_LAYOUTS[repo_id].dtype)
 
 
 def family_of(repo_id_or_config: str | PretrainedConfig) -> str:

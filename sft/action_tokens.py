@@ -1,5 +1,6 @@
 """FAST action tokens in the VLM vocabulary: `new_tokens` (add `<fast_t>`, resize the embeddings) or
-`vocab_tail` (no resize: `<fast_t>` is tokenised as a placeholder id, then remapped to the vocabulary tail).
+`vocab_tail` (no resize: `<fast_t>` is tokenised as a placeholder id, then remapped to the tail of the tokenizer's
+ordinary vocabulary, clear of every added and special id and of the padding rows past the tokenizer).
 
 Corpora store answers as `<fast_12><fast_5>...` (`datasets_build.fast.vocab`); the mapping itself lives there.
 """
@@ -51,7 +52,7 @@ def prepare_fast(model: PreTrainedModel, processor: ProcessorMixin, settings: Fa
         if len(processor.tokenizer) > rows:
             model.resize_token_embeddings(len(processor.tokenizer))
         return FastSetup(mapping, first, processor, None)
-    mapping = FastVocabMapping.for_tokenizer(processor.tokenizer, fast_vocab, "vocab_tail", vlm_vocab_size=rows)
+    mapping = FastVocabMapping.for_tokenizer(processor.tokenizer, fast_vocab, "vocab_tail", embedding_rows=rows)
     placeholder = copy.deepcopy(processor)
     added = FastVocabMapping.for_tokenizer(placeholder.tokenizer, fast_vocab, "new_tokens")
     table = torch.arange(max(len(placeholder.tokenizer), rows), dtype=torch.long)

@@ -10,11 +10,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from huggingface_hub import ModelCard, ModelCardData
 from transformers import PreTrainedModel, ProcessorMixin
 
 from datasets_build.checkpoint import CARD_FILE, RECIPE_FILE, CheckpointFolder
+from datasets_build.precision import save_pretrained_as
 
 
 def card_text(
@@ -80,15 +82,18 @@ def save_checkpoint_folder(
     recipe: dict[str, Any],
     readme: str,
     extra: Callable[[Path], Any] | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
+    save_dtype: torch.dtype | None = None,
 ) -> CheckpointFolder:
     """Write model, processor, recipe and card to a temporary sibling of `out`, check it against the contract,
     then rename it to `out` (replacing an older folder there). `extra(folder)` writes more parts (e.g. the
-    omni-generation head) into the temporary folder first."""
+    omni-generation head) into the temporary folder first. `state_dict`: the full weights when they live in shards;
+    `save_dtype`: the weights' dtype on disk (None: as held)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        save_pretrained_as(model, tmp, save_dtype, state_dict=state_dict)
         processor.save_pretrained(tmp)
         write_card_files(tmp, recipe, readme)
         if extra is not None:

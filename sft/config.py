@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from datasets_build.errors import ConfigError
+from datasets_build.precision_options import check_attn_implementation, check_dtype_name
 
 LORA_PRESETS = ("llm", "llm_vision")
 REPORT_TO = ("none", "tensorboard", "wandb")
@@ -127,6 +128,19 @@ class SFTTrainConfig:
     verify_shards: bool = True
     resume: bool = False
     overwrite: bool = False
+    # Precision: trainable parameters are fp32 masters whatever the checkpoint stores (compute: `trainer.bf16`).
+    # Frozen ones: auto = bf16 under bf16 compute on one process or DDP (FSDP / DeepSpeed need one dtype), else
+    # fp32; or fp32 / bf16. `save_dtype`: weights of the final from_pretrained folder (periodic checkpoints, the
+    # resume state, keep fp32).
+    frozen_dtype: str = "auto"
+    save_dtype: str = "bf16"
+    attn_implementation: str = "auto"  # auto (the family's default: sdpa), sdpa, eager, flash_attention_2 (GPU)
+
+    def __post_init__(self) -> None:
+        if self.frozen_dtype != "auto":
+            check_dtype_name(self.frozen_dtype, "frozen_dtype")
+        check_dtype_name(self.save_dtype, "save_dtype")
+        check_attn_implementation(self.attn_implementation)
 
 
 @dataclass

@@ -22,6 +22,7 @@ from datasets_build.answers import score_answer
 from datasets_build.checkpoint import RECIPE_FILE
 from datasets_build.errors import ConfigError, DataError
 from datasets_build.fast.vocab import FastVocabMapping, answer_text
+from datasets_build.precision import inference_dtype
 from datasets_build.sample import Sample
 from datasets_build.shards import ShardSet
 from sft.config import EvaluateConfig
@@ -39,7 +40,7 @@ def split_turns(sample: Sample) -> tuple[list[dict[str, Any]], str]:
     return messages[:-1], reference
 
 
-def _vocab_tail_mapping(checkpoint: str, vocab_rows: int) -> FastVocabMapping | None:
+def _vocab_tail_mapping(checkpoint: str, tokenizer: Any, vocab_rows: int) -> FastVocabMapping | None:
     """The FAST vocab_tail mapping the checkpoint was trained with (from its recipe), if any."""
     recipe_path = Path(checkpoint) / RECIPE_FILE
     if not recipe_path.is_file():
@@ -51,7 +52,8 @@ def _vocab_tail_mapping(checkpoint: str, vocab_rows: int) -> FastVocabMapping | 
     from datasets_build.fast import FastTokenizer
 
     size = FastTokenizer.from_pretrained(fast["tokenizer"]).vocab_size
-    return FastVocabMapping("vocab_tail", size, vocab_rows)
+    mapping: FastVocabMapping = FastVocabMapping.for_tokenizer(tokenizer, size, "vocab_tail", embedding_rows=vocab_rows)
+    return mapping
 
 
 def aggregate(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -89,11 +91,12 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     sets = [ShardSet(spec, verify=cfg.verify_shards) for spec in cfg.data]
     processor = load_processor(cfg.checkpoint)
     try:
-        model = AutoModelForImageTextToText.from_pretrained(cfg.checkpoint)
+        # generation runs on the CPU here: fp32 weights there, whatever dtype the folder stores (precision rule)
+        model = AutoModelForImageTextToText.from_pretrained(cfg.checkpoint, dtype=inference_dtype("cpu"))
     except OSError as exc:
         raise ConfigError(f"evaluate: cannot load {cfg.checkpoint!r} ({str(exc).splitlines()[0]})") from exc
     model.eval()
-    tail = _vocab_tail_mapping(cfg.checkpoint, embedding_rows(model))
+    tail = _vocab_tail_mapping(cfg.checkpoint, processor.tokenizer, embedding_rows(model))
     total = sum(len(s) for s in sets)
     limit = min(total, cfg.max_samples) if cfg.max_samples is not None else total
     rows: list[dict[str, Any]] = []

@@ -1,4 +1,5 @@
-"""Freezing by parameter group, LoRA target presets, FAST token rows, and the parameter-group table.
+"""Freezing by parameter group, LoRA target presets and FAST token rows (the parameter-group table is
+`datasets_build.parameter_groups`, shared with `vla train`).
 
 Groups come from `datasets_build.vlm_families.MODULE_PATHS` (vision tower, projector, word embeddings, LLM,
 lm_head). FAST `new_tokens` adds rows to the embeddings; when the embedding matrix is otherwise frozen (by a
@@ -10,18 +11,14 @@ of old rows stay zero and their weights stay bit-identical.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
 from datasets_build.errors import ConfigError
-from datasets_build.vlm_families import MODULE_PATHS, ModulePaths
+from datasets_build.vlm_families import MODULE_PATHS
 from sft.config import LORA_PRESETS, FreezeConfig, LoraSettings
-
-GROUPS = ("vision_tower", "projector", "word_embeddings", "llm", "lm_head", "other")
-_PEFT_PREFIX = "base_model.model."
 
 
 def embedding_rows(model: nn.Module) -> int:
@@ -36,22 +33,6 @@ def _has_module(model: nn.Module, path: str) -> bool:
     except AttributeError:
         return False
     return True
-
-
-def group_of(name: str, paths: ModulePaths) -> str:
-    """The group a parameter name belongs to (the most specific module path wins)."""
-    name = name.removeprefix(_PEFT_PREFIX)
-    ordered = [
-        ("projector", paths.projector),
-        ("word_embeddings", paths.word_embeddings),
-        ("vision_tower", paths.vision_tower),
-        ("lm_head", paths.lm_head),
-        ("llm", paths.language_model),
-    ]
-    for group, prefix in ordered:
-        if name == prefix or name.startswith(prefix + "."):
-            return group
-    return "other"
 
 
 def apply_freezing(model: nn.Module, family: str, freeze: FreezeConfig) -> list[str]:
@@ -137,26 +118,3 @@ def train_new_rows_only(model: nn.Module, first_row: int) -> RowMask:
         weight.register_hook(lambda grad, keep=keep: grad * keep.to(grad.device, grad.dtype))
         mask.parameters.append(weight)
     return mask
-
-
-def parameter_table(model: nn.Module, family: str) -> list[dict[str, Any]]:
-    """Rows {group, trainable, frozen, tensors} per parameter group (shared tensors counted once)."""
-    paths = MODULE_PATHS[family]
-    counts = {g: {"trainable": 0, "frozen": 0, "tensors": 0} for g in GROUPS}
-    for name, param in model.named_parameters():
-        row = counts[group_of(name, paths)]
-        row["trainable" if param.requires_grad else "frozen"] += param.numel()
-        row["tensors"] += 1
-    return [{"group": g, **row} for g, row in counts.items() if row["tensors"]]
-
-
-def format_table(rows: list[dict[str, Any]], row_masked: int = 0) -> str:
-    """The parameter-group table as fixed-width text (printed at start, stored in the model card)."""
-    lines = [f"{'group':<16} {'trainable':>14} {'frozen':>14}"]
-    lines += [f"{row['group']:<16} {row['trainable']:>14,} {row['frozen']:>14,}" for row in rows]
-    total_t = sum(r["trainable"] for r in rows)
-    total_f = sum(r["frozen"] for r in rows)
-    lines.append(f"{'total':<16} {total_t:>14,} {total_f:>14,}")
-    if row_masked:
-        lines.append(f"(embedding rows before id {row_masked} get no gradient: only the added FAST rows train)")
-    return "\n".join(lines)

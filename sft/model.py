@@ -7,13 +7,11 @@ on); the family comes from the loaded config through `datasets_build.vlm_familie
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-import torch
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, PreTrainedModel, ProcessorMixin
 
 from datasets_build.errors import ConfigError
-from datasets_build.vlm_families import family_of
+from datasets_build.vlm_families import DEFAULT_ATTENTION, family_of
 
 SFT_FAMILIES = ("qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
 
@@ -41,8 +39,10 @@ def load_processor(name_or_path: str, revision: str | None = None) -> ProcessorM
     return processor
 
 
-def load_model(name_or_path: str, revision: str | None = None, bf16: bool = False) -> LoadedModel:
-    """Model + processor of `name_or_path` (Hub id or folder); ConfigError names what is wrong."""
+def load_model(name_or_path: str, revision: str | None = None, attn_implementation: str = "auto") -> LoadedModel:
+    """Model + processor of `name_or_path` (Hub id or folder), weights as the checkpoint stores them (training then
+    keeps fp32 masters of what it trains, `datasets_build.precision.cast_parameters`); ConfigError names what is
+    wrong."""
     try:
         config = AutoConfig.from_pretrained(name_or_path, revision=revision)
     except (OSError, ValueError) as exc:
@@ -51,8 +51,8 @@ def load_model(name_or_path: str, revision: str | None = None, bf16: bool = Fals
     if family not in SFT_FAMILIES:
         raise ConfigError(f"model: SFT supports the families {', '.join(SFT_FAMILIES)}; {name_or_path!r} is {family}")
     processor = load_processor(name_or_path, revision)
-    dtype: Any = torch.bfloat16 if bf16 else torch.float32
-    model = AutoModelForImageTextToText.from_pretrained(name_or_path, revision=revision, dtype=dtype)
+    attention = DEFAULT_ATTENTION[family] if attn_implementation == "auto" else attn_implementation
+    model = AutoModelForImageTextToText.from_pretrained(name_or_path, revision=revision, attn_implementation=attention)
     return LoadedModel(model, processor, family)
 
 

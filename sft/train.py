@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,26 +25,24 @@ from trl import SFTConfig
 
 from datasets_build.configs import config_to_dict
 from datasets_build.errors import ConfigError, OutputExistsError
+from datasets_build.launch import check_launch, frozen_dtype_name, launched_engine
+from datasets_build.parameter_groups import GroupRow, backbone_prefixes, format_parameter_table, parameter_groups
+from datasets_build.precision import cast_parameters, dtype_name, parse_dtype
 from datasets_build.shards import CARD_NAME, sha256_file
+from datasets_build.vlm_families import LAYER_CLASSES, MODULE_PATHS
 from sft.action_tokens import FastSetup, prepare_fast
 from sft.card import card_text, save_checkpoint_folder, write_card_files
 from sft.collator import SFTCollator
 from sft.config import REPORT_TO, SFTTrainConfig
 from sft.data import OpenedSource, open_sources, stream_dataset
-from sft.freezing import (
-    RowMask,
-    apply_freezing,
-    apply_lora,
-    format_table,
-    parameter_table,
-    train_new_rows_only,
-)
+from sft.freezing import RowMask, apply_freezing, apply_lora, train_new_rows_only
 from sft.model import LoadedModel, load_model
 from sft.omni_head import HEAD_DIR, OmniGenerationHead, add_query_tokens, collate_targets
 from sft.trainer import ExtraLoss, SFTTrainerWithExtras
 
 CHECKPOINTS = "checkpoints"
 FINAL = "final"
+SUMMARY_FILE = "train_summary.json"
 
 
 @dataclass
@@ -58,6 +58,7 @@ class TrainingRun:
     fast: FastSetup | None
     resume_from: str | None
     corpora: list[dict[str, Any]] = field(default_factory=list)
+    groups: list[GroupRow] = field(default_factory=list)
 
 
 def check_output_dir(cfg: SFTTrainConfig) -> Path:
@@ -154,9 +155,19 @@ def readme_for(run: TrainingRun, steps: int, metrics: dict[str, Any]) -> str:
     )
 
 
-def build_trainer(cfg: SFTTrainConfig, extra_loss: ExtraLoss | None = None, verbose: bool = True) -> TrainingRun:
-    """Check inputs and set up the trainer (no step taken); `extra_loss` is the seam for an extra head."""
+def build_trainer(
+    cfg: SFTTrainConfig,
+    extra_loss: ExtraLoss | None = None,
+    verbose: bool = True,
+    loaded: LoadedModel | None = None,
+) -> TrainingRun:
+    """Check inputs and set up the trainer (no step taken); `extra_loss` is the seam for an extra head; `loaded`
+    is a model already in memory in place of loading `cfg.model` (benchmarks/gpu_check.py: real-size random)."""
     out = Path(cfg.output_dir)
+    engine = launched_engine()
+    check_launch(engine, cfg.attn_implementation)  # a missing deepspeed / flash-attn: before any model load
+    if cfg.lora.enabled and (engine == "fsdp" or os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"):
+        raise ConfigError("lora: merging the adapters needs unsharded weights; train LoRA with ddp or zero2")
     args = sft_arguments(cfg, out / CHECKPOINTS)
     _ = args.device  # the Trainer's own distributed set-up (gloo on CPU under torchrun) before we use it
     state = PartialState()
@@ -164,9 +175,12 @@ def build_trainer(cfg: SFTTrainConfig, extra_loss: ExtraLoss | None = None, verb
         check_output_dir(cfg)
     state.wait_for_everyone()
     sources = open_sources(cfg.data, verify=cfg.verify_shards)
-    loaded = load_model(cfg.model, cfg.revision, bf16=cfg.trainer.bf16)
+    if loaded is None:
+        loaded = load_model(cfg.model, cfg.revision, attn_implementation=cfg.attn_implementation)
     model: Any = loaded.model
     processor, family = loaded.processor, loaded.family
+    if engine == "fsdp":  # FSDP units: the family's decoder layers and vision blocks (accelerate reads this)
+        os.environ.setdefault("FSDP_TRANSFORMER_CLS_TO_WRAP", ",".join(LAYER_CLASSES[family]))
     fast = prepare_fast(model, processor, cfg.fast)
     first_new_row = fast.first_new_row if fast is not None else None
     omni_ids: list[int] = []
@@ -184,11 +198,19 @@ def build_trainer(cfg: SFTTrainConfig, extra_loss: ExtraLoss | None = None, verb
     row_mask: RowMask | None = None
     if first_new_row is not None:  # FAST or omni query tokens: new rows train even in frozen embeddings
         row_mask = train_new_rows_only(model, first_new_row)
-    rows = parameter_table(model, family)
-    table = format_table(rows, row_mask.first_row if row_mask is not None and row_mask.parameters else 0)
+    # fp32 masters of everything that trains whatever the checkpoint stores; frozen parts per `frozen_dtype`
+    frozen_dtype = frozen_dtype_name(cfg.frozen_dtype, engine, cfg.trainer.bf16)
+    cast_parameters(model, parse_dtype(frozen_dtype, "frozen_dtype"))
+    rows = parameter_groups(
+        model, backbone_prefixes(MODULE_PATHS[family]), torch.bfloat16 if cfg.trainer.bf16 else None
+    )
+    note = ""
+    if row_mask is not None and row_mask.parameters:
+        note = f"(embedding rows before id {row_mask.first_row} get no gradient: only the added FAST rows train)"
+    table = format_parameter_table(rows, note)
     if verbose:
-        print(f"parameter groups of {cfg.model} ({family}):\n{table}", flush=True)
-    if not any(r["trainable"] for r in rows):
+        print(f"parameter groups of {cfg.model} ({family}, engine {engine}):\n{table}", flush=True)
+    if not any(r.trainable for r in rows):
         raise ConfigError("freeze: every parameter is frozen; nothing to train")
     extra_columns = None
     if cfg.omni.enabled:
@@ -212,7 +234,9 @@ def build_trainer(cfg: SFTTrainConfig, extra_loss: ExtraLoss | None = None, verb
     resume_from = get_last_checkpoint(str(out / CHECKPOINTS)) if cfg.resume and (out / CHECKPOINTS).is_dir() else None
     if resume_from is not None and isinstance(extra_loss, OmniGenerationHead):
         extra_loss.load_weights(Path(resume_from) / HEAD_DIR)
-    run = TrainingRun(cfg, trainer, loaded, sources, frozen, table, fast, resume_from, corpora_provenance(sources))
+    run = TrainingRun(
+        cfg, trainer, loaded, sources, frozen, table, fast, resume_from, corpora_provenance(sources), rows
+    )
     trainer.add_callback(CardOnSave(run))
     return run
 
@@ -221,6 +245,8 @@ def finish(run: TrainingRun, metrics: dict[str, Any]) -> Path:
     """Write the final checkpoint folder (LoRA merged) from the main process; returns its path."""
     trainer = run.trainer
     final = Path(run.cfg.output_dir) / FINAL
+    # collective: FSDP / ZeRO-3 shards gathered to the main process (LoRA runs are unsharded, see build_trainer)
+    weights = None if run.cfg.lora.enabled else trainer.accelerator.get_state_dict(trainer.model)
     if trainer.is_world_process_zero():
         model = trainer.accelerator.unwrap_model(trainer.model)
         if run.cfg.lora.enabled:
@@ -234,6 +260,8 @@ def finish(run: TrainingRun, metrics: dict[str, Any]) -> Path:
             config_to_dict(run.cfg),
             readme,
             extra=(lambda folder: head.save_pretrained(folder / HEAD_DIR, head.query_tokens)) if head else None,
+            state_dict=weights,
+            save_dtype=parse_dtype(run.cfg.save_dtype, "save_dtype"),
         )
     trainer.accelerator.wait_for_everyone()
     return final
@@ -248,13 +276,20 @@ def train(cfg: SFTTrainConfig) -> dict[str, Any]:
     if logged:
         metrics["final_loss"] = float(logged[-1]["loss"])
     final = finish(run, metrics)
-    return {
+    groups = run.trainer.optimizer.param_groups if run.trainer.optimizer is not None else []
+    summary = {
         "checkpoint": str(final),
         "steps": run.trainer.state.global_step,
         "metrics": metrics,
         "frozen": run.frozen,
+        "parameter_groups": [row.to_dict() for row in run.groups],
+        "optimizer_param_dtypes": sorted({dtype_name(p.dtype) for g in groups for p in g["params"]}),
         "parameters_sha1": _state_digest(run),
     }
+    if run.trainer.is_world_process_zero():
+        path = Path(cfg.output_dir) / SUMMARY_FILE
+        path.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    return summary
 
 
 def _state_digest(run: TrainingRun) -> str:

@@ -52,7 +52,8 @@ class SFTTrainerWithExtras(SFTTrainer):
         target = model if model is not None else self.model
         weights = Path(resume_from_checkpoint) / "model.safetensors"
         if isinstance(target, PreTrainedModel) and weights.is_file() and not self.is_fsdp_enabled:
-            saved = type(target).from_pretrained(resume_from_checkpoint, dtype=target.dtype)
+            # fp32: the periodic checkpoint holds the fp32 masters (frozen parts may be bf16: copied into them)
+            saved = type(target).from_pretrained(resume_from_checkpoint, dtype=torch.float32)
             target.load_state_dict(saved.state_dict(), strict=True)
             return
         super()._load_from_checkpoint(resume_from_checkpoint, model)

@@ -21,6 +21,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+if shutil.which("nvidia-smi") is None:
+    # DeepSpeed (the `deepspeed` extra), imported by accelerate when a model is saved, logs its accelerator
+    # auto-detection to stdout on machines without a GPU, into the CLIs' JSON; naming the accelerator silences it.
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -181,6 +181,70 @@ def test_vocab_mappings(tmp_path):
     assert parse_answer("Action: <fast_3><fast_12> done") == [3, 12]
 
 
+# Real Qwen2.5-VL: ordinary vocabulary 151643, added/special ids 151643..151664, 151936 embedding rows.
+QWEN_BASE, QWEN_LEN, QWEN_ROWS = 151643, 151665, 151936
+
+
+def test_vocab_tail_counts_from_the_tokenizer_on_the_real_qwen_layout():
+    reserved = {i: f"<added {i}>" for i in range(QWEN_BASE, QWEN_LEN)}
+    tail = FastVocabMapping("vocab_tail", 1024, QWEN_BASE)
+    tail.check_ids(reserved, QWEN_ROWS)
+    ids = tail.to_vlm(range(1024))
+    assert max(ids) == QWEN_BASE - 1 - 128
+    assert min(ids) == QWEN_BASE - 128 - 1024
+    assert not set(ids) & set(reserved)
+    assert tail.from_vlm(ids) == list(range(1024))
+    assert tail.from_vlm([QWEN_BASE + 2]) == []  # a generated <|im_end|> is not a FAST token
+    # Counting from the embedding rows (the old mapping) puts FAST ids 143..164 onto the special tokens.
+    rows_based = FastVocabMapping("vocab_tail", 1024, QWEN_ROWS)
+    hit = [t for t, i in enumerate(rows_based.to_vlm(range(1024))) if i in reserved]
+    assert hit == list(range(143, 165))
+    with pytest.raises(ConfigError, match="FAST id 143 onto the added/special token '<added 151664>'"):
+        rows_based.check_ids(reserved, QWEN_ROWS)
+    with pytest.raises(ConfigError, match="embedding matrix has 151000 rows"):
+        tail.check_ids({}, 151000)
+
+
+QWEN_IDS = [
+    "Qwen/Qwen2.5-VL-3B-Instruct",
+    "Qwen/Qwen2.5-VL-7B-Instruct",
+    "Qwen/Qwen3-VL-4B-Instruct",
+    "Qwen/Qwen3-VL-8B-Instruct",
+    "Qwen/Qwen3-VL-30B-A3B-Instruct",
+]
+
+
+@pytest.fixture(scope="module")
+def qwen_layouts():
+    from datasets_build.tiny_models import install_tiny_backbones
+
+    return install_tiny_backbones(ids=QWEN_IDS)
+
+
+@pytest.mark.parametrize("repo_id", QWEN_IDS)
+def test_vocab_tail_never_touches_an_added_id_on_the_padded_tiny_layouts(qwen_layouts, repo_id):
+    from transformers import AutoConfig, AutoTokenizer
+
+    from datasets_build.fast.vocab import reserved_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(repo_id)
+    rows = AutoConfig.from_pretrained(repo_id).get_text_config().vocab_size
+    assert rows > len(tokenizer)  # padded past the tokenizer, as the release is
+    mapping = FastVocabMapping.for_tokenizer(tokenizer, 1024, "vocab_tail", embedding_rows=rows)
+    ids = mapping.to_vlm(range(1024))
+    reserved = reserved_ids(tokenizer)
+    assert "<|im_end|>" in reserved.values()
+    assert "<|image_pad|>" in reserved.values()
+    assert not set(ids) & set(reserved)
+    assert max(ids) < tokenizer.vocab_size - 128
+    assert mapping.from_vlm(ids) == list(range(1024))  # every FAST id round-trips
+    assert mapping.from_vlm(tokenizer.encode("<|im_end|><|endoftext|>")) == []
+    with pytest.raises(ConfigError, match="added/special token"):
+        FastVocabMapping("vocab_tail", 1024, rows).check_ids(reserved, rows)  # counting from the rows
+    with pytest.raises(ConfigError, match="ordinary vocabulary of at least 4225 ids"):
+        FastVocabMapping.for_tokenizer(tokenizer, 4096, "vocab_tail", embedding_rows=rows)
+
+
 def test_fit_fast_cli(demo_dir, tmp_path, capsys):
     out = tmp_path / "fast"
     assert main(["fit-fast", "demo", str(demo_dir), "--horizon", "4", "--out", str(out)]) == 0

@@ -164,7 +164,47 @@ def test_frozen_group_stays_bit_identical(backbones, corpora, tmp_path, group):
     assert all(torch.equal(before[n], after[n]) for n in frozen)
     assert any(not torch.equal(before[n], after[n]) for n in before if n not in frozen)
     assert group in run.frozen
-    assert group in run.table
+    assert {"llm": "language_model"}.get(group, group) in run.table
+
+
+@pytest.mark.slow
+def test_bf16_stored_backbone_trains_fp32_masters(backbones, corpora, tmp_path):
+    """`trainer.bf16`: fp32 masters in the optimizer and the resume state, bf16 compute, frozen parts and the final
+    folder in bf16; the table groups the vision tower as `vla train` does."""
+    from safetensors import safe_open
+
+    from vla.configuration_vla import VLAConfig
+    from vla.modeling_vla import VLAPolicyModel
+
+    layers = {"freeze": {"vision_tower": True}, "trainer": {"bf16": True, "max_steps": 2, "save_steps": 2}}
+    summary = train(make_cfg(corpora, tmp_path / "run", **layers))
+    assert summary["optimizer_param_dtypes"] == ["fp32"]
+    groups = {row["group"]: row for row in summary["parameter_groups"]}
+    assert groups["vision_tower"]["trainable"] == 0
+    assert groups["vision_tower"]["stored"] == "bf16"  # frozen under bf16 compute: kept as stored
+    assert groups["language_model"]["stored"] == "fp32"
+    assert {row["compute"] for row in groups.values()} == {"bf16"}
+    saved = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert saved["parameter_groups"] == summary["parameter_groups"]
+    checkpoint = tmp_path / "run" / "checkpoints" / "checkpoint-2"
+    with safe_open(str(checkpoint / "model.safetensors"), "pt") as weights:
+        dtypes = {k: weights.get_slice(k).get_dtype() for k in weights.keys()}  # noqa: SIM118
+    # (keys in the released checkpoints' naming: `model.layers.*` is the LLM, `visual.*` the vision tower)
+    assert {d for k, d in dtypes.items() if k.startswith("model.layers.")} == {"F32"}
+    assert {d for k, d in dtypes.items() if k.startswith("visual.")} == {"BF16"}
+    optimizer = torch.load(checkpoint / "optimizer.pt", weights_only=True)
+    moments = [t for state in optimizer["state"].values() for k, t in state.items() if k.startswith("exp_avg")]
+    assert moments
+    assert {t.dtype for t in moments} == {torch.float32}
+    final = Path(summary["checkpoint"])
+    with safe_open(str(final / "model.safetensors"), "pt") as weights:
+        assert {weights.get_slice(k).get_dtype() for k in weights.keys()} == {"BF16"}  # noqa: SIM118
+    assert json.loads((final / "config.json").read_text())["dtype"] == "bfloat16"
+    assert "stored" in ModelCard.load(final / "README.md").text
+    # one grouping for both stages: Qwen's merger counted as the projector, not inside the vision tower
+    vla_rows = {r.group: r for r in VLAPolicyModel.build(VLAConfig(backbone=QWEN25)).parameter_groups()}
+    for name in ("vision_tower", "projector", "language_model", "word_embeddings"):
+        assert vla_rows[name].parameters == groups[name]["parameters"], name
 
 
 def test_lora_presets_target_and_merge(backbones, corpora, tmp_path):
@@ -254,6 +294,21 @@ def test_bad_input_fails_before_training(backbones, corpora, tmp_path, capsys):
         build_trainer(make_cfg(corpora, tmp_path / "run"))
     with pytest.raises(DataError):
         open_sources(make_cfg(corpora, tmp_path / "y", data=[{"path": str(nocard)}]).data)
+
+
+def test_missing_engine_package_fails_before_anything_loads(corpora, tmp_path, monkeypatch):
+    import datasets_build.launch
+
+    missing = ("no_deepspeed_here", "deepspeed", "deepspeed")
+    monkeypatch.setitem(datasets_build.launch.OPTIONAL_PACKAGES, "deepspeed", missing)
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    cfg = make_cfg(corpora, tmp_path / "run", model="no-such-org/no-such-model")
+    with pytest.raises(ConfigError, match=r"needs the `deepspeed` package.*\[deepspeed\]"):
+        build_trainer(cfg, verbose=False)
+    assert not (tmp_path / "run").exists()
+    monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED")
+    with pytest.raises(ConfigError, match="attn_implementation"):
+        make_cfg(corpora, tmp_path / "run", attn_implementation="flash")
 
 
 def test_model_without_chat_template_is_refused(backbones, corpora, tmp_path):

@@ -50,13 +50,15 @@ def make_cfg(fast_corpus: tuple[Path, Path], out: Path, mapping: str, **layers: 
 
 
 def test_new_tokens_train_only_the_added_rows(fast_corpus, tmp_path):
-    base_rows = AutoConfig.from_pretrained(QWEN25).get_text_config().vocab_size
+    rows = AutoConfig.from_pretrained(QWEN25).get_text_config().vocab_size
+    base_ids = len(AutoProcessor.from_pretrained(QWEN25).tokenizer)
+    assert base_ids < rows  # the tiny Qwen pads its embeddings past the tokenizer, as the release does
     run = build_trainer(make_cfg(fast_corpus, tmp_path / "run", "new_tokens", freeze={"word_embeddings": True}))
     fast = run.fast
     assert fast is not None
-    assert fast.first_new_row == base_rows
+    assert fast.first_new_row == base_ids  # <fast_0> is the first id after the tokenizer, inside the padding rows
     embedding = run.trainer.model.get_input_embeddings().weight
-    assert embedding.shape[0] == base_rows + fast.mapping.fast_vocab_size
+    assert embedding.shape[0] == max(rows, base_ids + fast.mapping.fast_vocab_size)
     assert embedding.requires_grad
     assert "only the added FAST rows train" in run.table
     decay = run.trainer.get_decay_parameter_names(run.trainer.model)
@@ -64,11 +66,11 @@ def test_new_tokens_train_only_the_added_rows(fast_corpus, tmp_path):
     before = embedding.detach().clone()
     run.trainer.train()
     after = run.trainer.model.get_input_embeddings().weight.detach()
-    assert torch.equal(before[:base_rows], after[:base_rows])  # old rows: no gradient, no decay
-    assert not torch.equal(before[base_rows:], after[base_rows:])  # answer tokens moved
+    assert torch.equal(before[:base_ids], after[:base_ids])  # old rows: no gradient, no decay
+    assert not torch.equal(before[base_ids:], after[base_ids:])  # answer tokens moved
     final = finish(run, {})
     processor = AutoProcessor.from_pretrained(final)
-    assert processor.tokenizer.convert_tokens_to_ids("<fast_0>") == base_rows
+    assert processor.tokenizer.convert_tokens_to_ids("<fast_0>") == base_ids
     assert AutoConfig.from_pretrained(final).get_text_config().vocab_size == embedding.shape[0]
 
 
@@ -79,7 +81,12 @@ def test_vocab_tail_keeps_the_vocabulary_and_labels_the_tail(fast_corpus, tmp_pa
     assert run.fast.first_new_row is None
     assert run.trainer.model.get_input_embeddings().weight.shape[0] == rows
     assert len(run.loaded.processor.tokenizer) <= rows  # the saved processor gets no placeholder tokens
-    mapping = FastVocabMapping("vocab_tail", FastTokenizer.from_pretrained(fast_corpus[0]).vocab_size, rows)
+    tokenizer = run.loaded.processor.tokenizer
+    mapping = FastVocabMapping(
+        "vocab_tail", FastTokenizer.from_pretrained(fast_corpus[0]).vocab_size, tokenizer.vocab_size
+    )
+    assert run.fast.mapping == mapping  # counted from the tokenizer's ordinary vocabulary, not the embedding rows
+    assert max(mapping.to_vlm([0])) < tokenizer.convert_tokens_to_ids("<|endoftext|>")
     examples = [r for _, r in zip(range(3), stream_dataset(open_sources(run.cfg.data), 0, 1), strict=False)]
     batch = run.trainer.data_collator(examples)
     assert int(batch["input_ids"].max()) < rows

@@ -184,6 +184,24 @@ def test_info_cli_prints_the_table9_row(capsys: pytest.CaptureFixture[str]) -> N
     assert json.loads(capsys.readouterr().out)["head_widths"][0] == 1792
 
 
+def test_info_memory_per_engine(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", "--memory", "--json"]) == 0
+    rows = {row["model"]: row for row in json.loads(capsys.readouterr().out)}
+    assert set(rows) == set(PAPER_BACKBONES)
+    for name, row in rows.items():
+        assert row["per_gpu_batch"] == 16  # CALVIN's 128 over 8 GPUs
+        assert row["zero3_fsdp_gib"] < row["zero2_gib"] < row["ddp_gib"], name
+        # DDP: 16 bytes of fp32 master + gradient + AdamW state per trained parameter, + 2 of autocast copies
+        assert row["ddp_gib"] >= 16 * row["params"] * 0.9 / 1024**3
+    assert 60 < rows["Qwen/Qwen2.5-VL-3B-Instruct"]["ddp_gib"] < 80  # just fits the paper's 80 GB A100s
+    assert main(["info", "Qwen/Qwen3-VL-30B-A3B-Instruct", "--memory", "--gpus", "32", "--gradient-checkpointing"]) == 0
+    table = capsys.readouterr().out
+    assert "32 GPUs x batch 4, gradient checkpointing" in table
+    assert "| Qwen/Qwen3-VL-30B-A3B-Instruct | 31.07B |" in table
+    assert main(["info"]) == 2  # neither a model nor --memory
+    assert "--memory" in capsys.readouterr().err
+
+
 # --- loss and normalisation -----------------------------------------------------------------------------------
 
 

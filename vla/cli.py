@@ -53,6 +53,20 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
+    from datasets_build.errors import ConfigError
+
+    if args.memory:
+        from datasets_build.vlm_families import PAPER_BACKBONES
+        from vla.memory import estimate, estimates_json, memory_table
+
+        if args.gpus < 1 or args.batch < 1:
+            raise ConfigError("--gpus and --batch must be >= 1")
+        names = [args.model] if args.model else list(PAPER_BACKBONES)
+        rows = [estimate(n, args.gpus, args.batch, args.gradient_checkpointing, args.chunk_size) for n in names]
+        print(json.dumps(estimates_json(rows), indent=2) if args.json else memory_table(rows))
+        return 0
+    if not args.model:
+        raise ConfigError("info: name a MODEL (or pass --memory for the nine paper backbones)")
     from vla.info import format_info, model_info
 
     info = model_info(args.model, chunk_size=args.chunk_size)
@@ -98,9 +112,25 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--no-check", action="store_true", help="skip loading it as a backbone")
     dl.set_defaults(func=_download)
 
-    inf = sub.add_parser("info", help="parameter counts and head widths of a VLA on MODEL, beside Table 9")
-    inf.add_argument("model", help="one of the paper's nine Hub ids (real config, no download), another id or a folder")
+    inf = sub.add_parser(
+        "info",
+        help="parameter counts and head widths of a VLA on MODEL beside Table 9; --memory: per-GPU memory per engine",
+    )
+    inf.add_argument(
+        "model",
+        nargs="?",
+        help="one of the paper's nine Hub ids (real config, no download), another id or a folder "
+        "(with --memory: default all nine)",
+    )
     inf.add_argument("--chunk-size", type=int, default=10, help="action chunk of the final layer [10]")
+    inf.add_argument(
+        "--memory",
+        action="store_true",
+        help="per-GPU memory of full fine-tuning under DDP, ZeRO-2 and ZeRO-3/FSDP at the paper's batch",
+    )
+    inf.add_argument("--gpus", type=int, default=8, help="--memory: GPUs the batch is split over [8]")
+    inf.add_argument("--batch", type=int, default=128, help="--memory: global batch [128, CALVIN; Bridge 512]")
+    inf.add_argument("--gradient-checkpointing", action="store_true", help="--memory: with activation recomputation")
     inf.add_argument("--json", action="store_true", help="print JSON")
     inf.set_defaults(func=_info)
     return parser

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from datasets_build.errors import ConfigError, DataError
+from datasets_build.precision_options import check_attn_implementation, check_dtype_name
 from vla.normalization import MODES
 from vla.sampling import WINDOW_RULES
 
@@ -51,6 +52,10 @@ class VLAConfig:
     from_scratch: bool = False  # Table 8: same architecture, random weights
     # simulator -> adapter options the evaluation side uses as defaults (e.g. {"libero": {"center_crop": 0.9}})
     eval_sim_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    gradient_checkpointing: bool = False  # recompute decoder layers / vision blocks in backward (less memory)
+    # auto (sdpa; eager for PaliGemma 2, whose soft-capping has no sdpa path), sdpa, eager, flash_attention_2 (GPU,
+    # needs the flash-attn extra)
+    attn_implementation: str = "auto"
 
     def __post_init__(self) -> None:
         if self.chunk_size < 1:
@@ -69,6 +74,7 @@ class VLAConfig:
             raise ConfigError("eval_sim_options must map a simulator name to a mapping of adapter options")
         if self.prompt_scheme not in PROMPT_SCHEMES:
             raise ConfigError(f"prompt_scheme must be one of {PROMPT_SCHEMES}, got {self.prompt_scheme!r}")
+        check_attn_implementation(self.attn_implementation)
 
     def backbone_options(self) -> BackboneOptions:
         """The options the backbone adapter needs."""
@@ -223,7 +229,11 @@ class VLATrainConfig:
     save_every_epochs: float = 0.0  # > 0: replaces save_every
     log_every: int = 10
     seed: int = 0
-    mixed_precision: str = "auto"  # auto (bf16 on GPU, no on CPU), no, bf16, fp16
+    mixed_precision: str = "auto"  # compute dtype: auto (bf16 on GPU, no on CPU), no, bf16, fp16
+    # Trainable parameters are always fp32 masters. Frozen ones: auto = bf16 under bf16 compute with one process
+    # or DDP (FSDP and DeepSpeed need one dtype), fp32 otherwise; or fp32 / bf16.
+    frozen_dtype: str = "auto"
+    save_dtype: str = "bf16"  # weights of each checkpoint's from_pretrained folder (train_state keeps fp32)
     report_to: str = "none"  # none, tensorboard, wandb
     resume: bool = False  # continue from the newest checkpoint in `out`
     overwrite: bool = False
@@ -240,6 +250,9 @@ class VLATrainConfig:
             raise ConfigError(f"report_to must be none, tensorboard or wandb, got {self.report_to!r}")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise ConfigError(f"mixed_precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}")
+        if self.frozen_dtype != "auto":
+            check_dtype_name(self.frozen_dtype, "frozen_dtype")
+        check_dtype_name(self.save_dtype, "save_dtype")
         if self.preset_follow not in PRESET_FOLLOW:
             raise ConfigError(f"preset_follow must be one of {PRESET_FOLLOW}, got {self.preset_follow!r}")
         if self.preset:

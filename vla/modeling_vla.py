@@ -6,8 +6,10 @@ token id, decoded into `chunk_size` actions of 6 normalised end-effector dims + 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,8 @@ from torch import nn
 from datasets_build.actions import ACTION_DIM
 from datasets_build.checkpoint import CARD_FILE, RECIPE_FILE
 from datasets_build.errors import DataError
+from datasets_build.parameter_groups import GroupRow, backbone_prefixes, parameter_groups
+from datasets_build.precision import MASTER_DTYPE, cast_parameters, save_pretrained_as
 from vla.action_query import ActionQuery
 from vla.backbones import Backbone, load_backbone
 from vla.configuration_vla import VLAConfig
@@ -38,29 +42,55 @@ class VLAPolicyModel(nn.Module):
         self.vlm = backbone.model
         embeddings = backbone.word_embeddings
         # a new query starts at the mean word embedding; `from_checkpoint` then loads the learned one from its row
-        self.query = ActionQuery(query_id, embeddings.weight.detach().float().mean(dim=0))
+        with _gathered(embeddings.weight):
+            init = embeddings.weight.detach().float().mean(dim=0)
+        self.query = ActionQuery(query_id, init)
         self.query.attach(embeddings)
+        self._tied = getattr(backbone.module("lm_head"), "weight", None) is embeddings.weight
         self.head = build_head(config.head_type, backbone.hidden_size, config.chunk_size, config.head_width or None)
+        # FSDP units when accelerate wraps this module by its own policy (vla.engines shards by the same classes)
+        self._no_split_modules = list(backbone.layer_classes)
 
     @classmethod
-    def build(cls, config: VLAConfig, dtype: torch.dtype | None = None) -> VLAPolicyModel:
-        """A new policy from `config.backbone` (pretrained, or random with `from_scratch`), frozen per the flags."""
+    def build(
+        cls,
+        config: VLAConfig,
+        frozen_dtype: torch.dtype | None = MASTER_DTYPE,
+        masters: bool = True,
+    ) -> VLAPolicyModel:
+        """A new policy from `config.backbone` (pretrained, or random with `from_scratch`), frozen per the flags,
+        ready to train: the checkpoint is loaded as stored, then every trainable parameter becomes an fp32 master
+        weight and every frozen one `frozen_dtype` (None: as stored; see `datasets_build.precision`). `masters`
+        False leaves every dtype as loaded (DeepSpeed keeps its own fp32 masters)."""
         backbone, query_id = load_backbone(
-            config.backbone, config.backbone_options(), config.from_scratch, config.revision, dtype
+            config.backbone,
+            config.backbone_options(),
+            config.from_scratch,
+            config.revision,
+            attn_implementation=config.attn_implementation,
         )
         model = cls(backbone, query_id, config)
         model.apply_freezing()
+        if masters:
+            cast_parameters(model, frozen_dtype)
+        if config.gradient_checkpointing:
+            model.vlm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         return model
 
     @classmethod
-    def from_checkpoint(cls, folder: str | Path, dtype: torch.dtype | None = None) -> VLAPolicyModel:
-        """Load a folder written by `save_pretrained` (backbone, processor, query row, head, config)."""
+    def from_checkpoint(
+        cls, folder: str | Path, dtype: torch.dtype | None = MASTER_DTYPE, attn_implementation: str = "auto"
+    ) -> VLAPolicyModel:
+        """Load a folder written by `save_pretrained` (backbone, processor, query row, head, config) for inference:
+        the backbone in `dtype` (None: as saved), the query and the head in fp32."""
         folder = Path(folder)
         config = VLAConfig.load(folder)
         head_path = folder / HEAD_FILE
         if not head_path.is_file():
             raise DataError("checkpoint has no action head weights", folder, HEAD_FILE)
-        backbone, query_id = load_backbone(str(folder), config.backbone_options(), dtype=dtype)
+        backbone, query_id = load_backbone(
+            str(folder), config.backbone_options(), dtype=dtype, attn_implementation=attn_implementation
+        )
         model = cls(backbone, query_id, config)
         with torch.no_grad():
             model.query.embedding.copy_(backbone.word_embeddings.weight[query_id].float())
@@ -84,26 +114,15 @@ class VLAPolicyModel(nn.Module):
             if param is not embed_weight:
                 param.requires_grad_(False)
 
-    def parameter_groups(self) -> list[tuple[str, int, bool]]:
-        """(group, parameter count, trainable) rows for the table printed at the start of every run."""
-        seen: set[int] = set()
-        rows: list[tuple[str, int, bool]] = []
-        named = {
-            "vision_tower": self.backbone.module("vision_tower"),
-            "word_embeddings": self.backbone.module("word_embeddings"),
-            "language_model": self.backbone.module("language_model"),
-            "lm_head": self.backbone.module("lm_head"),
-            "backbone (other)": self.vlm,
-            "action_query": self.query,
-            "action_head": self.head,
-        }
-        for name, module in named.items():
-            params = [p for p in module.parameters() if id(p) not in seen]
-            seen.update(id(p) for p in params)
-            trainable = [p for p in params if p.requires_grad]
-            if params:
-                rows.append((name, sum(p.numel() for p in params), len(trainable) == len(params)))
-        return rows
+    def parameter_groups(self, compute: torch.dtype | None = None) -> list[GroupRow]:
+        """The table printed at the start of every run: per group (the backbone's parts as `sft` groups them, then
+        the query and the head) parameters, trainable count, stored dtype and compute dtype (`compute`: autocast)."""
+        prefixes = [
+            *backbone_prefixes(self.backbone.paths, root="vlm."),
+            ("action_query", "query"),
+            ("action_head", "head"),
+        ]
+        return parameter_groups(self, prefixes, compute)
 
     # --- forward ---------------------------------------------------------------------------------------------
     def predict(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -137,11 +156,15 @@ class VLAPolicyModel(nn.Module):
         atomic: bool = True,
         training: dict[str, Any] | None = None,
         card: str = "",
+        state_dict: dict[str, torch.Tensor] | None = None,
+        save_dtype: torch.dtype | None = None,
     ) -> Path:
         """Write a complete checkpoint: backbone + processor with the query token (its learned embedding in its
-        vocabulary row), head safetensors, normalisation, config (with the `training` record), recipe and model
-        card (README.md). `atomic`: into a temporary folder renamed when complete (otherwise straight into
-        `folder`, for callers that stage the folder themselves)."""
+        vocabulary row), head safetensors (fp32), normalisation, config (with the `training` record), recipe and
+        model card (README.md). `state_dict`: this module's full weights when they live elsewhere (gathered from
+        FSDP / ZeRO-3 shards; default: `self.state_dict()`). `save_dtype`: the backbone's weights dtype on disk
+        (None: as held; config.json records it). `atomic`: into a temporary folder renamed when complete
+        (otherwise straight into `folder`, for callers that stage it)."""
         folder = Path(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
         if atomic:
@@ -150,16 +173,10 @@ class VLAPolicyModel(nn.Module):
             staging = folder
             staging.mkdir(parents=True, exist_ok=True)
         try:
-            embeddings = self.backbone.word_embeddings
-            saved_row = embeddings.weight[self.query.token_id].detach().clone()
-            self.query.write_back(embeddings)
-            try:
-                self.vlm.save_pretrained(staging, safe_serialization=True)
-            finally:
-                with torch.no_grad():
-                    embeddings.weight[self.query.token_id] = saved_row
+            vlm_state, head_state = self._split_state(state_dict if state_dict is not None else self.state_dict())
+            save_pretrained_as(self.vlm, staging, save_dtype, state_dict=vlm_state)
             self.backbone.processor.save_pretrained(staging)
-            head = {k: v.detach().float().cpu().contiguous() for k, v in self.head.state_dict().items()}
+            head = {k: v.detach().float().cpu().contiguous() for k, v in head_state.items()}
             save_file(head, str(staging / HEAD_FILE))
             normalizer.save(staging)
             self.config.save(staging, training)
@@ -176,3 +193,25 @@ class VLAPolicyModel(nn.Module):
                 shutil.rmtree(staging, ignore_errors=True)
             raise
         return folder
+
+    def _split_state(self, state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """This module's state dict -> (backbone weights with the query written into its vocabulary row, head)."""
+        vlm = {k.removeprefix("vlm."): v.detach() for k, v in state.items() if k.startswith("vlm.")}
+        head = {k.removeprefix("head."): v for k, v in state.items() if k.startswith("head.")}
+        key = f"{self.backbone.paths.word_embeddings}.weight"
+        updated = vlm[key].clone()
+        updated[self.query.token_id] = state["query.embedding"].to(updated.device, updated.dtype)
+        vlm[key] = updated
+        if self._tied:  # one tensor under both names, as transformers expects of tied weights when saving
+            vlm[f"{self.backbone.paths.lm_head}.weight"] = updated
+        return vlm, head
+
+
+def _gathered(*params: torch.Tensor) -> AbstractContextManager[object]:
+    """DeepSpeed ZeRO-3 partitions parameters at load: gather them to read their values, else nothing to do."""
+    if any(hasattr(p, "ds_id") for p in params):
+        import deepspeed
+
+        gathered: AbstractContextManager[object] = deepspeed.zero.GatheredParameters(list(params))
+        return gathered
+    return contextlib.nullcontext()

@@ -21,6 +21,7 @@ from huggingface_hub import snapshot_download
 
 from datasets_build.actions import ACTION_CONVENTION, GRIPPER, GRIPPER_CLOSED, GRIPPER_OPEN
 from datasets_build.errors import DataError
+from datasets_build.precision import inference_dtype
 from vla.configuration_vla import VLAConfig
 from vla.modeling_vla import VLAPolicyModel
 from vla.normalization import ActionNormalizer
@@ -84,12 +85,17 @@ class Policy:
         compile: bool = False,
         revision: str | None = None,
     ) -> Policy:
-        """Load a VLA checkpoint folder or Hub id; `compile` wraps the forward pass in `torch.compile`."""
+        """Load a VLA checkpoint folder or Hub id; `compile` wraps the forward pass in `torch.compile`.
+
+        `dtype` of the backbone weights defaults to `datasets_build.precision.inference_dtype(device)`: bf16 on a
+        GPU (as the checkpoint is saved and as training computed), fp32 on CPU (no fast bf16 matmul on most CPUs,
+        and bit-stable CPU evaluation); the query and the head always run in fp32.
+        """
         folder = resolve_checkpoint(str(path_or_id), revision)
         VLAConfig.load(folder)  # one-line error for a folder that is not a VLA checkpoint
         normalizer = ActionNormalizer.load(folder)
-        model = VLAPolicyModel.from_checkpoint(folder, dtype=dtype)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model = VLAPolicyModel.from_checkpoint(folder, dtype=dtype or inference_dtype(device))
         policy = cls(model, normalizer, device, training=VLAConfig.load_training(folder))
         if compile:
             policy._forward = torch.compile(policy.model.predict)

@@ -1,10 +1,14 @@
 """`python -m vla train CONFIG.yaml [key=value ...]`: fine-tune a VLM into a VLA on robot data with accelerate.
 
-A plain torch loop under `Accelerator` (DDP, DeepSpeed or FSDP via `accelerate launch` / `torchrun`; bf16 on GPU):
-AdamW + a transformers LR schedule, gradient clipping, losses split into Huber and BCE, gripper accuracy, lr and
-samples/s logged to tensorboard or wandb. Every `save_every` steps a complete checkpoint `checkpoint-NNNNNN/` (a
-`Policy.from_pretrained` folder plus `train_state/` for resuming: optimizer, scheduler, RNG) is written under a
-temporary name and renamed; all are kept for the checkpoint sweep.
+A plain torch loop on the engine the launch asked for (`vla.engines`: one process, DDP, FSDP2 or DeepSpeed via
+`accelerate launch --config_file recipes/accelerate/X.yaml` / torchrun). Trainable parameters are fp32 master
+weights whatever the checkpoint stores, the forward pass runs under bf16 autocast (`mixed_precision`, bf16 on GPU),
+frozen parts may stay bf16 (`frozen_dtype`). AdamW + a transformers LR schedule, gradient clipping, losses split
+into Huber and BCE, gripper accuracy, gradient norm, lr and samples/s logged to tensorboard or wandb. A non-finite
+loss or gradient norm stops the run at the step it appears, before that step's update or checkpoint. Every
+`save_every` steps a complete checkpoint `checkpoint-NNNNNN/` (a `Policy.from_pretrained` folder in `save_dtype`
+plus `train_state/` with the fp32 masters, optimizer, scheduler and RNG for resuming) is written under a temporary
+name and renamed; all are kept for the checkpoint sweep.
 """
 
 from __future__ import annotations
@@ -23,16 +27,23 @@ from typing import Any
 import torch
 import yaml
 from accelerate.accelerator import Accelerator
-from accelerate.utils import set_seed
+from accelerate.state import AcceleratorState
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from datasets_build.configs import config_to_dict
 from datasets_build.errors import ConfigError, DataError, OutputExistsError
+from datasets_build.launch import frozen_dtype_name
+from datasets_build.parameter_groups import format_parameter_table
+from datasets_build.precision import compute_dtype, dtype_name, parse_dtype
+from datasets_build.vlm_families import LAYER_CLASSES, family_of
+from vla.backbones import load_backbone_config
 from vla.card import vla_card_text
 from vla.configuration_vla import VLATrainConfig
 from vla.data import VLACollator
+from vla.engines import Engine, check_engine, launched_engine, make_engine
 from vla.modeling_vla import VLAPolicyModel
 from vla.sampling import ResumeState
 from vla.train_data import image_size_check, prepare_training_data, resolve_schedule, training_record
@@ -60,16 +71,6 @@ def _resume_state(latest: Path, start: int, cfg: VLATrainConfig, world: int, per
     return ResumeState(start * cfg.gradient_accumulation_steps, world, cfg.data.num_workers, per_device)
 
 
-def format_parameter_table(rows: list[tuple[str, int, bool]]) -> str:
-    """The trainable / frozen parameter groups as a fixed-width table."""
-    lines = [f"{'group':<20} {'parameters':>14}  trainable"]
-    lines += [f"{name:<20} {count:>14,}  {'yes' if trainable else 'FROZEN'}" for name, count, trainable in rows]
-    total = sum(count for _, count, _ in rows)
-    trainable_total = sum(count for _, count, trainable in rows if trainable)
-    lines.append(f"{'total':<20} {total:>14,}  {trainable_total:,} trainable")
-    return "\n".join(lines)
-
-
 def _prepare_out(cfg: VLATrainConfig) -> Path:
     out = Path(cfg.out)
     if out.exists() and any(out.iterdir()) and not cfg.resume:
@@ -84,25 +85,73 @@ def _batches(loader: DataLoader, device: torch.device) -> Iterator[dict[str, tor
         yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def _checksum(model: torch.nn.Module, device: torch.device) -> torch.Tensor:
-    """One float64 number summarising every parameter (compared across ranks to prove DDP kept them in sync)."""
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    for i, param in enumerate(model.parameters()):
-        total += param.detach().double().sum() * (1.0 + 1e-3 * (i % 97))
-    return total
+def _frozen_dtype(cfg: VLATrainConfig, engine: str, precision: str) -> torch.dtype:
+    """Frozen parameters' dtype (`frozen_dtype`; auto: `datasets_build.launch.frozen_dtype_name`)."""
+    return parse_dtype(frozen_dtype_name(cfg.frozen_dtype, engine, precision == "bf16"), "frozen_dtype")
+
+
+def _stop_if_diverged(
+    accelerator: Accelerator, value: torch.Tensor | float | None, what: str, step: int, out: str
+) -> None:
+    """Stop every rank, before any update or checkpoint, when `value` is not finite on some rank."""
+    if value is None:
+        return
+    bad = torch.tensor(0.0 if math.isfinite(float(value)) else 1.0, device=accelerator.device)
+    if accelerator.reduce(bad, reduction="sum").item() > 0:
+        raise DataError(f"training diverged: non-finite {what} at step {step}; nothing was saved for it", out)
+
+
+def train_step(
+    accelerator: Accelerator,
+    engine: Engine,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    batches: Iterator[dict[str, torch.Tensor]],
+    accumulation: int,
+    max_norm: float,
+    step: int,
+    where: str,
+) -> tuple[dict[str, torch.Tensor], float | None]:
+    """One optimizer step over `accumulation` micro-batches: forward under autocast, a divergence check before each
+    backward and before the update, clipping (`max_norm` inf: measure only), AdamW, the schedule.
+    Returns the last micro-batch's metrics and the gradient norm (benchmarks/gpu_check.py runs the same step)."""
+    metrics: dict[str, torch.Tensor] = {}
+    for micro in range(accumulation):
+        batch = next(batches)
+        with engine.micro_step(sync=micro == accumulation - 1):
+            with accelerator.autocast():
+                metrics = model(batch)
+            _stop_if_diverged(accelerator, metrics["loss"].detach(), "loss", step, where)
+            engine.backward(metrics["loss"])
+    grad_norm = engine.clip_grad_norm(max_norm)
+    _stop_if_diverged(accelerator, grad_norm, "gradient norm", step, where)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return metrics, grad_norm
 
 
 def train(cfg: VLATrainConfig) -> dict[str, Any]:
-    """Run one training job; returns a summary (steps, checkpoints, last logged metrics, world size) and writes it,
-    with the history of every logged step, to `out/train_summary.json`."""
+    """Run one training job; returns a summary (steps, checkpoints, last logged metrics, world size, parameter
+    groups) and writes it, with the history of every logged step, to `out/train_summary.json`."""
     precision = cfg.mixed_precision
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() else "no"
+    engine_name = launched_engine()
+    check_engine(engine_name, cfg.model.attn_implementation)  # a missing deepspeed / flash-attn: before any load
+    family = family_of(load_backbone_config(cfg.model.backbone, cfg.model.revision))
     # accelerate only takes its multi-process CPU (gloo) path when asked for the CPU explicitly (torchrun on CPU)
     multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    # a process that trained before (a recipe chain: SFT then VLA) keeps accelerate's state, precision included;
+    # this run sets its own, as transformers' TrainingArguments does (the process group is kept)
+    AcceleratorState._reset_state()
     accelerator = Accelerator(
         cpu=multi_cpu,
         mixed_precision=precision,
+        # DDP: gradients live in its communication buckets instead of beside them (4 bytes per parameter saved)
+        kwargs_handlers=[DistributedDataParallelKwargs(gradient_as_bucket_view=True)],
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         log_with=None if cfg.report_to == "none" else cfg.report_to,
         project_dir=cfg.out,
@@ -151,21 +200,36 @@ def train(cfg: VLATrainConfig) -> dict[str, Any]:
         )
         for line in notes:
             print(f"warning: {line}")
-    model = VLAPolicyModel.build(cfg.model)
+    compute = compute_dtype(precision)
+    # fp32 masters for everything that trains; DeepSpeed keeps its own (its module runs in bf16)
+    policy = VLAPolicyModel.build(
+        cfg.model, frozen_dtype=_frozen_dtype(cfg, engine_name, precision), masters=engine_name != "deepspeed"
+    )
+    groups = policy.parameter_groups(compute)
     if accelerator.is_main_process:
-        print(format_parameter_table(model.parameter_groups()))
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        print(f"engine {engine_name} x{world}, compute {precision}, {family}")
+        note = "DeepSpeed holds the fp32 master weights in its optimizer; the module runs in bf16" * (
+            engine_name == "deepspeed"
+        )
+        print(format_parameter_table(groups, note))
+    engine = make_engine(
+        accelerator, engine_name, LAYER_CLASSES[family], compute, micro_batch=per_device, grad_clip=cfg.grad_clip
+    )
+
+    def make_optimizer(params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    model, optimizer = engine.prepare(policy, make_optimizer)
     scheduler = get_scheduler(
         cfg.lr_scheduler, optimizer, num_warmup_steps=schedule.warmup_steps, num_training_steps=schedule.steps
     )
     # The scheduler stays unprepared: it steps once per optimizer step whatever the number of processes.
-    model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
+    engine.register(scheduler)
     unwrapped: VLAPolicyModel = accelerator.unwrap_model(model)
+    save_dtype = parse_dtype(cfg.save_dtype, "save_dtype")
 
     if cfg.resume and existing:
-        accelerator.load_state(str(existing[-1] / TRAIN_STATE))
+        engine.load_state(existing[-1] / TRAIN_STATE)
         if accelerator.is_main_process:
             print(f"resumed from {existing[-1]} at step {start}")
     if start >= schedule.steps:
@@ -187,14 +251,24 @@ def train(cfg: VLATrainConfig) -> dict[str, Any]:
     def save(step: int) -> Path:
         final = out / f"checkpoint-{step:06d}"
         staging = out / f".tmp-checkpoint-{step:06d}"
+        weights = engine.full_state_dict()  # collective: gathers FSDP / ZeRO-3 shards to the main process
         if accelerator.is_main_process:
             shutil.rmtree(staging, ignore_errors=True)
             card = vla_card_text(unwrapped.config, record, step, history[-1] if history else {})
-            unwrapped.save_pretrained(staging, normalizer, recipe=recipe, atomic=False, training=record, card=card)
+            unwrapped.save_pretrained(
+                staging,
+                normalizer,
+                recipe=recipe,
+                atomic=False,
+                training=record,
+                card=card,
+                state_dict=weights,
+                save_dtype=save_dtype,
+            )
             position = ResumeState(step * cfg.gradient_accumulation_steps, world, cfg.data.num_workers, per_device)
             (staging / STEP_FILE).write_text(json.dumps({"step": step, "data": position.to_dict()}) + "\n")
         accelerator.wait_for_everyone()
-        accelerator.save_state(str(staging / TRAIN_STATE))
+        engine.save_state(staging / TRAIN_STATE)  # fp32 masters + optimizer: what resume needs
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             shutil.rmtree(final, ignore_errors=True)
@@ -208,6 +282,7 @@ def train(cfg: VLATrainConfig) -> dict[str, Any]:
     saved: list[Path] = list(existing)
     samples_per_step = cfg.batch_size
     window_start, window_steps = time.perf_counter(), 0
+    max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf  # measure the norm even when not clipping
     bar = tqdm(
         total=schedule.steps,
         initial=start,
@@ -215,18 +290,18 @@ def train(cfg: VLATrainConfig) -> dict[str, Any]:
         disable=not (cfg.progress and accelerator.is_main_process),
     )
     for step in range(start + 1, schedule.steps + 1):
-        metrics: dict[str, torch.Tensor] = {}
-        for _ in range(cfg.gradient_accumulation_steps):
-            batch = next(batches)
-            with accelerator.accumulate(model):
-                metrics = model(batch)
-                accelerator.backward(metrics["loss"])
-                if accelerator.sync_gradients and cfg.grad_clip > 0:
-                    accelerator.clip_grad_norm_(params, cfg.grad_clip)
-                optimizer.step()
-                if accelerator.sync_gradients:
-                    scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+        metrics, grad_norm = train_step(
+            accelerator,
+            engine,
+            model,
+            optimizer,
+            scheduler,
+            batches,
+            cfg.gradient_accumulation_steps,
+            max_norm,
+            step,
+            cfg.out,
+        )
         window_steps += 1
         bar.update(1)
         if step % cfg.log_every == 0 or step == schedule.steps:
@@ -234,6 +309,8 @@ def train(cfg: VLATrainConfig) -> dict[str, Any]:
             elapsed = time.perf_counter() - window_start
             reduced["samples_per_s"] = window_steps * samples_per_step / max(elapsed, 1e-9)
             reduced["lr"] = scheduler.get_last_lr()[0]
+            if grad_norm is not None:
+                reduced["grad_norm"] = grad_norm
             reduced["step"] = step
             history.append(reduced)
             accelerator.log({f"train/{k}": v for k, v in reduced.items() if k != "step"}, step=step)
@@ -242,17 +319,19 @@ def train(cfg: VLATrainConfig) -> dict[str, Any]:
         if step % schedule.save_every == 0 or step == schedule.steps:
             saved.append(save(step))
     bar.close()
-    if not all(math.isfinite(h["loss"]) for h in history):
-        raise DataError("training diverged (non-finite loss)", cfg.out)
-    checksums = accelerator.gather(_checksum(model, accelerator.device).reshape(1)).tolist()
+    checksums = accelerator.gather(engine.checksum().reshape(1)).tolist()
     accelerator.end_training()
     summary = {
         "steps": schedule.steps,
         "warmup_steps": schedule.warmup_steps,
         "samples_per_epoch": schedule.samples_per_epoch,
         "world_size": world,
+        "engine": engine_name,
+        "mixed_precision": precision,
         "checkpoints": [str(p) for p in saved],
         "last": history[-1] if history else {},
+        "parameter_groups": [row.to_dict() for row in groups],
+        "optimizer_param_dtypes": sorted({dtype_name(p.dtype) for g in optimizer.param_groups for p in g["params"]}),
         "rank_parameter_checksums": checksums,
     }
     if accelerator.is_main_process:  # the full log-step history goes to the file, the summary stays short

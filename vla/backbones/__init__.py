@@ -6,7 +6,7 @@ import torch
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, PretrainedConfig
 
 from datasets_build.errors import ConfigError
-from datasets_build.vlm_families import FAMILIES, family_of
+from datasets_build.vlm_families import DEFAULT_ATTENTION, FAMILIES, family_of
 from vla.action_query import add_action_query_token
 from vla.backbones.base import Backbone, BackboneOptions
 from vla.backbones.kosmos2 import Kosmos2Backbone
@@ -48,22 +48,34 @@ def load_backbone(
     from_scratch: bool = False,
     revision: str | None = None,
     dtype: torch.dtype | None = None,
+    attn_implementation: str = "auto",
 ) -> tuple[Backbone, int]:
     """Load a VLM (Hub id, folder, SFT or VLA checkpoint) and add `<ActionQuery>`; returns (adapter, query id).
 
     `from_scratch` keeps the architecture and processor but initialises every weight randomly (paper Table 8).
+    `dtype` None loads the weights as the checkpoint stores them (bf16 for most releases; training then keeps fp32
+    masters of what it trains, see `datasets_build.precision`). The query token lands in the embedding rows the
+    release pads past its tokenizer when there are any; otherwise the embeddings grow by one row.
     """
     config = load_backbone_config(name_or_path, revision)
     family = family_of(config)
+    attention = DEFAULT_ATTENTION[family] if attn_implementation == "auto" else attn_implementation
     try:
         processor = AutoProcessor.from_pretrained(name_or_path, revision=revision)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load the processor of {name_or_path!r}: {_first_line(exc)}") from exc
     token_id = add_action_query_token(processor)
-    if from_scratch:
-        model = AutoModelForImageTextToText.from_config(config, dtype=dtype)
-    else:
-        model = AutoModelForImageTextToText.from_pretrained(name_or_path, revision=revision, dtype=dtype)
+    try:
+        if from_scratch:
+            model = AutoModelForImageTextToText.from_config(config, dtype=dtype, attn_implementation=attention)
+        else:
+            model = AutoModelForImageTextToText.from_pretrained(
+                name_or_path, revision=revision, dtype=dtype, attn_implementation=attention
+            )
+    except ValueError as exc:
+        if "attention" not in str(exc) and "attn" not in str(exc):
+            raise
+        raise ConfigError(f"attn_implementation={attention!r} for {family}: {_first_line(exc)}") from exc
     if token_id >= model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(processor.tokenizer), mean_resizing=False)
     return BACKBONES[family](model, processor, options or BackboneOptions()), token_id

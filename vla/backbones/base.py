@@ -18,7 +18,7 @@ from torch import nn
 from transformers import PreTrainedModel, ProcessorMixin
 
 from datasets_build.errors import ConfigError, DataError
-from datasets_build.vlm_families import MODULE_PATHS, ModulePaths
+from datasets_build.vlm_families import LAYER_CLASSES, MODULE_PATHS, ModulePaths
 from vla.action_query import ACTION_QUERY_TOKEN
 from vla.configuration_vla import BASE_IMAGE_SIZE, PROMPT_SCHEMES
 
@@ -61,6 +61,11 @@ class Backbone:
         return clone
 
     # --- facts -------------------------------------------------------------------------------------------
+    @property
+    def layer_classes(self) -> tuple[str, ...]:
+        """The decoder layer and vision block classes (FSDP units; datasets_build.vlm_families.LAYER_CLASSES)."""
+        return LAYER_CLASSES[self.family]
+
     @property
     def paths(self) -> ModulePaths:
         """Where the vision tower, projector, word embeddings, LLM and lm_head live (datasets_build.vlm_families)."""
