@@ -1,9 +1,13 @@
 """Corpus building throughput (samples/s on one core) against the shard writer's limit, in one run.
 
 Episodes are recorded once from the demo sim and held in memory, so the measurement is the builder
-plus shard writing; the baseline writes the very same samples with `ShardWriter` alone.
+plus shard writing; the baseline writes the very same samples with `ShardWriter` alone. The two are
+timed in alternation, `--repeat` times each, and the best of each is kept, so load that comes and goes
+on a shared machine hits both alike; `--clock cpu` times the process's CPU instead of the wall clock
+(steadier when other jobs share the cores).
 Ratio = builder+writer samples/s / writer-only samples/s (target >= 0.5 for ground-truth corpora).
-Usage: python benchmarks/bench_corpora.py [--episodes 12] [--per-type 3] [--corpora a,b] [--json OUT]
+Usage: python benchmarks/bench_corpora.py [--episodes 12] [--per-type 3] [--repeat 5] [--clock wall|cpu]
+       [--corpora a,b] [--json OUT]
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +47,20 @@ def corpus_options(name: str, episodes: list[Episode], per_type: int, tmp: Path)
     return {"per_type": per_type} if hasattr(probe.config, "per_type") else {}
 
 
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
 def build_and_write(
-    name: str, episodes: list[Episode], options: dict[str, Any], out: Path
+    name: str,
+    episodes: list[Episode],
+    options: dict[str, Any],
+    out: Path,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[list[Sample], float]:
     """Run the builder over `episodes` and write shards; (samples, seconds)."""
     builder = make_builder(name, options)
     samples: list[Sample] = []
-    start = time.perf_counter()
+    start = clock()
     with ShardWriter(out, name) as writer:
         seen: tuple[str, ...] = ()
         for ep in episodes:
@@ -57,16 +69,16 @@ def build_and_write(
                 writer.write(sample)
             samples.extend(result.samples)
             seen = (*seen, ep.instruction)[-64:]
-    return samples, time.perf_counter() - start
+    return samples, clock() - start
 
 
-def write_only(name: str, samples: list[Sample], out: Path) -> float:
+def write_only(name: str, samples: list[Sample], out: Path, clock: Callable[[], float] = time.perf_counter) -> float:
     """Seconds to write the same samples with ShardWriter alone."""
-    start = time.perf_counter()
+    start = clock()
     with ShardWriter(out, name) as writer:
         for sample in samples:
             writer.write(sample)
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def main() -> None:
@@ -76,21 +88,29 @@ def main() -> None:
     parser.add_argument("--per-type", type=int, default=3, help="questions per type and episode [3]")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--corpora", default="", help="comma-separated corpus names [every registered one]")
+    parser.add_argument("--repeat", type=int, default=5, help="alternating runs of each measurement [5]")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help="wall clock or process CPU [wall]")
     args = parser.parse_args()
+    clock = CLOCKS[args.clock]
     episodes = expert_episodes(args.episodes)
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in [n for n in args.corpora.split(",") if n] or available_corpora():
             options = corpus_options(name, episodes, args.per_type, Path(tmp))
-            runs = [build_and_write(name, episodes, options, Path(tmp) / f"{name}-b{i}") for i in range(3)]
-            samples, build_s = runs[0][0], min(seconds for _, seconds in runs)  # best of 3, like the baseline
-            limit_s = min(write_only(name, samples, Path(tmp) / f"{name}-w{i}") for i in range(3))
+            build_times, write_times = [], []
+            for i in range(max(1, args.repeat)):  # alternating, best of each
+                samples, seconds = build_and_write(name, episodes, options, Path(tmp) / f"{name}-b{i}", clock)
+                build_times.append(seconds)
+                write_times.append(write_only(name, samples, Path(tmp) / f"{name}-w{i}", clock))
+            build_s, limit_s = min(build_times), min(write_times)
             rate, limit = len(samples) / build_s, len(samples) / limit_s
             results[name] = {
                 "samples": len(samples),
                 "samples_per_s": rate,
                 "writer_limit_per_s": limit,
                 "ratio": rate / limit,
+                "repeat": args.repeat,
+                "clock": args.clock,
             }
             print(
                 f"{name:10s} {len(samples):5d} samples  {rate:8.1f} samples/s  writer limit {limit:8.1f}/s  "

@@ -4,8 +4,9 @@ Parsers are lenient about surrounding words (a model's answer "The answer is B."
 about form (a box where points are expected is a ValueError). Metrics compare a model's answer with the
 reference sample (its answer text and `meta` facts): point accuracy inside the target region, letter and
 yes/no exact match, relative error of quantities, box IoU, trajectory mean pixel distance, FAST decoded
-action L1 with the invalid rate. Corpora import their parsers from here; the SFT evaluation calls
-`score_answer`.
+action L1 with the invalid rate. Points without a recorded target region (published RoboPoint rows) are
+counted as `unverifiable`: the answer's points are samples of a region the row does not carry. Corpora
+import their parsers from here; the SFT evaluation calls `score_answer`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from datasets_build.fast.vocab import parse_answer
 from datasets_build.masks import point_pixel, rle_decode
 
 # -- numbers and tuples ------------------------------------------------------------------------------
@@ -222,8 +224,9 @@ def _score_points(prediction: str, reference: str, meta: dict[str, Any]) -> dict
     region = meta.get("region")
     if isinstance(region, dict):
         return {"parsed": 1.0, "point_accuracy": points_in_region(points, rle_decode(region))}
-    ref = parse_points(reference)
-    return {"parsed": 1.0, "trajectory_distance": trajectory_distance(points, ref)}
+    # no target region (published RoboPoint rows): the reference points are a few samples of an unknown
+    # region, so no distance to them says whether a point is right
+    return {"parsed": float(bool(points)), "unverifiable": 1.0}
 
 
 def _score_choice(prediction: str, reference: str, meta: dict[str, Any]) -> dict[str, float]:
@@ -301,11 +304,22 @@ SCORERS: dict[str, Scorer] = {
 }
 
 
+# answer kinds importers and builders record, by the scorer that reads them
+KIND_ALIASES = {"boxes": "box", "affordance": "box", "letter": "choice", "number": "quantity", "planning": "text"}
+# question types whose answer form the text alone does not tell (points: a trajectory, not a region)
+QUESTION_KINDS = {"trajectory": "trajectory", "affordance": "box"}
+
+
 def answer_kind(reference: str, meta: dict[str, Any]) -> str:
-    """The answer form of a reference sample: `meta["answer_kind"]` when recorded, else guessed from its text."""
+    """The answer form of a reference sample: `meta["answer_kind"]` (or its question type) when recorded, else
+    guessed from its text."""
     kind = meta.get("answer_kind")
-    if isinstance(kind, str) and kind in (*SCORERS, "fast"):
-        return kind
+    kind = KIND_ALIASES.get(kind, kind) if isinstance(kind, str) else None
+    if kind in (*SCORERS, "fast"):
+        return str(kind)
+    question = meta.get("question_type")
+    if isinstance(question, str) and question in QUESTION_KINDS:
+        return QUESTION_KINDS[question]
     text = reference.strip()
     if "<fast_" in text:
         return "fast"
@@ -323,16 +337,31 @@ def answer_kind(reference: str, meta: dict[str, Any]) -> str:
     return "text"
 
 
-def score_answer(prediction: str, reference: str, meta: dict[str, Any] | None = None) -> dict[str, float]:
+def score_answer(
+    prediction: str, reference: str, meta: dict[str, Any] | None = None, fast_tokenizer: Any | None = None
+) -> dict[str, float]:
     """Metrics of a model's `prediction` against a reference answer and its sample `meta`.
 
-    FAST-token answers need a tokenizer: use `score_fast` for them (this returns exact match only).
+    FAST-token answers are scored by `score_fast_answer` against `meta["actions"]` through `fast_tokenizer`
+    (the `FastTokenizer` the answers were encoded with); without one, by exact match only.
     """
     meta = meta or {}
     kind = answer_kind(reference, meta)
     if kind == "fast":
-        return _score_text(prediction, reference, meta)
+        scores = _score_text(prediction, reference, meta)
+        if fast_tokenizer is not None and "actions" in meta:
+            scores.update(score_fast_answer(prediction, np.asarray(meta["actions"]), fast_tokenizer))
+        return scores
     return SCORERS[kind](prediction, reference, meta)
+
+
+def score_fast_answer(prediction: str, actions: np.ndarray, tokenizer: Any) -> dict[str, float]:
+    """One FAST-token answer decoded through `tokenizer`: `fast_invalid` (1 when it does not decode to a chunk)
+    and, when valid, `fast_l1`, the mean absolute error against the reference (T, D) `actions`."""
+    decoded = tokenizer.decode(parse_answer(prediction))
+    if not decoded.valid:
+        return {"fast_invalid": 1.0}
+    return {"fast_invalid": 0.0, "fast_l1": float(np.abs(decoded.actions - np.asarray(actions, np.float64)).mean())}
 
 
 def score_fast(predictions: Sequence[str], references: Sequence[np.ndarray], tokenizer: Any) -> dict[str, float]:
@@ -340,15 +369,9 @@ def score_fast(predictions: Sequence[str], references: Sequence[np.ndarray], tok
 
     `references` are the (T, D) action chunks (e.g. `meta["actions"]`); `tokenizer` a `FastTokenizer`.
     """
-    from datasets_build.fast import parse_answer
-
-    errors, invalid = [], 0
-    for text, ref in zip(predictions, references, strict=True):
-        decoded = tokenizer.decode(parse_answer(text))
-        if not decoded.valid:
-            invalid += 1
-            continue
-        errors.append(float(np.abs(decoded.actions - np.asarray(ref, dtype=np.float64)).mean()))
+    scores = [score_fast_answer(text, ref, tokenizer) for text, ref in zip(predictions, references, strict=True)]
+    errors = [s["fast_l1"] for s in scores if "fast_l1" in s]
+    invalid = sum(int(s["fast_invalid"]) for s in scores)
     n = len(predictions)
     return {
         "fast_l1": float(np.mean(errors)) if errors else float("nan"),

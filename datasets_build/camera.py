@@ -7,6 +7,7 @@ pixel (u, v) = (column, row); depth maps hold metres along the camera z axis.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -64,10 +65,12 @@ class CameraModel:
         intrinsics = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
         return cls(intrinsics, _GL_TO_CV @ view_m, width, height)
 
-    @property
+    @cached_property
     def camera_to_world(self) -> np.ndarray:
-        """Inverse of the extrinsics (camera pose in the world)."""
-        return np.linalg.inv(self.extrinsics)
+        """Inverse of the extrinsics (camera pose in the world); computed once per model, read-only."""
+        inverse = np.linalg.inv(self.extrinsics)
+        inverse.flags.writeable = False
+        return inverse
 
     def to_camera(self, points_world: np.ndarray) -> np.ndarray:
         """World points (N, 3) -> camera-frame points (N, 3)."""
@@ -84,14 +87,16 @@ class CameraModel:
 
     def unproject(self, depth: np.ndarray, pixels: np.ndarray | None = None) -> np.ndarray:
         """Depth map (H, W) -> world points: all pixels (H*W, 3), or only `pixels` given as (N, 2) (u, v)."""
-        depth = np.asarray(depth, dtype=np.float64)
+        depth = np.asarray(depth)
         if pixels is None:
+            depth = depth.astype(np.float64, copy=False)
             v, u = np.mgrid[0 : depth.shape[0], 0 : depth.shape[1]]
             u, v, z = u.ravel() + 0.5, v.ravel() + 0.5, depth.ravel()
         else:
             pix = np.asarray(pixels, dtype=np.float64).reshape(-1, 2)
             u, v = pix[:, 0], pix[:, 1]
-            z = depth[np.clip(v.astype(int), 0, depth.shape[0] - 1), np.clip(u.astype(int), 0, depth.shape[1] - 1)]
+            rows, cols = np.clip(v.astype(int), 0, depth.shape[0] - 1), np.clip(u.astype(int), 0, depth.shape[1] - 1)
+            z = depth[rows, cols].astype(np.float64)  # only these pixels converted (exactly, as the whole map was)
         k = self.intrinsics
         x = (u - k[0, 2]) / k[0, 0] * z
         y = (v - k[1, 2]) / k[1, 1] * z

@@ -1,7 +1,8 @@
 """The checkpoint-folder contract between `sft` (writes) and `vla` (reads), which never import each other.
 
 A checkpoint folder holds a `save_pretrained` model (safetensors), its processor, the resolved
-recipe that produced it and a README model card; `from_pretrained` loads it with no project code.
+recipe that produced it and a README model card; `from_pretrained` loads it with no project code. A model
+trained on FAST action tokens also holds the FAST tokenizer it used, in `fast_tokenizer/`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from datasets_build.errors import DataError
 
 RECIPE_FILE = "recipe.yaml"
+FAST_TOKENIZER_DIR = "fast_tokenizer"  # the FAST tokenizer a checkpoint was trained with (its answers decode by it)
 CARD_FILE = "README.md"
 CONFIG_FILE = "config.json"
 WEIGHT_PATTERNS = ("model.safetensors", "model-*-of-*.safetensors")

@@ -183,6 +183,17 @@ def _merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _push(args: argparse.Namespace) -> int:
+    from datasets_build.push import DatasetPushConfig, push_dataset
+
+    flags: dict[str, Any] = {"folder": args.folder, "repo_id": args.repo_id, "private": args.private}
+    if args.license:
+        flags["license"] = args.license
+    cfg = build_config(DatasetPushConfig, flags, parse_overrides(args.options, where="push"), where="push")
+    print(push_dataset(cfg))
+    return 0
+
+
 def _verify(args: argparse.Namespace) -> int:
     from datasets_build.corpora import verify_corpus
 
@@ -429,6 +440,21 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     mg.set_defaults(func=_merge)
 
+    ps = sub.add_parser(
+        "push",
+        help="upload a shard folder to the Hugging Face Hub as a dataset repo (load_dataset('ORG/NAME') reads it)",
+        description="Re-hash every shard against dataset_card.json (refused on any mismatch, nothing uploaded), then "
+        "upload the tars, the card and a README dataset card (license, task categories, configs, features, counts, "
+        "build config, fingerprints, how answers were made and verified) in one commit. Token: HF_TOKEN or "
+        "`hf auth login`.",
+    )
+    ps.add_argument("folder", help="shard folder with dataset_card.json")
+    ps.add_argument("repo_id", help="ORG/NAME of the dataset repo (created if missing)")
+    ps.add_argument("--private", action="store_true", help="create the repo private")
+    ps.add_argument("--license", help="license id for the README header [other]")
+    ps.add_argument("options", nargs="*", metavar="key=value", help="other DatasetPushConfig fields (revision=...)")
+    ps.set_defaults(func=_push)
+
     vf = sub.add_parser(
         "verify",
         help="re-check every answer of a built corpus from its recorded facts (exit 1 on any error)",
@@ -446,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     im.add_argument(
         "format",
-        choices=["robo2vlm-parquet", "robopoint-json", "vica-json", "sharerobot-json"],
+        choices=["robo2vlm-parquet", "robopoint-json", "vica-json", "sharerobot-json", "llava-json", "hf-dataset"],
         help="published layout",
     )
     im.add_argument("input", help="parquet file/folder, or a json file / folder of json files")

@@ -153,3 +153,4 @@ class EvaluateConfig:
     max_new_tokens: int = 64
     out: str | None = None
     verify_shards: bool = True
+    fast_tokenizer: str | None = None  # FAST tokenizer folder or Hub id; None = the checkpoint's or the corpus's

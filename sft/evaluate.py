@@ -1,7 +1,10 @@
 """`evaluate`: greedy answers of a checkpoint on held-out shards, scored per task with the corpus answer parsers.
 
 Scores come from `datasets_build.answers.score_answer` (points in region, choice / yes-no accuracy, quantity
-error, box IoU, trajectory distance, FAST exact match); results are averaged per task into JSON and a
+error, box IoU, trajectory distance; points without a target region count as unverifiable); FAST-token answers
+are decoded through the FAST tokenizer (`fast_l1` against the recorded actions, `fast_invalid`): the one the
+checkpoint was trained with (`fast_tokenizer/`, else its recipe's `fast.tokenizer`), else the one the corpus
+was built with (its card), or `fast_tokenizer` when given. Results are averaged per task into JSON and a
 Markdown table (recipe stage kind `sft_evaluate`).
 """
 
@@ -18,9 +21,10 @@ from tqdm import tqdm
 from transformers import AutoModelForImageTextToText
 from trl.data_utils import prepare_multimodal_messages
 
-from datasets_build.answers import score_answer
-from datasets_build.checkpoint import RECIPE_FILE
+from datasets_build.answers import answer_kind, score_answer
+from datasets_build.checkpoint import FAST_TOKENIZER_DIR, RECIPE_FILE
 from datasets_build.errors import ConfigError, DataError
+from datasets_build.fast import FastTokenizer
 from datasets_build.fast.vocab import FastVocabMapping, answer_text
 from datasets_build.precision import inference_dtype
 from datasets_build.sample import Sample
@@ -49,11 +53,35 @@ def _vocab_tail_mapping(checkpoint: str, tokenizer: Any, vocab_rows: int) -> Fas
     fast = recipe.get("fast") or {}
     if not fast.get("tokenizer") or fast.get("mapping") != "vocab_tail":
         return None
-    from datasets_build.fast import FastTokenizer
-
-    size = FastTokenizer.from_pretrained(fast["tokenizer"]).vocab_size
+    saved = Path(checkpoint) / FAST_TOKENIZER_DIR
+    size = FastTokenizer.from_pretrained(saved if saved.is_dir() else fast["tokenizer"]).vocab_size
     mapping: FastVocabMapping = FastVocabMapping.for_tokenizer(tokenizer, size, "vocab_tail", embedding_rows=vocab_rows)
     return mapping
+
+
+def _recipe_fast(checkpoint: str) -> str | None:
+    """The recipe's `fast.tokenizer` (checkpoints written before the tokenizer was saved beside the model)."""
+    recipe_path = Path(checkpoint) / RECIPE_FILE
+    if not recipe_path.is_file():
+        return None
+    recipe = yaml.safe_load(recipe_path.read_text(encoding="utf-8")) or {}
+    return (recipe.get("fast") or {}).get("tokenizer") or None
+
+
+def fast_tokenizer_for(cfg: EvaluateConfig, shard_set: ShardSet) -> tuple[FastTokenizer | None, str]:
+    """The FAST tokenizer that decodes this set's answers, and where it came from ("" when there is none)."""
+    if cfg.fast_tokenizer:
+        return FastTokenizer.from_pretrained(cfg.fast_tokenizer), cfg.fast_tokenizer
+    saved = Path(cfg.checkpoint) / FAST_TOKENIZER_DIR
+    if saved.is_dir():
+        return FastTokenizer.from_pretrained(saved), str(saved)
+    source = _recipe_fast(cfg.checkpoint)
+    if source is None and shard_set.card is not None:
+        options = shard_set.card.build_config.get("options")
+        source = options.get("tokenizer") if isinstance(options, dict) else None
+    if not source:
+        return None, ""
+    return FastTokenizer.from_pretrained(source), str(source)
 
 
 def aggregate(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -100,8 +128,18 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     total = sum(len(s) for s in sets)
     limit = min(total, cfg.max_samples) if cfg.max_samples is not None else total
     rows: list[dict[str, Any]] = []
-    samples = (sample for s in sets for sample in s)
-    for sample in tqdm(samples, total=limit, desc="evaluate", unit="sample"):
+    tokenizers: dict[int, FastTokenizer | None] = {}
+    used: dict[str, str] = {}
+
+    def tokenizer_of(index: int) -> FastTokenizer | None:
+        if index not in tokenizers:
+            tokenizers[index], where = fast_tokenizer_for(cfg, sets[index])
+            if where:
+                used[cfg.data[index]] = where
+        return tokenizers[index]
+
+    samples = ((i, sample) for i, s in enumerate(sets) for sample in s)
+    for index, sample in tqdm(samples, total=limit, desc="evaluate", unit="sample"):
         if len(rows) >= limit:
             break
         prompt, reference = split_turns(sample)
@@ -115,11 +153,18 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         text = processor.decode(new_ids, skip_special_tokens=True)
         if tail is not None and "<fast_" in reference:
             text = answer_text(tail.from_vlm(new_ids))
-        scores = score_answer(text, reference, sample.meta)
+        fast = tokenizer_of(index) if answer_kind(reference, sample.meta) == "fast" else None
+        scores = score_answer(text, reference, sample.meta, fast_tokenizer=fast)
         task = sample.task or "unknown"
         rows.append({"key": sample.key, "task": task, "prediction": text, "reference": reference, "scores": scores})
     per_task = aggregate(rows)
-    result = {"checkpoint": cfg.checkpoint, "samples": len(rows), "per_task": per_task, "predictions": rows}
+    result = {
+        "checkpoint": cfg.checkpoint,
+        "samples": len(rows),
+        "per_task": per_task,
+        "fast_tokenizers": used,
+        "predictions": rows,
+    }
     if cfg.out:
         out = Path(cfg.out)
         out.mkdir(parents=True, exist_ok=True)

@@ -7,25 +7,15 @@ exponential backoff; anything else fails at once with one line.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 from huggingface_hub import HfApi, get_token
-from huggingface_hub.errors import HfHubHTTPError
 
 from datasets_build.checkpoint import CheckpointFolder
-from datasets_build.errors import ConfigError, ToolkitError
+from datasets_build.errors import ConfigError
+from datasets_build.hub import PushError, is_transient, with_retries
 
-T = TypeVar("T")
-TRANSIENT_STATUS = (408, 429, 500, 502, 503, 504)
-# huggingface_hub's HTTP client raises its own transport errors (httpx in 1.x, httpx2 in 2.x): match by class name
-TRANSPORT_ERRORS = ("TransportError", "TimeoutException", "NetworkError")
-
-
-class PushError(ToolkitError):
-    """The Hub refused the upload, or kept failing after the retries."""
+__all__ = ["PushConfig", "PushError", "is_transient", "push", "with_retries"]
 
 
 @dataclass
@@ -40,33 +30,6 @@ class PushConfig:
     retries: int = 4
     backoff_s: float = 2.0
     endpoint: str | None = None  # default: HF_ENDPOINT or https://huggingface.co
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether an error is worth retrying (network trouble, rate limits, server errors)."""
-    if isinstance(exc, HfHubHTTPError):
-        status = exc.response.status_code if exc.response is not None else None
-        return status in TRANSIENT_STATUS
-    if isinstance(exc, ConnectionError | TimeoutError):
-        return True
-    return any(cls.__name__ in TRANSPORT_ERRORS for cls in type(exc).__mro__)
-
-
-def with_retries(call: Callable[[], T], what: str, retries: int, backoff_s: float, token: str | None) -> T:
-    """Run `call`, retrying transient errors `retries` times, waiting backoff_s * 2**attempt between tries."""
-    for attempt in range(retries + 1):
-        try:
-            return call()
-        except Exception as exc:  # noqa: PERF203  (one try per attempt is the point)
-            message = _redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, token)
-            if not is_transient(exc):
-                raise PushError(f"{what}: {message}") from exc
-            if attempt == retries:
-                raise PushError(f"{what}: still failing after {retries + 1} tries ({message})") from exc
-            delay = backoff_s * 2**attempt
-            print(f"{what}: transient error ({message}); retrying in {delay:.1f}s", flush=True)
-            time.sleep(delay)
-    raise AssertionError("unreachable")
 
 
 def push(cfg: PushConfig, token: str | None = None) -> str:
@@ -99,8 +62,3 @@ def push(cfg: PushConfig, token: str | None = None) -> str:
         token,
     )
     return str(getattr(commit, "commit_url", commit))
-
-
-def _redact(text: str, token: str | None) -> str:
-    """`text` with the token masked, in case a library echoes it."""
-    return text.replace(token, "hf_***") if token else text

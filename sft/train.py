@@ -23,12 +23,14 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig
 
+from datasets_build.checkpoint import FAST_TOKENIZER_DIR
 from datasets_build.configs import config_to_dict
 from datasets_build.errors import ConfigError, OutputExistsError
+from datasets_build.fast import FastTokenizer
 from datasets_build.launch import check_launch, frozen_dtype_name, launched_engine
 from datasets_build.parameter_groups import GroupRow, backbone_prefixes, format_parameter_table, parameter_groups
 from datasets_build.precision import cast_parameters, dtype_name, parse_dtype
-from datasets_build.shards import CARD_NAME, sha256_file
+from datasets_build.shards import CARD_NAME, fingerprint_path, sha256_file
 from datasets_build.vlm_families import LAYER_CLASSES, MODULE_PATHS
 from sft.action_tokens import FastSetup, prepare_fast
 from sft.card import card_text, save_checkpoint_folder, write_card_files
@@ -135,9 +137,26 @@ class CardOnSave(TrainerCallback):
         if folder.is_dir():
             metrics = dict(state.log_history[-1]) if state.log_history else {}
             write_card_files(folder, config_to_dict(self.run.cfg), readme_for(self.run, state.global_step, metrics))
-            head = self.run.trainer.extra_loss
-            if isinstance(head, OmniGenerationHead):  # the Trainer saves its optimizer state, not its weights
-                head.save_pretrained(folder / HEAD_DIR, head.query_tokens)
+            write_extras(self.run, folder)
+
+
+def save_fast_tokenizer(source: str, folder: Path) -> None:
+    """Copy the FAST tokenizer (a folder's files, or a Hub id's) into `folder`, so the checkpoint decodes its own
+    answers wherever it goes."""
+    if Path(source).is_dir():
+        shutil.copytree(source, folder, dirs_exist_ok=True)
+    else:
+        FastTokenizer.from_pretrained(source).save_pretrained(folder)
+
+
+def write_extras(run: TrainingRun, folder: Path) -> None:
+    """The parts a checkpoint needs besides model, processor and card: the omni head (the Trainer saves its
+    optimizer state, not its weights) and the FAST tokenizer."""
+    head = run.trainer.extra_loss
+    if isinstance(head, OmniGenerationHead):
+        head.save_pretrained(folder / HEAD_DIR, head.query_tokens)
+    if run.cfg.fast.tokenizer:
+        save_fast_tokenizer(run.cfg.fast.tokenizer, folder / FAST_TOKENIZER_DIR)
 
 
 def readme_for(run: TrainingRun, steps: int, metrics: dict[str, Any]) -> str:
@@ -151,8 +170,19 @@ def readme_for(run: TrainingRun, steps: int, metrics: dict[str, Any]) -> str:
         steps=steps,
         metrics=metrics,
         lora=config_to_dict(run.cfg.lora) if run.cfg.lora.enabled else None,
-        fast=run.fast.describe() if run.fast is not None else None,
+        fast=fast_card_entry(run),
     )
+
+
+def fast_card_entry(run: TrainingRun) -> dict[str, Any] | None:
+    """The card's FAST section: the mapping, and which tokenizer (source, fingerprint, folder in the checkpoint)."""
+    if run.fast is None:
+        return None
+    source = run.cfg.fast.tokenizer
+    entry: dict[str, Any] = {**run.fast.describe(), "tokenizer": source, "tokenizer_folder": f"{FAST_TOKENIZER_DIR}/"}
+    if Path(source).is_dir():
+        entry["tokenizer_fingerprint"] = fingerprint_path(source)["fingerprint"]
+    return entry
 
 
 def build_trainer(
@@ -252,14 +282,13 @@ def finish(run: TrainingRun, metrics: dict[str, Any]) -> Path:
         if run.cfg.lora.enabled:
             model = model.merge_and_unload()
         readme = readme_for(run, trainer.state.global_step, metrics)
-        head = trainer.extra_loss if isinstance(trainer.extra_loss, OmniGenerationHead) else None
         save_checkpoint_folder(
             model,
             run.loaded.processor,
             final,
             config_to_dict(run.cfg),
             readme,
-            extra=(lambda folder: head.save_pretrained(folder / HEAD_DIR, head.query_tokens)) if head else None,
+            extra=lambda folder: write_extras(run, folder),
             state_dict=weights,
             save_dtype=parse_dtype(run.cfg.save_dtype, "save_dtype"),
         )

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from tests.fake_hub import hub  # noqa: F401  (the loopback Hub fixture for push tests)
+
 _HF_HOME = tempfile.mkdtemp(prefix="vlm4vla-hf-")
 os.environ["HF_HOME"] = _HF_HOME
 os.environ["HF_DATASETS_CACHE"] = os.path.join(_HF_HOME, "datasets")

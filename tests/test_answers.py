@@ -123,3 +123,30 @@ def test_score_fast_counts_invalid_answers():
     result = score_fast([good, "<fast_1>"], [chunks[0], chunks[1]], tok)
     assert result["fast_invalid_rate"] == 0.5
     assert result["fast_l1"] < 0.01
+
+
+def test_points_without_a_target_region_are_unverifiable_not_a_polyline_distance():
+    imported = {"corpus": "robopoint", "question_type": "imported", "answer_kind": "points"}
+    scores = score_answer("[(0.1, 0.2)]", "[(0.461, 0.527), (0.3, 0.4)]", imported)
+    assert scores == {"parsed": 1.0, "unverifiable": 1.0}
+    assert score_answer("no points", "[(0.461, 0.527)]", imported) == {"parsed": 0.0, "unverifiable": 1.0}
+    region = np.zeros((10, 10), dtype=bool)
+    region[:5] = True  # a published target region, when an import carries one, is scored as built ones are
+    carried = {**imported, "region": rle_encode(region)}
+    assert score_answer("[(0.5, 0.2), (0.5, 0.8)]", "[(0.5, 0.1)]", carried)["point_accuracy"] == 0.5
+
+
+def test_recorded_answer_kinds_and_question_types_pick_the_scorer():
+    assert answer_kind("[(0.1, 0.2), (0.3, 0.4)]", {"question_type": "trajectory"}) == "trajectory"
+    assert answer_kind("[0.1, 0.2, 0.3, 0.4]", {"question_type": "affordance"}) == "box"
+    assert answer_kind("[0.1, 0.2, 0.3, 0.4]", {"answer_kind": "boxes"}) == "box"
+    assert answer_kind("B", {"answer_kind": "letter"}) == "choice"
+    assert answer_kind("3 m", {"answer_kind": "number"}) == "quantity"
+    assert answer_kind("[(0.1, 0.2)]", {"answer_kind": "trajectory"}) == "trajectory"
+    assert answer_kind("pick it up, then place it", {"answer_kind": "planning"}) == "text"
+    trajectory = score_answer(
+        "[(0.1, 0.1), (0.2, 0.1)]",
+        "[(0.1, 0.2), (0.2, 0.2)]",
+        {"question_type": "trajectory", "image_size": [100, 100]},
+    )
+    assert trajectory["mean_pixel_distance"] == pytest.approx(10.0)

@@ -3,7 +3,6 @@
 import copy
 import json
 from dataclasses import replace
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -146,19 +145,17 @@ def test_episodes_without_geometry_are_skipped_and_counted(tmp_path, monkeypatch
     assert all(builder.verify(s) for s in boxes.samples)
 
     class Stub:
-        def __init__(self) -> None:
-            self.skipped: dict[str, int] = {}
+        """A source (the `Source` contract: keys, then episodes by key) of episodes lacking geometry."""
+
+        skip_bad = False
 
         def episode_keys(self):
             return ["s0", "s1", "s2", "o"]
 
-        def summarize_episode(self, key):
-            return SimpleNamespace(instructions=[plain.instruction])
-
         def load_episode(self, key):
-            if key == "o":
-                return replace(plain, episode_id="o", objects={})
-            return replace(plain, episode_id=key, depth={})
+            return (
+                replace(plain, episode_id=key, objects={}) if key == "o" else replace(plain, episode_id=key, depth={})
+            )
 
     monkeypatch.setattr(build_module, "open_source", lambda *a, **k: Stub())
     out = tmp_path / "c"

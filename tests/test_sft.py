@@ -357,11 +357,15 @@ def test_evaluate_scores_per_task(backbones, corpora, tmp_path, capsys):
     assert isinstance(first["prediction"], str)
     assert first["scores"]
     # the reference answer scores perfectly under the same parsers (the scorer is wired the right way round)
-    sample = next(iter(ShardSet(corpora["robo2vlm"])))
     from datasets_build.answers import score_answer
     from sft.evaluate import split_turns
 
-    _, reference = split_turns(sample)
-    assert max(score_answer(reference, reference, sample.meta).values()) == 1.0
+    for sample in list(ShardSet(corpora["robo2vlm"]))[:8]:
+        _, reference = split_turns(sample)
+        scores = score_answer(reference, reference, sample.meta)
+        assert scores["accuracy"] == 1.0
+        assert scores["parsed"] == 1.0
+        wrong = "A" if reference.strip() != "A" else "B"
+        assert score_answer(wrong, reference, sample.meta)["accuracy"] == 0.0
     with pytest.raises(ConfigError):
         evaluate(EvaluateConfig(checkpoint=str(backbones[QWEN25]), data=[]))

@@ -10,11 +10,14 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoProcessor
 
+from datasets_build.checkpoint import FAST_TOKENIZER_DIR
 from datasets_build.configs import build_config
 from datasets_build.fast import FastTokenizer, parse_answer
 from datasets_build.fast.vocab import FastVocabMapping
+from datasets_build.shards import fingerprint_path
 from sft.config import SFTTrainConfig
 from sft.data import open_sources, stream_dataset
+from sft.evaluate import EvaluateConfig, evaluate
 from sft.train import build_trainer, finish
 
 QWEN25 = "Qwen/Qwen2.5-VL-3B-Instruct"
@@ -72,6 +75,38 @@ def test_new_tokens_train_only_the_added_rows(fast_corpus, tmp_path):
     processor = AutoProcessor.from_pretrained(final)
     assert processor.tokenizer.convert_tokens_to_ids("<fast_0>") == base_ids
     assert AutoConfig.from_pretrained(final).get_text_config().vocab_size == embedding.shape[0]
+    # the checkpoint carries the FAST tokenizer it was trained with, and its card says which one
+    tokenizer, corpus = fast_corpus
+    saved = final / FAST_TOKENIZER_DIR
+    assert fingerprint_path(saved)["fingerprint"] == fingerprint_path(tokenizer)["fingerprint"]
+    card = (final / "README.md").read_text()
+    assert str(tokenizer) in card
+    assert fingerprint_path(tokenizer)["fingerprint"] in card
+    # evaluate decodes the answers through it: decoded-action L1 and the invalid rate, not exact match alone
+    result = evaluate(EvaluateConfig(checkpoint=str(final), data=[str(corpus)], max_samples=4, max_new_tokens=12))
+    assert result["fast_tokenizers"] == {str(corpus): str(saved)}
+    scores = result["per_task"]["fast_tokens/next_actions"]
+    assert scores["count"] == 4
+    assert 0.0 <= scores["fast_invalid"] <= 1.0
+    assert "exact_match" in scores
+    for row in result["predictions"]:
+        assert ("fast_l1" in row["scores"]) == (row["scores"]["fast_invalid"] == 0.0)
+
+
+def test_fast_answers_score_through_the_tokenizer(fast_corpus):
+    from datasets_build.answers import score_answer
+    from datasets_build.shards import ShardSet
+
+    tokenizer = FastTokenizer.from_pretrained(fast_corpus[0])
+    sample = next(iter(ShardSet(fast_corpus[1])))
+    reference = sample.messages[-1]["content"][0]["text"]
+    perfect = score_answer(reference, reference, sample.meta, fast_tokenizer=tokenizer)
+    assert perfect["exact_match"] == 1.0
+    assert perfect["fast_invalid"] == 0.0
+    assert perfect["fast_l1"] < 0.05  # the quantisation error only
+    broken = score_answer("<fast_1>", reference, sample.meta, fast_tokenizer=tokenizer)
+    assert broken == {"exact_match": 0.0, "fast_invalid": 1.0}
+    assert score_answer(reference, reference, sample.meta) == {"exact_match": 1.0}  # no tokenizer: exact match
 
 
 def test_vocab_tail_keeps_the_vocabulary_and_labels_the_tail(fast_corpus, tmp_path):

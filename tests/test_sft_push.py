@@ -4,13 +4,8 @@ token reaches the server in the Authorization header and never the console."""
 
 from __future__ import annotations
 
-import base64
-import json
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,71 +13,6 @@ from datasets_build.errors import ConfigError
 from sft.push import PushConfig, PushError, push
 
 TOKEN = "hf_loopbackSecretToken123"
-
-
-class FakeHub(BaseHTTPRequestHandler):
-    """Answers the three Hub endpoints an upload of small files needs; records every request."""
-
-    log: list[dict[str, Any]]
-    failures: dict[str, int]
-    committed: dict[str, bytes]
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def _reply(self, status: int, payload: dict[str, Any]) -> None:
-        body = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        kind = {"/api/repos/create": "create", "/api/validate-yaml": "validate"}.get(self.path)
-        kind = kind or self.path.split("/")[-2]
-        self.log.append({"kind": kind, "path": self.path, "auth": self.headers.get("Authorization")})
-        if self.failures.get(kind, 0) > 0:
-            self.failures[kind] -= 1
-            self._reply(503, {"error": "try again"})
-            return
-        if kind == "create":
-            request = json.loads(body)
-            self.log[-1]["visibility"] = request.get("visibility")
-            host = self.headers["Host"]
-            self._reply(200, {"url": f"http://{host}/{request.get('organization')}/{request['name']}"})
-        elif kind == "validate":
-            self.log[-1]["readme"] = json.loads(body)["content"]
-            self._reply(200, {"errors": [], "warnings": []})
-        elif kind == "preupload":
-            files = json.loads(body)["files"]
-            modes = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]
-            self._reply(200, {"files": modes, "commitOid": "0" * 40})
-        elif kind == "commit":
-            for line in body.decode().splitlines():
-                item = json.loads(line)
-                if item.get("key") == "file":
-                    self.committed[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
-            repo = self.path.split("/api/models/")[1].rsplit("/commit/", 1)[0]
-            url = f"http://{self.headers['Host']}/{repo}/commit/{'a' * 40}"
-            self._reply(200, {"commitUrl": url, "commitOid": "a" * 40})
-        else:
-            self._reply(404, {"error": f"unexpected {self.path}"})
-
-
-@pytest.fixture
-def hub(monkeypatch: pytest.MonkeyPatch) -> Any:
-    import huggingface_hub.constants
-
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # the session is offline; this is loopback
-    handler = type("Hub", (FakeHub,), {"log": [], "failures": {}, "committed": {}})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield handler, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture

@@ -179,5 +179,5 @@ def test_missing_engine_or_kernel_fails_before_any_model_loads(
     model = VLAConfig(backbone="no-such-org/no-such-model", chunk_size=2)
     with pytest.raises(ConfigError, match=r"needs the `deepspeed` package.*vlm4vla-toolkit\[deepspeed\]"):
         train(_run(tmp_path, demo_dir, model=model))
-    with pytest.raises(ConfigError, match="attn_implementation: .flash. is not one of"):
+    with pytest.raises(ConfigError, match=r"attn_implementation: .flash. is not one of"):
         VLAConfig(attn_implementation="flash")

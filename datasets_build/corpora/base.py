@@ -8,7 +8,9 @@ answer from its `meta` alone.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import re
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -144,6 +146,15 @@ def available_corpora() -> list[str]:
     import datasets_build.corpora  # noqa: F401  (registers the built-in corpora)
 
     return sorted(_REGISTRY)
+
+
+def describe_corpus(name: str) -> str:
+    """The first paragraph of the registered builder's module documentation: how the corpus is made."""
+    available_corpora()
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown corpus {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    doc = inspect.getdoc(sys.modules[_REGISTRY[name].__module__]) or ""
+    return " ".join(doc.strip().split("\n\n", 1)[0].split())
 
 
 def make_builder(name: str, options: Mapping[str, Any] | None = None, image_size: int = 224) -> CorpusBuilder:

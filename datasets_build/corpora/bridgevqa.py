@@ -453,8 +453,7 @@ class BridgeVQABuilder(CorpusBuilder):
         for i, turn in enumerate(turns):
             messages += [user_turn(turn.question, n_images=1 if i == 0 else 0), assistant_turn(turn.answer)]
         used = sorted({n for t in turns for n in t.meta["objects"]})
-        frame_facts = geometry.facts()
-        frame_facts["objects"] = {n: facts[n] for n in used if n in facts}
+        frame_facts = geometry.facts(objects={n: facts[n] for n in used if n in facts})
         types = [t.meta["question_type"] for t in turns]
         meta: dict[str, Any] = {
             "corpus": self.name,

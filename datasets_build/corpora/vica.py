@@ -37,13 +37,16 @@ from the recorded facts, rounded as rendered.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from datasets_build.answers import parse_number, parse_quantity_step, unit_factor
 from datasets_build.camera import CameraModel
@@ -222,27 +225,35 @@ def support_area(mask: np.ndarray, camera: CameraModel, height: float) -> float:
     rows = np.flatnonzero(mask.any(axis=1))
     r0, r1 = int(rows[0]), int(rows[-1]) + 1
     w = mask.shape[1]
-    v, u = np.mgrid[r0 : r1 + 1, 0 : w + 1].astype(np.float64)
     k = camera.intrinsics
-    rays = np.stack([(u - k[0, 2]) / k[0, 0], (v - k[1, 2]) / k[1, 1], np.ones_like(u)], axis=-1)
+    rays = np.empty((r1 - r0 + 1, w + 1, 3))  # the corner rays (x, y, 1) of rows r0..r1, column by column
+    rays[..., 0] = (np.arange(0, w + 1, dtype=np.float64) - k[0, 2]) / k[0, 0]
+    rays[..., 1] = ((np.arange(r0, r1 + 1, dtype=np.float64) - k[1, 2]) / k[1, 1])[:, None]
+    rays[..., 2] = 1.0
     rotation, translation = camera.extrinsics[:3, :3], camera.extrinsics[:3, 3]
     rays = rays @ rotation  # camera -> canonical directions (R^T d, row-wise)
     centre = -rotation.T @ translation
     with np.errstate(divide="ignore", invalid="ignore"):
         t = (height - centre[2]) / rays[..., 2]
     hit = np.isfinite(t) & (t > 0)
-    pts = centre[:2] + np.where(hit, t, 0.0)[..., None] * rays[..., :2]
-    p00, p01, p10, p11 = pts[:-1, :-1], pts[:-1, 1:], pts[1:, :-1], pts[1:, 1:]
-    d1, d2 = p11 - p00, p10 - p01
-    quad = 0.5 * np.abs(d1[..., 0] * d2[..., 1] - d1[..., 1] * d2[..., 0])
+    t = np.where(hit, t, 0.0)
+    x, y = centre[0] + t * rays[..., 0], centre[1] + t * rays[..., 1]  # where each corner ray meets the plane
+    d1x, d1y = x[1:, 1:] - x[:-1, :-1], y[1:, 1:] - y[:-1, :-1]  # the quad's diagonals
+    d2x, d2y = x[1:, :-1] - x[:-1, 1:], y[1:, :-1] - y[:-1, 1:]
+    quad = 0.5 * np.abs(d1x * d2y - d1y * d2x)
     ok = hit[:-1, :-1] & hit[:-1, 1:] & hit[1:, :-1] & hit[1:, 1:] & mask[r0:r1]
     return float(quad[ok].sum())
 
 
 def clip_steps(length: int, num_frames: int, start: int = 0) -> list[int]:
     """`num_frames` steps evenly spaced over [start, length - 1] (fewer when the range is shorter)."""
+    return list(_clip_steps(length, num_frames, start))
+
+
+@functools.lru_cache(maxsize=4096)
+def _clip_steps(length: int, num_frames: int, start: int) -> tuple[int, ...]:
     steps = np.linspace(start, length - 1, num_frames).round().astype(int)
-    return sorted({int(s) for s in steps})
+    return tuple(sorted({int(s) for s in steps}))
 
 
 @dataclass
@@ -306,6 +317,8 @@ class VicaBuilder(CorpusBuilder):
         if min(config.static_tolerance, config.distance_margin, config.angle_margin_deg, config.min_side) < 0:
             raise ConfigError(f"{where}: tolerances and margins must be >= 0")
         self.provider = GeometryProvider(config.geometry)
+        self._episode_pixels: dict[str, dict[int, dict[str, int] | str]] = {}  # per-episode visibility (see build)
+        self._episode_objects: dict[tuple[int, ...], tuple[dict[str, _Object], dict[str, Any]] | str] = {}
 
     # -- building -------------------------------------------------------------------------------
     def build(self, episode: Episode, context: EpisodeContext) -> EpisodeResult:
@@ -317,6 +330,9 @@ class VicaBuilder(CorpusBuilder):
             return result
         rng = context.rng
         cache: dict[tuple[str, int], FrameGeometry | str] = {}
+        images: dict[tuple[str, int], Image.Image] = {}  # a clip's frames recur across its questions
+        self._episode_pixels = {}  # camera -> step -> {object: mask pixels} or skip reason, for this episode
+        self._episode_objects = {}  # clip steps -> the objects seen in that clip, for this episode
         for qtype in cfg.question_types:
             used: set[str] = set()
             for asked in range(cfg.per_type):
@@ -326,7 +342,7 @@ class VicaBuilder(CorpusBuilder):
                         result.skipped.append(f"{qtype}:{question}")
                     break
                 used.add(question["signature"])
-                result.samples.append(self._sample(episode, qtype, question, rng, len(result.samples)))
+                result.samples.append(self._sample(episode, qtype, question, rng, len(result.samples), images))
         return result
 
     def _geometry(
@@ -345,6 +361,15 @@ class VicaBuilder(CorpusBuilder):
             cache[key] = self.provider.frame(episode, camera, step, points=points)
         return cache[key]
 
+    def _pixel_counts(self, episode: Episode, camera: str, steps: Iterable[int]) -> dict[int, dict[str, int] | str]:
+        """{step: {object: mask pixels} or the frame's skip reason} for `steps`, each frame counted once per episode
+        (appearance order asks for every frame of the moving camera, once per question)."""
+        known = self._episode_pixels.setdefault(camera, {})
+        for step in steps:
+            if step not in known:
+                known[step] = self.provider.pixel_counts(episode, camera, step)
+        return {step: known[step] for step in steps}
+
     def _steps(self, episode: Episode, qtype: str, rng: np.random.Generator) -> list[int]:
         if qtype in self.config.clip_types:
             return clip_steps(len(episode), self.config.num_frames)
@@ -361,18 +386,40 @@ class VicaBuilder(CorpusBuilder):
     def _objects(
         self, episode: Episode, steps: list[int], cache: dict[tuple[str, int], FrameGeometry | str]
     ) -> tuple[dict[str, _Object], dict[str, Any]] | str:
-        """The objects visible in the clip `steps` of the main camera with their centres and sizes."""
+        """The objects visible in the clip `steps` of the main camera with their centres and sizes (worked out once
+        per clip of the episode; the callers get their own dicts to add facts to)."""
+        key = tuple(steps)
+        if key not in self._episode_objects:
+            self._episode_objects[key] = self._find_objects(episode, steps, cache)
+        found = self._episode_objects[key]
+        return found if isinstance(found, str) else (dict(found[0]), dict(found[1]))
+
+    def _find_objects(
+        self, episode: Episode, steps: list[int], cache: dict[tuple[str, int], FrameGeometry | str]
+    ) -> tuple[dict[str, _Object], dict[str, Any]] | str:
         cfg = self.config
         # with object poses and sizes from ground truth the clip needs only visibility (masks), not clouds
         need_points = not (cfg.prefer_poses and all(o.size is not None for o in episode.objects.values()))
         need_points = need_points or not episode.objects
-        frames = {s: self._geometry(episode, cfg.camera, s, cache, points=need_points) for s in steps}
-        good = {s: g for s, g in frames.items() if not isinstance(g, str)}
-        if not good:
-            return str(next(iter(frames.values())))
+        good: dict[int, FrameGeometry] = {}
+        if not need_points and self.provider.uses_ground_truth(episode, cfg.camera):
+            # poses, sizes and categories from ground truth: only which objects each frame shows is needed, and
+            # the masks' pixel counts say it (as the masks-only geometry would, object for object)
+            counts = self._pixel_counts(episode, cfg.camera, steps)
+            shown = {s: list(c) for s, c in counts.items() if not isinstance(c, str)}
+            if not shown:
+                return str(next(iter(counts.values())))
+            origin = "ground_truth"
+        else:
+            frames = {s: self._geometry(episode, cfg.camera, s, cache, points=need_points) for s in steps}
+            good = {s: g for s, g in frames.items() if not isinstance(g, str)}
+            if not good:
+                return str(next(iter(frames.values())))
+            shown = {s: list(g.objects) for s, g in good.items()}
+            origin = next(iter(good.values())).origin
         visible: dict[str, list[int]] = {}
-        for s, g in good.items():
-            for name in g.objects:
+        for s, names in shown.items():
+            for name in names:
                 visible.setdefault(name, []).append(s)
         if not visible:
             return "no_objects"
@@ -391,7 +438,8 @@ class VicaBuilder(CorpusBuilder):
             else:
                 best = max(seen, key=lambda s: int(good[s].objects[name].mask.sum()))
                 size, size_source = good[best].objects[name].extent, "point_cloud_extent"
-            category = good[seen[0]].objects[name].category or (info.category if info is not None else "")
+            seen_category = good[seen[0]].objects[name].category if good else ""  # ground truth: the info's
+            category = seen_category or (info.category if info is not None else "")
             out[name] = _Object(
                 name=name,
                 category=category,
@@ -404,7 +452,7 @@ class VicaBuilder(CorpusBuilder):
         facts = {
             "position_source": "pose" if poses else "point_cloud",
             "position_frame": "world" if poses else "canonical",
-            "geometry_origin": next(iter(good.values())).origin,
+            "geometry_origin": origin,
         }
         return out, facts
 
@@ -557,10 +605,8 @@ class VicaBuilder(CorpusBuilder):
         if camera not in episode.frames:
             return "no_order_camera"
         length = len(episode)
-        pixels_at: dict[int, dict[str, int]] = {}
-        for step in range(length):
-            g = self.provider.frame(episode, camera, step, points=False)  # visibility only: masks suffice
-            pixels_at[step] = {} if isinstance(g, str) else {n: int(o.mask.sum()) for n, o in g.objects.items()}
+        found = self._pixel_counts(episode, camera, range(length))  # visibility only: masks suffice
+        pixels_at = {step: {} if isinstance(counts, str) else counts for step, counts in found.items()}
         if not any(pixels_at.values()):
             geometry = self._geometry(episode, camera, 0, cache)
             return geometry if isinstance(geometry, str) else "no_objects"
@@ -666,7 +712,8 @@ class VicaBuilder(CorpusBuilder):
             steps = self._steps(episode, "table_area", rng)
             if f"area:{steps}" in used:
                 continue
-            g = self._geometry(episode, cfg.camera, steps[0], cache)  # the first frame of a clip
+            # the first frame of a clip; only its support and camera are used
+            g = cache.get((cfg.camera, steps[0])) or self.provider.support_frame(episode, cfg.camera, steps[0])
             if isinstance(g, str):
                 return g
             if g.support is None or g.support_height is None or int(g.support.sum()) < cfg.min_support_pixels:
@@ -690,7 +737,15 @@ class VicaBuilder(CorpusBuilder):
             }
         return reason
 
-    def _sample(self, episode: Episode, qtype: str, q: dict[str, Any], rng: np.random.Generator, index: int) -> Sample:
+    def _sample(
+        self,
+        episode: Episode,
+        qtype: str,
+        q: dict[str, Any],
+        rng: np.random.Generator,
+        index: int,
+        images: dict[tuple[str, int], Image.Image] | None = None,
+    ) -> Sample:
         camera = q.get("camera", self.config.camera)
         steps: list[int] = q["steps"]
         family = q.get("family", qtype)
@@ -719,11 +774,15 @@ class VicaBuilder(CorpusBuilder):
             text = " ".join([*parts, question, note])
             answer = q["answer"]
             meta["answer"] = answer
-        images = [frame_image(episode.frames[camera][s], self.image_size) for s in steps]
+        memo = images if images is not None else {}
+        for s in steps:
+            if (camera, s) not in memo:
+                memo[(camera, s)] = frame_image(episode.frames[camera][s], self.image_size)
+        frames = [memo[(camera, s)] for s in steps]
         return Sample(
             key=sample_key(self.name, episode, index),
-            messages=[user_turn(text, n_images=len(images)), assistant_turn(answer)],
-            images=images,
+            messages=[user_turn(text, n_images=len(frames)), assistant_turn(answer)],
+            images=frames,
             task=f"{self.name}/{qtype}",
             source=episode.source,
             meta=meta,

@@ -20,7 +20,7 @@ from datasets_build.geometry.scene import (
     ObjectGeometry,
     apply,
     canonical_from_world,
-    mask_box,
+    flat_box,
     subsample,
 )
 
@@ -78,6 +78,89 @@ def support_layer(z: np.ndarray, tolerance: float) -> float | None:
     return float(np.median(near)) if len(near) else float(centre)
 
 
+_Checked = tuple[np.ndarray, np.ndarray, CameraModel, np.ndarray, np.ndarray | None]
+
+
+def _checked_frame(episode: Episode, camera: str, step: int) -> _Checked | str:
+    """(image, depth as stored, camera model, valid-depth flags (H*W,), segmentation or None), or a skip reason."""
+    if camera not in episode.frames:
+        return "no_camera"
+    if camera not in episode.depth:
+        return "no_depth"
+    if camera not in episode.camera:
+        return "no_calibration"
+    image = episode.frames[camera][step]
+    depth = np.asarray(episode.depth[camera][step])  # converted to float64 where read (exactly, pixel by pixel)
+    h, w = depth.shape
+    if image.shape[:2] != (h, w):
+        return "depth_size_mismatch"
+    model = episode.camera_at(camera, step)
+    if (model.height, model.width) != (h, w):
+        return "calibration_size_mismatch"
+    valid = np.isfinite(depth).ravel() & (depth.ravel() > 0)
+    seg = episode.segmentation.get(camera)
+    seg_frame = seg[step] if seg is not None and seg.shape[1:] == (h, w) else None
+    return image, depth, model, valid, seg_frame
+
+
+def ground_truth_pixel_counts(
+    episode: Episode,
+    camera: str,
+    step: int,
+    options: GroundTruthOptions | None = None,
+    names: list[str] | None = None,
+) -> dict[str, int] | str:
+    """{object: mask pixels} of the objects `ground_truth_geometry` would keep, or its skip reason: the same
+    masks counted without building the frame's geometry (visibility over many frames)."""
+    opts = options or GroundTruthOptions()
+    checked = _checked_frame(episode, camera, step)
+    if isinstance(checked, str):
+        return checked
+    _, _, _, valid, seg_frame = checked
+    wanted = names if names is not None else sorted(episode.objects)
+    if seg_frame is None or any(episode.objects[n].segmentation_id is None for n in wanted if n in episode.objects):
+        found = ground_truth_geometry(episode, camera, step, opts, names, points=False)  # box masks need 3-D
+        return found if isinstance(found, str) else {n: o.pixels for n, o in found.objects.items()}
+    counts: dict[str, int] = {}
+    for name in wanted:
+        info = episode.objects.get(name)
+        if info is None or info.segmentation_id is None:
+            continue
+        count = int(np.count_nonzero((seg_frame == info.segmentation_id).ravel() & valid))
+        if count >= opts.min_pixels:
+            counts[name] = count
+    if not counts and not any(o.size is not None or o.segmentation_id is not None for o in episode.objects.values()):
+        return "no_masks"
+    return counts
+
+
+def ground_truth_support(
+    episode: Episode, camera: str, step: int, options: GroundTruthOptions | None = None
+) -> FrameGeometry | str:
+    """`ground_truth_geometry` for the support plane and the camera only (`objects` may be left empty).
+
+    Without the objects' point clouds when that cannot change the support: the support is the segmentation id
+    the source declares, every object is segmented (no box masks) and the support's pixels are present;
+    otherwise the full geometry.
+    """
+    opts = options or GroundTruthOptions()
+    declared = episode.meta.get("support_segmentation_id")
+    support_id = opts.support_id if opts.support_id is not None else declared if isinstance(declared, int) else None
+    seg = episode.segmentation.get(camera)
+    depth = episode.depth.get(camera)
+    if (
+        support_id is not None
+        and seg is not None
+        and depth is not None
+        and seg.shape[1:] == np.shape(depth)[1:]
+        and all(o.segmentation_id is not None for o in episode.objects.values())
+    ):
+        found = ground_truth_geometry(episode, camera, step, opts, names=[])
+        if isinstance(found, str) or found.support is not None:
+            return found
+    return ground_truth_geometry(episode, camera, step, opts)
+
+
 def ground_truth_geometry(
     episode: Episode,
     camera: str,
@@ -92,24 +175,12 @@ def ground_truth_geometry(
     questions over many frames.
     """
     opts = options or GroundTruthOptions()
-    if camera not in episode.frames:
-        return "no_camera"
-    if camera not in episode.depth:
-        return "no_depth"
-    if camera not in episode.camera:
-        return "no_calibration"
-    image = episode.frames[camera][step]
-    depth = np.asarray(episode.depth[camera][step], dtype=np.float64)
+    checked = _checked_frame(episode, camera, step)
+    if isinstance(checked, str):
+        return checked
+    image, depth, model, valid, seg_frame = checked
     h, w = depth.shape
-    if image.shape[:2] != (h, w):
-        return "depth_size_mismatch"
-    model = episode.camera_at(camera, step)
-    if (model.height, model.width) != (h, w):
-        return "calibration_size_mismatch"
-    valid = np.isfinite(depth).ravel() & (depth.ravel() > 0)
     w2c = canonical_from_world(model)
-    seg = episode.segmentation.get(camera)
-    seg_frame = seg[step] if seg is not None and seg.shape[1:] == (h, w) else None
     wanted = names if names is not None else sorted(episode.objects)
     declared = episode.meta.get("support_segmentation_id")
     support_id = opts.support_id if opts.support_id is not None else declared if isinstance(declared, int) else None
@@ -138,15 +209,16 @@ def ground_truth_geometry(
             mask = box_mask(info, step, world, opts.box_tolerance) & valid
         else:
             continue
-        if int(mask.sum()) < opts.min_pixels:
+        flat = np.flatnonzero(mask)
+        if len(flat) < opts.min_pixels:
             continue
         mask2d = mask.reshape(h, w)
-        kept = subsample(np.flatnonzero(mask), opts.max_points)  # evenly strided pixel indices
+        kept = subsample(flat, opts.max_points)  # evenly strided pixel indices
         objects[name] = ObjectGeometry(
             name=name,
             mask=mask2d,
             points=canonical_at(kept).astype(np.float32) if points else np.zeros((0, 3), np.float32),
-            box=mask_box(mask2d),
+            box=flat_box(flat, w),
             category=info.category,
         )
     maskable = [o for o in episode.objects.values() if o.size is not None or o.segmentation_id is not None]
@@ -158,9 +230,10 @@ def ground_truth_geometry(
         pass
     elif seg_frame is not None and support_id is not None:
         support_flat = (seg_frame == support_id).ravel() & valid
-        if support_flat.any():
+        support_pixels = np.flatnonzero(support_flat)
+        if len(support_pixels):
             support = support_flat.reshape(h, w)
-            sample = subsample(np.flatnonzero(support_flat), _SUPPORT_SAMPLE)
+            sample = subsample(support_pixels, _SUPPORT_SAMPLE)
             support_height = float(np.median(canonical_at(sample)[:, 2]))
     if support is None and points:
         if canonical is None:

@@ -12,7 +12,12 @@ from dataclasses import dataclass, field
 from datasets_build.episode import Episode
 from datasets_build.errors import ConfigError
 from datasets_build.geometry.estimated import EstimatedOptions, GeometryEstimator
-from datasets_build.geometry.ground_truth import GroundTruthOptions, ground_truth_geometry
+from datasets_build.geometry.ground_truth import (
+    GroundTruthOptions,
+    ground_truth_geometry,
+    ground_truth_pixel_counts,
+    ground_truth_support,
+)
 from datasets_build.geometry.scene import FrameGeometry
 
 MODES = ("auto", "ground_truth", "estimated")
@@ -53,6 +58,32 @@ class GeometryProvider:
             self._estimator = GeometryEstimator(self.config.estimated)
         return self._estimator
 
+    def uses_ground_truth(self, episode: Episode, camera: str) -> bool:
+        """Whether `frame` answers for this episode's `camera` from ground truth (else it estimates)."""
+        mode = self.config.mode
+        return mode == "ground_truth" or (mode == "auto" and has_ground_truth(episode, camera))
+
+    def pixel_counts(
+        self, episode: Episode, camera: str, step: int, names: list[str] | None = None
+    ) -> dict[str, int] | str:
+        """{object: mask pixels} of the objects `frame(..., points=False)` finds, or its skip reason; ground truth
+        counts the masks without building the geometry."""
+        if camera not in episode.frames:
+            return "no_camera"
+        if self.uses_ground_truth(episode, camera):
+            return ground_truth_pixel_counts(episode, camera, step, self.config.ground_truth, names)
+        found = self.frame(episode, camera, step, names, points=False)
+        return found if isinstance(found, str) else {n: o.pixels for n, o in found.objects.items()}
+
+    def support_frame(self, episode: Episode, camera: str, step: int) -> FrameGeometry | str:
+        """`frame` for questions about the support plane only: its support, support height and camera are those of
+        `frame`, its objects may be missing (ground truth then skips the objects' point clouds)."""
+        if camera not in episode.frames:
+            return "no_camera"
+        if self.uses_ground_truth(episode, camera):
+            return ground_truth_support(episode, camera, step, self.config.ground_truth)
+        return self.frame(episode, camera, step)
+
     def frame(
         self, episode: Episode, camera: str, step: int, names: list[str] | None = None, points: bool = True
     ) -> FrameGeometry | str:
@@ -62,8 +93,7 @@ class GeometryProvider:
         """
         if camera not in episode.frames:
             return "no_camera"
-        mode = self.config.mode
-        if mode == "ground_truth" or (mode == "auto" and has_ground_truth(episode, camera)):
+        if self.uses_ground_truth(episode, camera):
             return ground_truth_geometry(episode, camera, step, self.config.ground_truth, names, points=points)
         if names is None:
             from datasets_build.geometry.language import object_phrases

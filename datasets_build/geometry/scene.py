@@ -15,6 +15,7 @@ image instead, opposite its horizontal viewing direction; corpora ask directiona
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -43,10 +44,27 @@ def canonical_from_camera(up: np.ndarray) -> np.ndarray:
 
 
 def canonical_from_world(camera: CameraModel, world_up: np.ndarray | None = None) -> np.ndarray:
-    """4x4 transform world -> canonical for a calibrated camera in a world whose up axis is `world_up` (+z)."""
-    up_world = np.array([0.0, 0.0, 1.0]) if world_up is None else np.asarray(world_up, dtype=np.float64)
-    up_cam = camera.extrinsics[:3, :3] @ up_world
-    return canonical_from_camera(up_cam) @ camera.extrinsics
+    """4x4 transform world -> canonical for a calibrated camera in a world whose up axis is `world_up` (+z).
+
+    A pure function of the extrinsics and `world_up`: computed once per distinct pair (a static camera is
+    asked for it every frame) and returned as a read-only array.
+    """
+    up_world = (0.0, 0.0, 1.0) if world_up is None else tuple(float(v) for v in np.asarray(world_up).ravel())
+    if not camera.extrinsics.flags.c_contiguous:  # the cache rebuilds C-ordered arrays: compute this one as is
+        return _world_to_canonical(camera.extrinsics, up_world)
+    return _cached_world_to_canonical(camera.extrinsics.tobytes(), up_world)
+
+
+def _world_to_canonical(extrinsics: np.ndarray, up: tuple[float, ...]) -> np.ndarray:
+    up_cam = extrinsics[:3, :3] @ np.asarray(up, dtype=np.float64)
+    return canonical_from_camera(up_cam) @ extrinsics
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_world_to_canonical(extrinsics: bytes, up: tuple[float, ...]) -> np.ndarray:
+    out = _world_to_canonical(np.frombuffer(extrinsics, dtype=np.float64).reshape(4, 4), up)
+    out.flags.writeable = False
+    return out
 
 
 def apply(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -78,6 +96,11 @@ class ObjectGeometry:
     def _bounds(self) -> np.ndarray:
         return np.percentile(self.points, [2, 98], axis=0)
 
+    @cached_property
+    def pixels(self) -> int:
+        """Number of mask pixels."""
+        return int(np.count_nonzero(self.mask))
+
     @property
     def lower(self) -> np.ndarray:
         """Per-axis 2nd percentile of the cloud (robust minimum)."""
@@ -101,7 +124,7 @@ class ObjectGeometry:
             "lower": [round(float(v), 5) for v in self.lower],
             "upper": [round(float(v), 5) for v in self.upper],
             "box": [int(v) for v in self.box],
-            "pixels": int(self.mask.sum()),
+            "pixels": self.pixels,
             "score": round(float(self.score), 4),
             "category": self.category,
         }
@@ -147,8 +170,9 @@ class FrameGeometry:
             raise ValueError("this frame's geometry has no world frame")
         return apply(self.world_to_canonical, points_world)
 
-    def facts(self) -> dict[str, Any]:
-        """JSON-serialisable summary for a sample's `meta` (objects' facts, frame, origin)."""
+    def facts(self, objects: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+        """JSON-serialisable summary for a sample's `meta` (objects' facts, frame, origin); `objects` replaces the
+        facts of every object (e.g. those of the objects a sample is about, computed once)."""
         return {
             "episode_id": self.episode_id,
             "step": int(self.step),
@@ -156,7 +180,9 @@ class FrameGeometry:
             "origin": self.origin,
             "frame_size": [self.height, self.width],
             "support_height": None if self.support_height is None else round(float(self.support_height), 5),
-            "objects": {name: obj.facts() for name, obj in sorted(self.objects.items())},
+            "objects": (
+                objects if objects is not None else {name: obj.facts() for name, obj in sorted(self.objects.items())}
+            ),
         }
 
 
@@ -165,6 +191,13 @@ def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def flat_box(flat: np.ndarray, width: int) -> tuple[int, int, int, int]:
+    """`mask_box` of a mask given as its sorted, non-empty flat pixel indices (row-major, `width` columns)."""
+    rows = flat // width
+    cols = flat - rows * width
+    return int(cols.min()), int(rows[0]), int(cols.max()) + 1, int(rows[-1]) + 1
 
 
 def subsample(points: np.ndarray, limit: int, rng: np.random.Generator | None = None) -> np.ndarray:

@@ -1,0 +1,117 @@
+"""The fast paths of the geometry that corpus builders take give bit for bit what the plain computations give:
+pixel counts without a geometry, the support-only geometry, boxes from pixel lists, the cached world->canonical
+transform and camera inverse, depth converted where read, and vica's support area (so the corpora's bytes did
+not change when they got faster)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from datasets_build.camera import CameraModel
+from datasets_build.corpora.vica import support_area
+from datasets_build.geometry.ground_truth import (
+    ground_truth_geometry,
+    ground_truth_pixel_counts,
+    ground_truth_support,
+)
+from datasets_build.geometry.scene import _world_to_canonical, canonical_from_world, flat_box, mask_box
+from tests.helpers import synthetic_episode
+
+
+def _reference_support_area(mask: np.ndarray, camera: CameraModel, height: float) -> float:
+    """The support area as first written: every corner over the full grid of the mask's rows."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if not len(rows):
+        return 0.0
+    r0, r1 = int(rows[0]), int(rows[-1]) + 1
+    w = mask.shape[1]
+    v, u = np.mgrid[r0 : r1 + 1, 0 : w + 1].astype(np.float64)
+    k = camera.intrinsics
+    rays = np.stack([(u - k[0, 2]) / k[0, 0], (v - k[1, 2]) / k[1, 1], np.ones_like(u)], axis=-1)
+    rotation, translation = camera.extrinsics[:3, :3], camera.extrinsics[:3, 3]
+    rays = rays @ rotation
+    centre = -rotation.T @ translation
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = (height - centre[2]) / rays[..., 2]
+    hit = np.isfinite(t) & (t > 0)
+    pts = centre[:2] + np.where(hit, t, 0.0)[..., None] * rays[..., :2]
+    d1, d2 = pts[1:, 1:] - pts[:-1, :-1], pts[1:, :-1] - pts[:-1, 1:]
+    quad = 0.5 * np.abs(d1[..., 0] * d2[..., 1] - d1[..., 1] * d2[..., 0])
+    ok = hit[:-1, :-1] & hit[:-1, 1:] & hit[1:, :-1] & hit[1:, 1:] & mask[r0:r1]
+    return float(quad[ok].sum())
+
+
+def test_support_area_is_bit_identical_to_the_full_grid_formula() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        h, w = (int(v) for v in rng.integers(2, 90, 2))
+        eye = rng.normal(size=3) + np.array([0.0, 0.0, rng.uniform(-1, 3)])
+        camera = CameraModel.from_look_at(eye, rng.normal(size=3) * 0.3, [0, 0, 1], rng.uniform(15, 110), w, h)
+        mask = rng.random((h, w)) < rng.uniform(0.001, 1.0)
+        height = float(rng.uniform(-2, 3))
+        assert support_area(mask, camera, height) == _reference_support_area(mask, camera, height)
+
+
+def test_boxes_from_pixel_lists_match_mask_boxes() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        mask = rng.random((int(rng.integers(1, 40)), int(rng.integers(1, 40)))) < rng.uniform(0.01, 0.5)
+        if mask.any():
+            assert flat_box(np.flatnonzero(mask), mask.shape[1]) == mask_box(mask)
+
+
+def test_world_to_canonical_cache_and_camera_inverse_are_exact() -> None:
+    camera = CameraModel.from_look_at([1.2, -0.4, 0.9], [0.1, 0.0, 0.0], [0, 0, 1], 55, 64, 48)
+    plain = _world_to_canonical(np.array(camera.extrinsics), (0.0, 0.0, 1.0))
+    assert np.array_equal(canonical_from_world(camera), plain)
+    assert canonical_from_world(camera) is canonical_from_world(camera)  # computed once
+    assert not canonical_from_world(camera).flags.writeable
+    strided = np.asfortranarray(camera.extrinsics)
+    assert np.array_equal(canonical_from_world(replace(camera, extrinsics=strided)), plain)
+    assert np.array_equal(camera.camera_to_world, np.linalg.inv(camera.extrinsics))
+    depth = np.random.default_rng(2).uniform(0.3, 2.0, (48, 64)).astype(np.float32)
+    pixels = np.array([[0.5, 0.5], [10.5, 20.5], [63.5, 47.5]])
+    assert np.array_equal(camera.unproject(depth, pixels), camera.unproject(depth.astype(np.float64), pixels))
+
+
+def test_pixel_counts_and_support_geometry_match_the_full_geometry(demo_episodes) -> None:
+    for episode in demo_episodes[:3]:
+        for camera in ("static", "wrist"):
+            for step in range(0, len(episode), 3):
+                full = ground_truth_geometry(episode, camera, step, points=False)
+                counts = ground_truth_pixel_counts(episode, camera, step)
+                if isinstance(full, str):
+                    assert counts == full
+                    continue
+                assert counts == {n: int(o.mask.sum()) for n, o in full.objects.items()}
+        for step in range(0, len(episode), 4):
+            full = ground_truth_geometry(episode, "static", step)
+            support = ground_truth_support(episode, "static", step)
+            assert not isinstance(full, str)
+            assert not isinstance(support, str)
+            assert support.support_height == full.support_height
+            assert np.array_equal(support.support, full.support)
+            assert np.array_equal(support.camera.extrinsics, full.camera.extrinsics)
+
+
+@pytest.mark.parametrize("segmented", [True, False])
+def test_support_geometry_falls_back_when_objects_change_the_support(segmented: bool) -> None:
+    episode = synthetic_episode(length=3, size=32)
+    if not segmented:  # a box-masked object: the full path back-projects every pixel, so it is taken as is
+        block = replace(episode.objects["red block"], segmentation_id=None)
+        episode = replace(episode, objects={"red block": block})
+    episode.meta["support_segmentation_id"] = 0
+    full = ground_truth_geometry(episode, "static", 1)
+    support = ground_truth_support(episode, "static", 1)
+    assert not isinstance(full, str)
+    assert not isinstance(support, str)
+    assert support.support_height == full.support_height
+    assert np.array_equal(support.support, full.support)
+    if segmented:
+        assert set(full.objects) == {"red block"}
+        assert support.objects == {}  # the objects' point clouds were skipped
+    else:
+        assert set(support.objects) == set(full.objects)  # the full geometry, taken as is
