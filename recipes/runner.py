@@ -635,8 +635,7 @@ def _execute(plan: Plan, stage: PlannedStage, config: Any, verbose: bool) -> Any
         print(f"{PREFIX} {stage.name}: {' '.join(command)}", flush=True)
     import subprocess
 
-    paths = [str(RECIPES_DIR.parent), *filter(None, [os.environ.get("PYTHONPATH")])]
-    code = subprocess.call(command, env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)})
+    code = subprocess.call(command, env=_child_env())
     if code != 0:
         message = error_file.read_text(encoding="utf-8").strip() if error_file.is_file() else ""
         raise ToolkitError(message or f"stage {stage.name}: the launched process exited with status {code}")
@@ -759,9 +758,15 @@ def _execute_follower(plan: Plan, stage: PlannedStage, decision: Decision) -> No
         config_json, result_json = Path(work) / "config.json", Path(work) / "result.json"
         write_json(config_json, config_to_dict(_prepare(stage, Decision("run"))))
         command = launch_command(stage.launch, stage.spec.config, stage.spec.run, config_json, result_json)
-        code = subprocess.call(command)
+        code = subprocess.call(command, env=_child_env())
     if code != 0:
         raise ToolkitError(f"stage {stage.name}: the launched process exited with status {code}")
+
+
+def _child_env() -> dict[str, str]:
+    """The environment of a launched stage: the project root first on PYTHONPATH, whatever the cwd."""
+    paths = [str(RECIPES_DIR.parent), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
 
 
 def _missing_upstream(plan: Plan, decisions: list[tuple[PlannedStage, Decision]]) -> str | None:
