@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from datasets_build.errors import ConfigError, DataError
+from datasets_build.outputs import OVERWRITE_HINT
 from evaluation.protocol import EpisodeRecord
 
 RUN_FILE = "run.json"
@@ -98,7 +99,8 @@ def check_run(out: Path, run: dict[str, Any], overwrite: bool) -> None:
         differing = sorted(k for k in run if previous.get(k) != run[k])
         if differing:
             raise ConfigError(
-                f"{out}: holds a run with other settings ({', '.join(differing)}); use another --out or --overwrite"
+                f"{out}: holds a run with other settings ({', '.join(differing)}); "
+                f"use another --out, or {OVERWRITE_HINT}"
             )
     if overwrite:
         for name in (RUN_FILE, EPISODES_FILE, SUMMARY_FILE, TIMING_FILE):

@@ -2,8 +2,9 @@
 
 Each shard set is checked against its dataset card first (`ShardSet`, with sha256 when asked), so a missing
 card or a corrupt shard stops the run before any step. Rows are decoded straight from the tars (no pickle,
-no webdataset decoders); several sets are mixed by weight inside the generator. The shard
-list is the generator's `gen_kwargs`, so `accelerate` splits tars across ranks when there are enough.
+no webdataset decoders); several sets are mixed by weight inside the generator. The generator's
+`gen_kwargs` is a list of slices that workers and ranks split, and every slice reads every set, so a set
+with one tar keeps its weight on every worker of every rank.
 """
 
 from __future__ import annotations
@@ -71,36 +72,52 @@ def sample_row(sample: Sample, with_targets: bool = False) -> dict[str, Any]:
     return row
 
 
-def _set_rows(shards: list[str], with_targets: bool = False) -> Iterator[dict[str, Any]]:
-    """Rows of the given tars, in order."""
-    for path in shards:
+SLICES = 720  # the shard list datasets splits over workers and ranks (divisible by 1-6, 8-10, 12, 15, 16)
+
+
+def _set_rows(
+    shards: Sequence[str], slices: frozenset[int], by_tar: bool, with_targets: bool = False
+) -> Iterator[dict[str, Any]]:
+    """Rows of one set that belong to `slices`: tar j when `by_tar` (j % SLICES in slices), otherwise the
+    samples at positions p with p % SLICES in slices (a set with fewer tars than slices is read by all)."""
+    position = 0
+    for j, path in enumerate(shards):
+        if by_tar and j % SLICES not in slices:
+            continue
         for record in iter_tar_records(path):
-            yield sample_row(Sample.decode(record, where=str(record.get("__url__", path))), with_targets)
+            keep = by_tar or position % SLICES in slices
+            position += 1
+            if keep:
+                yield sample_row(Sample.decode(record, where=str(record.get("__url__", path))), with_targets)
 
 
 def _rows(
-    shards: list[tuple[int, str]], weights: tuple[float, ...], seed: int, with_targets: bool = False
+    slices: list[int], sets: Sequence[Sequence[str]], weights: tuple[float, ...], seed: int, with_targets: bool = False
 ) -> Iterator[dict[str, Any]]:
-    """Rows of the given (set index, tar) pairs, the sets mixed by `weights` with a seeded draw.
+    """Rows of the given slices of every set, the sets mixed by `weights` with a seeded draw.
 
-    A set that runs out restarts (oversampling small sets) until every set present has run out once.
-    datasets calls this once per slice of the shard list (per worker / rank).
+    datasets calls this once per worker / rank with its part of the slice list; every part reads every set
+    (whole tars when a set has enough of them, else every SLICES-th sample), so the mixing weights hold
+    whatever the number of workers x ranks. A set that runs out restarts (oversampling small sets) until
+    every set has run out once.
     """
-    by_set: dict[int, list[str]] = {}
-    for index, path in shards:
-        by_set.setdefault(index, []).append(path)
-    order = sorted(by_set)
-    streams = {i: _set_rows(by_set[i], with_targets) for i in order}
+    mine = frozenset(slices)
+    by_tar = [len(tars) >= SLICES for tars in sets]
+    active = list(range(len(sets)))
+    streams = {i: _set_rows(sets[i], mine, by_tar[i], with_targets) for i in active}
     exhausted: set[int] = set()
-    rng = random.Random(f"{seed}:{shards[0][1] if shards else ''}")
-    while len(exhausted) < len(order):
-        i = rng.choices(order, weights=[weights[j] for j in order])[0]
+    rng = random.Random(f"{seed}:{min(mine) if mine else ''}")
+    while active and len(exhausted) < len(active):
+        i = rng.choices(active, weights=[weights[j] for j in active])[0]
         row = next(streams[i], None)
         if row is None:
-            exhausted.add(i)
-            streams[i] = _set_rows(by_set[i], with_targets)
+            streams[i] = _set_rows(sets[i], mine, by_tar[i], with_targets)
             row = next(streams[i], None)
-            if row is None or len(exhausted) == len(order):
+            if row is None:  # nothing of this set in these slices
+                active.remove(i)
+                continue
+            exhausted.add(i)
+            if len(exhausted) == len(active):
                 continue
         yield row
 
@@ -108,12 +125,13 @@ def _rows(
 def stream_dataset(
     sources: Sequence[OpenedSource], seed: int = 0, shuffle_buffer: int = 256, with_targets: bool = False
 ) -> IterableDataset:
-    """One IterableDataset over all sets: tars of every set in one shard list (so ranks and workers split
-    them), sets mixed with probabilities proportional to their weights, then a seeded tar-order shuffle and a
-    `shuffle_buffer` row buffer. Rows keep PIL images (no Arrow round trip)."""
-    shards = [(i, str(p)) for i, source in enumerate(sources) for p in source.shard_set.shards]
+    """One IterableDataset over all sets: a list of SLICES slices (ranks and workers split it; each slice
+    reads every set), sets mixed with probabilities proportional to their weights, then a seeded slice-order
+    shuffle and a `shuffle_buffer` row buffer. Rows keep PIL images (no Arrow round trip)."""
+    sets = tuple(tuple(str(p) for p in source.shard_set.shards) for source in sources)  # a tuple: not split
     weights = tuple(float(s.weight) for s in sources)
-    kwargs = {"shards": shards, "weights": weights, "seed": seed, "with_targets": with_targets}
+    kwargs = {"slices": list(range(SLICES)), "sets": sets, "weights": weights, "seed": seed}
+    kwargs["with_targets"] = with_targets
     stream = IterableDataset.from_generator(_rows, gen_kwargs=kwargs)
     if shuffle_buffer > 1:
         stream = stream.shuffle(seed=seed, buffer_size=shuffle_buffer)

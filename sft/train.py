@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,14 +21,14 @@ from typing import Any
 import torch
 from accelerate.state import PartialState
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig
 
 from datasets_build.checkpoint import FAST_TOKENIZER_DIR
 from datasets_build.configs import config_to_dict
-from datasets_build.errors import ConfigError, OutputExistsError
+from datasets_build.errors import ConfigError
 from datasets_build.fast import FastTokenizer
 from datasets_build.launch import check_launch, frozen_dtype_name, launched_engine
+from datasets_build.outputs import prepare_output_folder
 from datasets_build.parameter_groups import GroupRow, backbone_prefixes, format_parameter_table, parameter_groups
 from datasets_build.precision import cast_parameters, dtype_name, parse_dtype
 from datasets_build.shards import CARD_NAME, fingerprint_path, sha256_file
@@ -39,12 +40,16 @@ from sft.config import REPORT_TO, SFTTrainConfig
 from sft.data import OpenedSource, open_sources, stream_dataset
 from sft.freezing import RowMask, apply_freezing, apply_lora, train_new_rows_only
 from sft.model import LoadedModel, load_model
+from sft.omni_head import CONFIG_FILE as OMNI_CONFIG_FILE
 from sft.omni_head import HEAD_DIR, OmniGenerationHead, add_query_tokens, collate_targets
 from sft.trainer import ExtraLoss, SFTTrainerWithExtras
 
 CHECKPOINTS = "checkpoints"
 FINAL = "final"
 SUMMARY_FILE = "train_summary.json"
+TRAINER_STATE = "trainer_state.json"  # the Trainer writes it last into a checkpoint
+_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+OUTPUT_KIND = "sft train"  # the marker kind of its run folders (datasets_build.outputs)
 
 
 @dataclass
@@ -65,15 +70,7 @@ class TrainingRun:
 
 def check_output_dir(cfg: SFTTrainConfig) -> Path:
     """The run folder: refuse a non-empty one unless resuming or overwriting (then cleared)."""
-    out = Path(cfg.output_dir)
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"{out}: output_dir exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not cfg.resume:
-        if not cfg.overwrite:
-            raise OutputExistsError(f"{out}: output_dir is not empty (set resume=true or overwrite=true)")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    return prepare_output_folder(cfg.output_dir, OUTPUT_KIND, cfg.overwrite, resume=cfg.resume)
 
 
 def sft_arguments(cfg: SFTTrainConfig, checkpoints: Path) -> SFTConfig:
@@ -137,7 +134,19 @@ class CardOnSave(TrainerCallback):
         if folder.is_dir():
             metrics = dict(state.log_history[-1]) if state.log_history else {}
             write_card_files(folder, config_to_dict(self.run.cfg), readme_for(self.run, state.global_step, metrics))
-            write_extras(self.run, folder)
+
+
+def last_complete_checkpoint(root: Path, required: tuple[str, ...] = ()) -> str | None:
+    """The newest `checkpoint-N` in `root` holding the Trainer's trainer_state.json (written last) and every
+    `required` file; a checkpoint a crash left incomplete is skipped, never resumed from."""
+    if not root.is_dir():
+        return None
+    found = []
+    for folder in root.iterdir():
+        match = _CHECKPOINT_RE.match(folder.name)
+        if match and folder.is_dir() and all((folder / name).is_file() for name in (TRAINER_STATE, *required)):
+            found.append((int(match.group(1)), folder))
+    return str(max(found)[1]) if found else None
 
 
 def save_fast_tokenizer(source: str, folder: Path) -> None:
@@ -261,12 +270,14 @@ def build_trainer(
         row_mask=row_mask,
         extra_loss=extra_loss,
     )
-    resume_from = get_last_checkpoint(str(out / CHECKPOINTS)) if cfg.resume and (out / CHECKPOINTS).is_dir() else None
+    required = (f"{HEAD_DIR}/{OMNI_CONFIG_FILE}",) if isinstance(extra_loss, OmniGenerationHead) else ()
+    resume_from = last_complete_checkpoint(out / CHECKPOINTS, required) if cfg.resume else None
     if resume_from is not None and isinstance(extra_loss, OmniGenerationHead):
         extra_loss.load_weights(Path(resume_from) / HEAD_DIR)
     run = TrainingRun(
         cfg, trainer, loaded, sources, frozen, table, fast, resume_from, corpora_provenance(sources), rows
     )
+    trainer.save_extras = functools.partial(write_extras, run)  # inside each checkpoint, before trainer_state
     trainer.add_callback(CardOnSave(run))
     return run
 

@@ -20,7 +20,7 @@ import numpy as np
 from scipy.fft import dct, idct
 from tokenizers import Tokenizer, models, trainers
 
-from datasets_build.errors import ConfigError, DataError
+from datasets_build.errors import ConfigError, DataError, one_line
 
 CONFIG_NAME = "fast_config.json"
 TOKENIZER_NAME = "tokenizer.json"
@@ -247,7 +247,14 @@ class FastTokenizer:
         if config.format_version != FORMAT_VERSION:
             raise DataError(f"format_version {config.format_version}, expected {FORMAT_VERSION}", config_path)
         config.check(str(config_path))
-        return cls(config, Tokenizer.from_file(str(folder / TOKENIZER_NAME)))
+        tokenizer_path = folder / TOKENIZER_NAME
+        if not tokenizer_path.is_file():
+            raise DataError("missing (a FAST tokenizer folder holds its BPE here)", tokenizer_path)
+        try:
+            bpe = Tokenizer.from_file(str(tokenizer_path))
+        except Exception as exc:  # the tokenizers library raises a bare Exception for a malformed file
+            raise DataError(f"not a tokenizers JSON file ({one_line(exc)})", tokenizer_path) from exc
+        return cls(config, bpe)
 
 
 def action_chunks(actions: np.ndarray, horizon: int, stride: int = 1, pad: bool = False) -> tuple[np.ndarray, int]:

@@ -50,8 +50,10 @@ class LeRobotInfo:
             raise DataError("not a LeRobot dataset (no meta/info.json)", root)
         try:
             raw = json.loads(path.read_text())
-        except ValueError as exc:
+        except (ValueError, OSError) as exc:
             raise DataError(f"invalid JSON ({exc})", path) from exc
+        if not isinstance(raw, dict):
+            raise DataError(f"must hold a JSON object, not {type(raw).__name__}", path)
         version = raw.get("codebase_version")
         if version not in SUPPORTED_VERSIONS:
             raise DataError(
@@ -60,6 +62,10 @@ class LeRobotInfo:
         for key in ("fps", "features"):
             if key not in raw:
                 raise DataError("missing", path, key)
+        if not isinstance(raw["features"], dict) or not all(isinstance(f, dict) for f in raw["features"].values()):
+            raise DataError("must map feature names to objects", path, "features")
+        if isinstance(raw["fps"], bool) or not isinstance(raw["fps"], int | float) or raw["fps"] <= 0:
+            raise DataError(f"must be a positive number, got {raw['fps']!r}", path, "fps")
         return cls(root, raw)
 
     @property

@@ -195,7 +195,11 @@ class LeRobotSource(Source):
                 raise DataError("no episode metadata (meta/episodes/chunk-*/file-*.parquet)", self.path)
             rows = []
             for file in files:
-                rows.extend(pq.read_table(file).to_pylist())
+                table = _read_parquet(file)
+                for column in ("episode_index", "length"):
+                    if column not in table.column_names:
+                        raise DataError("missing column", file, column)
+                rows.extend(table.to_pylist())
         rows.sort(key=lambda r: int(r["episode_index"]))
         return rows
 
@@ -218,15 +222,18 @@ class LeRobotSource(Source):
     def _load_tasks(self) -> dict[int, str]:
         if self.is_v21:
             rows = _read_jsonl(self.path / layout.LEGACY_TASKS_PATH)
+            where = self.path / layout.LEGACY_TASKS_PATH
             try:
-                return {int(r["task_index"]): str(r["task"]) for r in rows}
+                return {int(r["task_index"]): task_text(r["task"], where) for r in rows}
             except KeyError as exc:
-                raise DataError("missing in a task row", self.path / layout.LEGACY_TASKS_PATH, str(exc)) from exc
+                raise DataError("missing in a task row", where, str(exc)) from exc
         path = self.path / layout.TASKS_PATH
         if not path.is_file():
             raise DataError("missing tasks table", path)
-        frame = pq.read_table(path).to_pandas()
-        return {int(i): str(task) for task, i in zip(frame.index, frame["task_index"], strict=True)}
+        frame = _read_parquet(path).to_pandas()
+        if "task_index" not in frame.columns:
+            raise DataError("missing column", path, "task_index")
+        return {int(i): task_text(task, path) for task, i in zip(frame.index, frame["task_index"], strict=True)}
 
     def _file_path(self, template_key: str, row: dict[str, Any], prefix: str, video_key: str = "") -> Path:
         """Fill info.json's `data_path`/`video_path`, whichever version's placeholders it uses."""
@@ -387,6 +394,29 @@ class LeRobotSource(Source):
                 added["meta"] = {**fields.get("meta", {}), **added["meta"]}
             fields.update(added)
         return Episode(**fields)
+
+
+def task_text(task: Any, where: Path) -> str:
+    """A task string as stored: text, or UTF-8 bytes decoded (bytes that are not UTF-8 are refused, never
+    put into a prompt as "b'...'")."""
+    if isinstance(task, bytes):
+        try:
+            return task.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"task {task[:20]!r} is bytes that are not UTF-8 text", where, "task") from exc
+    if not isinstance(task, str):
+        raise DataError(f"task must be text, got {type(task).__name__}", where, "task")
+    return task
+
+
+def _read_parquet(path: Path) -> pa.Table:
+    """A parquet file as a table (DataError naming the file when it is not a readable parquet file)."""
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(
+            f"cannot read parquet ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})", path
+        ) from exc
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
