@@ -424,7 +424,7 @@ def read_capability(path: str | Path) -> dict[str, float]:
         for number, row in enumerate(reader, 2):
             try:
                 scores[row["model"]] = float(row["score"])
-            except (TypeError, ValueError) as exc:  # noqa: PERF203 (a bad line is the error to report)
+            except (TypeError, ValueError) as exc:
                 raise DataError(f"line {number}: score {row['score']!r} is not a number", path, "score") from exc
             if not math.isfinite(scores[row["model"]]):
                 raise DataError(f"line {number}: score {row['score']!r} is not a finite number", path, "score")
