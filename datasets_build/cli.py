@@ -121,6 +121,13 @@ def _tiny_models(args: argparse.Namespace) -> int:
             target = f"{args.out}/{repo_id.replace('/', '--')}"
             print(build_tiny_model(family_of(repo_id), target, seed=args.seed, repo_id=repo_id))
         return 0
+    if not args.hf_home:
+        from datasets_build.errors import ConfigError
+
+        raise ConfigError(
+            "tiny-models: --hf-home is required (random weights under the real Hub ids never go into your default "
+            "HF cache; set HF_HOME to that folder to load them, or use --out for plain folders)"
+        )
     installed = install_tiny_backbones(args.hf_home, families=args.families, ids=args.ids, seed=args.seed)
     for repo_id, folder in sorted(installed.items()):
         print(f"{repo_id}  {folder}")
@@ -348,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
         "them in the Hugging Face cache under the paper's backbone ids (never over a real download); with --out, "
         "write the folders of --families / --ids there instead.",
     )
-    tm.add_argument("--hf-home", help="HF home to install into (default: $HF_HOME or ~/.cache/huggingface)")
+    tm.add_argument("--hf-home", help="HF home to install into (required unless --out; never the default cache)")
     tm.add_argument("--families", nargs="*", help="only these families (qwen2_5_vl qwen3_vl qwen3_vl_moe ...)")
     tm.add_argument("--ids", nargs="*", help="only these of the nine Hub ids")
     tm.add_argument(
