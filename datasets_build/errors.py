@@ -36,8 +36,8 @@ EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success",
-    EXIT_CHECK_FAILED: "the command ran, but a check it makes failed (verify errors, --min-success, a sweep below "
-    "its bar)",
+    EXIT_CHECK_FAILED: "the command ran, but a check it makes failed (`verify` found wrong answers, `expert-eval` "
+    "below `--min-success`)",
     EXIT_BAD_INPUT: "bad input, arguments or output folder: one line `error: FILE: FIELD: what is wrong` on stderr, "
     "nothing written under a final name",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C / SIGINT); rerun to resume where resumable",

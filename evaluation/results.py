@@ -119,9 +119,10 @@ def load_results(paths: Iterable[str | Path], allow_incomplete: bool = False) ->
     loaded = []
     for raw in paths:
         path = Path(raw)
-        summary = read_json(path / SUMMARY_FILE if path.is_dir() else path)
+        file = path / SUMMARY_FILE if path.is_dir() else path
+        summary = read_json(file)
         if not isinstance(summary, dict) or "sim" not in summary or "metrics" not in summary:
-            raise DataError("not an evaluation summary (needs 'sim' and 'metrics')", path)
+            raise DataError("not an evaluation summary (needs 'sim' and 'metrics')", file)
         if int(summary.get("num_shards") or 1) > 1:
             raise DataError(
                 f"shard {summary.get('shard_index')} of {summary['num_shards']} of a sharded run, not a whole "

@@ -28,7 +28,7 @@ from datasets_build.actions import (
     gripper_from_signed,
 )
 from datasets_build.episode import Episode
-from datasets_build.errors import ConfigError, DataError
+from datasets_build.errors import ConfigError, DataError, one_line
 from datasets_build.lerobot import layout
 from datasets_build.lerobot.video import decode_video
 from datasets_build.sources.base import EpisodeLayout, EpisodeSummary, Source, register_source
@@ -99,7 +99,11 @@ def decode_image_cell(cell: dict[str, Any], where: str) -> np.ndarray:
     data = cell.get("bytes") if isinstance(cell, dict) else None
     if not data:
         raise DataError("image cell without bytes", where)
-    image: Image.Image = Image.open(io.BytesIO(data))
+    try:
+        image: Image.Image = Image.open(io.BytesIO(data))
+        image.load()
+    except (OSError, ValueError) as exc:  # not an image, or a truncated one
+        raise DataError(f"cannot decode image ({one_line(exc)})", where) from exc
     if image.mode == "I;16":
         return np.asarray(image, dtype=np.uint16)
     if image.mode not in ("RGB", "L"):
@@ -354,7 +358,16 @@ class LeRobotSource(Source):
             )
         column = table.column(key).to_pylist()
         if feature["dtype"] == "image":
-            return np.stack([decode_image_cell(c, f"{where}:{key}") for c in column])
+            frames = [decode_image_cell(c, f"{where}:{key}") for c in column]
+            for step, frame in enumerate(frames):
+                if frame.shape != frames[0].shape or frame.dtype != frames[0].dtype:
+                    raise DataError(
+                        f"frame {step} is {frame.dtype} {frame.shape}, frame 0 {frames[0].dtype} {frames[0].shape} "
+                        "(images of one camera share one size and mode)",
+                        where,
+                        key,
+                    )
+            return np.stack(frames)
         return np.asarray(column, dtype=np.dtype(feature["dtype"]))
 
     def to_episode(
@@ -414,9 +427,7 @@ def _read_parquet(path: Path) -> pa.Table:
     try:
         return pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
-        raise DataError(
-            f"cannot read parquet ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})", path
-        ) from exc
+        raise DataError(f"cannot read parquet ({one_line(exc)})", path) from exc
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
