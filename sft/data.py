@@ -72,46 +72,56 @@ def sample_row(sample: Sample, with_targets: bool = False) -> dict[str, Any]:
     return row
 
 
-SLICES = 720  # the shard list datasets splits over workers and ranks (divisible by 1-6, 8-10, 12, 15, 16)
+_SPREAD = 263  # a prime: consecutive items land in slices far apart
+
+
+def slice_of(index: int, slices: int) -> int:
+    """The slice (of `slices`) item `index` of a set (its tar, or its sample) belongs to."""
+    return index * _SPREAD % slices
 
 
 def _set_rows(
-    shards: Sequence[str], slices: frozenset[int], by_tar: bool, with_targets: bool = False
+    shards: Sequence[str], mine: frozenset[int], total: int, by_tar: bool, with_targets: bool = False
 ) -> Iterator[dict[str, Any]]:
-    """Rows of one set that belong to `slices`: tar j when `by_tar` (j % SLICES in slices), otherwise the
-    samples at positions p with p % SLICES in slices (a set with fewer tars than slices is read by all)."""
+    """Rows of one set in the slices `mine` (of `total`): whole tars when `by_tar` (tar j: `slice_of(j)`),
+    otherwise single samples (sample p: `slice_of(p)`), so a set with fewer tars than slices is read by all."""
     position = 0
     for j, path in enumerate(shards):
-        if by_tar and j % SLICES not in slices:
+        if by_tar and slice_of(j, total) not in mine:
             continue
         for record in iter_tar_records(path):
-            keep = by_tar or position % SLICES in slices
+            keep = by_tar or slice_of(position, total) in mine
             position += 1
             if keep:
                 yield sample_row(Sample.decode(record, where=str(record.get("__url__", path))), with_targets)
 
 
 def _rows(
-    slices: list[int], sets: Sequence[Sequence[str]], weights: tuple[float, ...], seed: int, with_targets: bool = False
+    slices: list[int],
+    total: int,
+    sets: Sequence[Sequence[str]],
+    weights: tuple[float, ...],
+    seed: int,
+    with_targets: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Rows of the given slices of every set, the sets mixed by `weights` with a seeded draw.
 
-    datasets calls this once per worker / rank with its part of the slice list; every part reads every set
-    (whole tars when a set has enough of them, else every SLICES-th sample), so the mixing weights hold
-    whatever the number of workers x ranks. A set that runs out restarts (oversampling small sets) until
-    every set has run out once.
+    datasets calls this once per slice (of `total`) that a worker of a rank reads; every slice reads every
+    set (whole tars when a set has at least `total` of them, else a spread of its samples), so the mixing
+    weights hold whatever the number of workers x ranks. A set that runs out restarts (oversampling small
+    sets) until every set has run out once.
     """
     mine = frozenset(slices)
-    by_tar = [len(tars) >= SLICES for tars in sets]
+    by_tar = [len(tars) >= total for tars in sets]
     active = list(range(len(sets)))
-    streams = {i: _set_rows(sets[i], mine, by_tar[i], with_targets) for i in active}
+    streams = {i: _set_rows(sets[i], mine, total, by_tar[i], with_targets) for i in active}
     exhausted: set[int] = set()
     rng = random.Random(f"{seed}:{min(mine) if mine else ''}")
     while active and len(exhausted) < len(active):
         i = rng.choices(active, weights=[weights[j] for j in active])[0]
         row = next(streams[i], None)
         if row is None:
-            streams[i] = _set_rows(sets[i], mine, by_tar[i], with_targets)
+            streams[i] = _set_rows(sets[i], mine, total, by_tar[i], with_targets)
             row = next(streams[i], None)
             if row is None:  # nothing of this set in these slices
                 active.remove(i)
@@ -123,14 +133,20 @@ def _rows(
 
 
 def stream_dataset(
-    sources: Sequence[OpenedSource], seed: int = 0, shuffle_buffer: int = 256, with_targets: bool = False
+    sources: Sequence[OpenedSource],
+    seed: int = 0,
+    shuffle_buffer: int = 256,
+    with_targets: bool = False,
+    slices: int = 1,
 ) -> IterableDataset:
-    """One IterableDataset over all sets: a list of SLICES slices (ranks and workers split it; each slice
-    reads every set), sets mixed with probabilities proportional to their weights, then a seeded slice-order
-    shuffle and a `shuffle_buffer` row buffer. Rows keep PIL images (no Arrow round trip)."""
+    """One IterableDataset over all sets: `slices` slices (one per DataLoader worker x rank: datasets hands
+    each its own; every slice reads every set), sets mixed with probabilities proportional to their weights,
+    then a seeded slice-order shuffle and a `shuffle_buffer` row buffer. Rows keep PIL images (no Arrow)."""
+    if slices < 1:
+        raise ConfigError(f"slices: must be >= 1, got {slices}")
     sets = tuple(tuple(str(p) for p in source.shard_set.shards) for source in sources)  # a tuple: not split
     weights = tuple(float(s.weight) for s in sources)
-    kwargs = {"slices": list(range(SLICES)), "sets": sets, "weights": weights, "seed": seed}
+    kwargs = {"slices": list(range(slices)), "total": slices, "sets": sets, "weights": weights, "seed": seed}
     kwargs["with_targets"] = with_targets
     stream = IterableDataset.from_generator(_rows, gen_kwargs=kwargs)
     if shuffle_buffer > 1:

@@ -259,7 +259,11 @@ def build_trainer(
         fast.collate_processor if fast else processor, remap=fast.remap if fast else None, extra=extra_columns
     )
     dataset = stream_dataset(
-        sources, seed=cfg.trainer.seed, shuffle_buffer=cfg.shuffle_buffer, with_targets=cfg.omni.enabled
+        sources,
+        seed=cfg.trainer.seed,
+        shuffle_buffer=cfg.shuffle_buffer,
+        with_targets=cfg.omni.enabled,
+        slices=state.num_processes * max(1, cfg.trainer.dataloader_num_workers),  # one per worker of each rank
     )
     trainer = SFTTrainerWithExtras(
         model=model,
