@@ -61,6 +61,7 @@ from recipe_kinds import (  # noqa: E402
 )
 from recipe_launch import ERROR_SUFFIX, LaunchConfig, describe, launch_command, launcher_available  # noqa: E402
 
+from datasets_build import faults  # noqa: E402
 from datasets_build.configs import build_config, config_to_dict, load_yaml, parse_overrides  # noqa: E402
 from datasets_build.errors import ConfigError, DataError, ToolkitError  # noqa: E402
 
@@ -706,9 +707,11 @@ def run_plan(
             marker = marker_path(plan, stage)
             write_json(marker, Marker(stage.name, decision.fingerprint, stage.output).__dict__)
             config = _prepare(stage, decision)
+            faults.hit("recipe.stage_started")
             started = time.time()
             result = _execute(plan, stage, config, verbose)
             seconds = time.time() - started
+            faults.hit("recipe.stage_ran")
             record = StageRecord(
                 stage=stage.name,
                 kind=stage.kind,
@@ -722,6 +725,7 @@ def run_plan(
                 result=_jsonable(result),
             )
             record.write(path)
+            faults.hit("recipe.stage_recorded")
             marker.unlink(missing_ok=True)
             tokens[stage.name] = record.token()
             summary = stage.spec.summary(result)

@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from accelerate.state import PartialState
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig
 
+from datasets_build import faults
 from datasets_build.checkpoint import FAST_TOKENIZER_DIR
 from datasets_build.configs import config_to_dict
 from datasets_build.errors import ConfigError, OutputExistsError
@@ -34,6 +34,7 @@ from datasets_build.shards import CARD_NAME, fingerprint_path, sha256_file
 from datasets_build.vlm_families import LAYER_CLASSES, MODULE_PATHS
 from sft.action_tokens import FastSetup, prepare_fast
 from sft.card import card_text, save_checkpoint_folder, write_card_files
+from sft.checkpoints import mark_complete, resume_checkpoint
 from sft.collator import SFTCollator
 from sft.config import REPORT_TO, SFTTrainConfig
 from sft.data import OpenedSource, open_sources, stream_dataset
@@ -135,9 +136,15 @@ class CardOnSave(TrainerCallback):
             return
         folder = Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
         if folder.is_dir():
+            faults.hit("sft.checkpoint_saved")
             metrics = dict(state.log_history[-1]) if state.log_history else {}
             write_card_files(folder, config_to_dict(self.run.cfg), readme_for(self.run, state.global_step, metrics))
             write_extras(self.run, folder)
+            mark_complete(folder, state.global_step)  # last: a resume trusts only marked checkpoints
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        """Called after every optimizer step, before that step's checkpoint (a fault-injection point)."""
+        faults.hit("sft.step")
 
 
 def save_fast_tokenizer(source: str, folder: Path) -> None:
@@ -261,7 +268,10 @@ def build_trainer(
         row_mask=row_mask,
         extra_loss=extra_loss,
     )
-    resume_from = get_last_checkpoint(str(out / CHECKPOINTS)) if cfg.resume and (out / CHECKPOINTS).is_dir() else None
+    resume_from = None
+    if cfg.resume:
+        latest = resume_checkpoint(out / CHECKPOINTS, delete=state.is_main_process)
+        resume_from = str(latest) if latest is not None else None
     if resume_from is not None and isinstance(extra_loss, OmniGenerationHead):
         extra_loss.load_weights(Path(resume_from) / HEAD_DIR)
     run = TrainingRun(
@@ -304,6 +314,7 @@ def train(cfg: SFTTrainConfig) -> dict[str, Any]:
     logged = [h for h in run.trainer.state.log_history if "loss" in h]
     if logged:
         metrics["final_loss"] = float(logged[-1]["loss"])
+    faults.hit("sft.before_final")
     final = finish(run, metrics)
     groups = run.trainer.optimizer.param_groups if run.trainer.optimizer is not None else []
     summary = {

@@ -21,6 +21,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from trl import SFTTrainer
 
+from datasets_build import faults
 from sft.collator import TASK_KEY
 from sft.freezing import RowMask
 
@@ -57,6 +58,11 @@ class SFTTrainerWithExtras(SFTTrainer):
             target.load_state_dict(saved.state_dict(), strict=True)
             return
         super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        """The Trainer's, after a fault-injection point between a checkpoint's weights and its other files."""
+        faults.hit("sft.model_saved")
+        super()._save_optimizer_and_scheduler(output_dir)
 
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
         """Trainer's decay list minus matrices whose old rows must stay bit-identical."""

@@ -1,0 +1,51 @@
+"""Which periodic SFT checkpoint a resume may trust.
+
+The Trainer writes `checkpoints/checkpoint-N` in place, file by file (weights, optimizer, scheduler, RNG, trainer
+state), and this stage adds its card, recipe and extras (omni head, FAST tokenizer) after that. A job killed in
+between leaves a `checkpoint-N` that `transformers.trainer_utils.get_last_checkpoint` still picks, and the Trainer
+resumes from it silently wrong (no optimizer file: fresh AdamW moments; no trainer state: step 0 on trained
+weights) or not at all (no omni head). So the stage writes `checkpoint_complete.json` last, and a resume starts
+from the newest checkpoint holding it; the unfinished ones after it, this run's own, are removed first.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+COMPLETE_FILE = "checkpoint_complete.json"
+TRAINER_STATE = "trainer_state.json"  # the Trainer's last file in a checkpoint (checkpoints written before the marker)
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def mark_complete(folder: Path, step: int) -> None:
+    """Record that `folder` holds every file of the checkpoint at `step` (called after its last file)."""
+    (folder / COMPLETE_FILE).write_text(json.dumps({"step": step}) + "\n", encoding="utf-8")
+
+
+def checkpoint_folders(root: Path) -> list[Path]:
+    """Every `checkpoint-N` folder under `root`, oldest first."""
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def is_complete(folder: Path, legacy: bool) -> bool:
+    """Marked complete; or, for a run whose checkpoints predate the marker (`legacy`), the Trainer's state saved."""
+    return (folder / COMPLETE_FILE).is_file() or (legacy and (folder / TRAINER_STATE).is_file())
+
+
+def resume_checkpoint(root: Path, delete: bool = True) -> Path | None:
+    """The newest complete checkpoint under `root` (None: start from step 0), after deleting (`delete`: the main
+    process only) the unfinished checkpoints newer than it, which a kill left behind and the resumed run rewrites."""
+    folders = checkpoint_folders(root)
+    legacy = not any((p / COMPLETE_FILE).is_file() for p in folders)
+    complete = [p for p in folders if is_complete(p, legacy)]
+    latest = complete[-1] if complete else None
+    for folder in folders:
+        if delete and folder not in complete and (latest is None or folders.index(folder) > folders.index(latest)):
+            shutil.rmtree(folder)
+    return latest
