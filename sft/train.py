@@ -309,6 +309,8 @@ def finish(run: TrainingRun, metrics: dict[str, Any]) -> Path:
 def train(cfg: SFTTrainConfig) -> dict[str, Any]:
     """Run one SFT stage; returns a summary {checkpoint, steps, metrics, frozen}."""
     run = build_trainer(cfg)
+    if run.resume_from is not None and run.trainer.is_world_process_zero():
+        print(f"resumed from {run.resume_from}", flush=True)
     output = run.trainer.train(resume_from_checkpoint=run.resume_from)
     metrics = {k: v for k, v in output.metrics.items() if isinstance(v, int | float)}
     logged = [h for h in run.trainer.state.log_history if "loss" in h]

@@ -232,7 +232,7 @@ def train(cfg: VLATrainConfig) -> dict[str, Any]:
     if cfg.resume and existing:
         engine.load_state(existing[-1] / TRAIN_STATE)
         if accelerator.is_main_process:
-            print(f"resumed from {existing[-1]} at step {start}")
+            print(f"resumed from {existing[-1]} at step {start}", flush=True)
     # a run killed after its last checkpoint trains no step on resume, but still writes its summary below
 
     loader = DataLoader(
