@@ -106,9 +106,13 @@ def untouched(before: dict[str, tuple[int, int]]) -> None:
         assert (Path(path).stat().st_ino, Path(path).stat().st_mtime_ns) == stat, f"{path}: rewritten by the rerun"
 
 
-def files(folder: Path) -> dict[str, bytes]:
-    """Every file of a shard folder by name (the lock file aside: it holds the pid)."""
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and p.name != ".lock"}
+def files(folder: Path, run_dir: Path | None = None, reference: Path | None = None) -> dict[str, bytes]:
+    """Every file of a shard folder by name (the lock file aside: it holds the pid), with the paths under `run_dir`
+    that a card records (a mix's inputs) written as under `reference`."""
+    out = {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and p.name != ".lock"}
+    if run_dir is not None and reference is not None:
+        out = {k: v.replace(str(run_dir).encode(), str(reference).encode()) for k, v in out.items()}
+    return out
 
 
 def tensors_equal(a: Path, b: Path) -> None:
@@ -379,7 +383,7 @@ def test_recipe_chain_survives_kill_9(demo_dir: Path, tmp_path: Path) -> None:
             if not mine.is_dir():
                 continue
             expected = files(theirs)
-            for name, data in files(mine).items():
+            for name, data in files(mine, out, reference).items():
                 if SHARD_RE.match(name) or name == "dataset_card.json":
                     assert data == expected[name], f"{fault}: {folder}/{name}"
         summary = out / "eval" / "summary.json"
@@ -391,7 +395,7 @@ def test_recipe_chain_survives_kill_9(demo_dir: Path, tmp_path: Path) -> None:
     assert all(_record(out, s).is_file() for s in STAGES)
     assert not list(out.glob(".*.recipe-running.json"))
     for folder in ("corpus", "mix"):
-        ours = {k: v for k, v in files(out / folder).items() if k != "recipe_stage.json"}
+        ours = {k: v for k, v in files(out / folder, out, reference).items() if k != "recipe_stage.json"}
         assert ours == {k: v for k, v in files(reference / folder).items() if k != "recipe_stage.json"}
     assert json.loads((out / "eval" / "summary.json").read_text()) == json.loads(
         (reference / "eval" / "summary.json").read_text()
