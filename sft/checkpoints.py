@@ -15,6 +15,8 @@ import re
 import shutil
 from pathlib import Path
 
+from datasets_build.checkpoint import CARD_FILE, RECIPE_FILE
+
 COMPLETE_FILE = "checkpoint_complete.json"
 TRAINER_STATE = "trainer_state.json"  # the Trainer's last file in a checkpoint (checkpoints written before the marker)
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -34,8 +36,11 @@ def checkpoint_folders(root: Path) -> list[Path]:
 
 
 def is_complete(folder: Path, legacy: bool) -> bool:
-    """Marked complete; or, for a run whose checkpoints predate the marker (`legacy`), the Trainer's state saved."""
-    return (folder / COMPLETE_FILE).is_file() or (legacy and (folder / TRAINER_STATE).is_file())
+    """Marked complete; or, in a run whose checkpoints predate the marker (`legacy`), holding the Trainer's state
+    and the card written after it."""
+    if (folder / COMPLETE_FILE).is_file():
+        return True
+    return legacy and all((folder / name).is_file() for name in (TRAINER_STATE, CARD_FILE, RECIPE_FILE))
 
 
 def resume_checkpoint(root: Path, delete: bool = True) -> Path | None:
@@ -49,3 +54,8 @@ def resume_checkpoint(root: Path, delete: bool = True) -> Path | None:
         if delete and folder not in complete and (latest is None or folders.index(folder) > folders.index(latest)):
             shutil.rmtree(folder)
     return latest
+
+
+def steps_done(folder: Path) -> int:
+    """The optimizer steps checkpoint `folder` holds (its trainer state's global step)."""
+    return int(json.loads((folder / TRAINER_STATE).read_text(encoding="utf-8"))["global_step"])

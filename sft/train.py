@@ -34,7 +34,7 @@ from datasets_build.shards import CARD_NAME, fingerprint_path, sha256_file
 from datasets_build.vlm_families import LAYER_CLASSES, MODULE_PATHS
 from sft.action_tokens import FastSetup, prepare_fast
 from sft.card import card_text, save_checkpoint_folder, write_card_files
-from sft.checkpoints import mark_complete, resume_checkpoint
+from sft.checkpoints import TRAINER_STATE, mark_complete, resume_checkpoint, steps_done
 from sft.collator import SFTCollator
 from sft.config import REPORT_TO, SFTTrainConfig
 from sft.data import OpenedSource, open_sources, stream_dataset
@@ -311,8 +311,14 @@ def train(cfg: SFTTrainConfig) -> dict[str, Any]:
     run = build_trainer(cfg)
     if run.resume_from is not None and run.trainer.is_world_process_zero():
         print(f"resumed from {run.resume_from}", flush=True)
-    output = run.trainer.train(resume_from_checkpoint=run.resume_from)
-    metrics = {k: v for k, v in output.metrics.items() if isinstance(v, int | float)}
+    if run.resume_from is not None and steps_done(Path(run.resume_from)) >= run.trainer.args.max_steps:
+        # killed after its last step: the Trainer would train one step past max_steps on resume; load and finish
+        run.trainer._load_from_checkpoint(run.resume_from)
+        run.trainer.state = TrainerState.load_from_json(str(Path(run.resume_from) / TRAINER_STATE))
+        metrics: dict[str, Any] = {}
+    else:
+        output = run.trainer.train(resume_from_checkpoint=run.resume_from)
+        metrics = {k: v for k, v in output.metrics.items() if isinstance(v, int | float)}
     logged = [h for h in run.trainer.state.log_history if "loss" in h]
     if logged:
         metrics["final_loss"] = float(logged[-1]["loss"])
