@@ -292,10 +292,10 @@ class FleetRollouts:
 
     def _record(self, trial: Trial, reply: dict[str, Any]) -> None:
         record = EpisodeRecord.from_dict(reply["record"])
+        frames = reply.get("frames")
+        if frames is not None and len(frames):  # before the record: a logged episode always has its video
+            write_mp4(episode_video_path(self.fleet.out, trial.task, trial.index), list(frames))
         self.log.append(record)
         self.finished.append(record)
         self.policy_s += float(reply.get("policy_s", 0.0))
         self.steps += int(reply.get("steps", 0))
-        frames = reply.get("frames")
-        if frames is not None and len(frames):
-            write_mp4(episode_video_path(self.fleet.out, trial.task, trial.index), list(frames))

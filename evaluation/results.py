@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from datasets_build import faults
 from datasets_build.errors import ConfigError, DataError
 from datasets_build.outputs import OVERWRITE_HINT
 from evaluation.protocol import EpisodeRecord
@@ -81,6 +82,7 @@ class EpisodeLog:
         self._file.write(json.dumps(record.to_dict(), sort_keys=True) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
+        faults.hit("eval.episode")
 
     def close(self) -> None:
         """Close the file."""

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from datasets_build import faults
 from datasets_build.errors import ConfigError, DataError, ToolkitError
 from datasets_build.locking import output_lock
 from evaluation.policies import load_policy
@@ -217,10 +218,10 @@ class _Rollouts:
             info=dict(result.info.get("result", {})),
             wall_s=round(time.perf_counter() - slot.started, 3),
         )
+        if slot.frames:  # before the record: a logged episode always has its video, even after a kill
+            self._save_video(trial, slot.frames)
         self.log.append(record)
         self.finished.append(record)
-        if slot.frames:
-            self._save_video(trial, slot.frames)
 
     def _save_video(self, trial: Trial, frames: list[np.ndarray]) -> None:
         from evaluation.video import episode_video_path, write_mp4
@@ -347,6 +348,7 @@ def run(cfg: RunConfig, policy: PolicyLike | None = None) -> dict[str, Any]:
             check_run(out, run_config_record(cfg), cfg.overwrite)
             summary = _rollout_all(cfg, policy, out, slots, trials, started, external)
             summary.update(simulator=simulator, sim_options_from_policy=sorted(from_policy))
+            faults.hit("eval.before_summary")
             write_json(out / SUMMARY_FILE, summary)
     finally:
         for slot in slots:

@@ -61,6 +61,7 @@ from recipe_kinds import (  # noqa: E402
 )
 from recipe_launch import ERROR_SUFFIX, LaunchConfig, describe, launch_command, launcher_available  # noqa: E402
 
+from datasets_build import faults  # noqa: E402
 from datasets_build.configs import build_config, config_to_dict, load_yaml, parse_overrides  # noqa: E402
 from datasets_build.errors import (  # noqa: E402
     EXIT_BAD_INPUT,
@@ -545,13 +546,17 @@ def decide(plan: Plan, stage: PlannedStage, tokens: Mapping[str, str], forced: s
     if stage.kind == "report":  # a report is a view of results: regenerated, never an artefact to protect
         return Decision("run", _mismatch(record, payload) if record else "no record", fingerprint, payload)
     marker = Marker.read(marker_path(plan, stage))
+    mine = marker is not None and fingerprint is not None and marker.fingerprint == fingerprint
+    if complete and mine:  # this runner finished it, then was killed before writing its record
+        why = "finished but not recorded (interrupted before its record)"
+        if stage.spec.resume == "native" or stage.launch is not None:  # evaluations and trainings: cheap reruns
+            return Decision("resume", why, fingerprint, payload)
+        return Decision("replace", f"{why}; its own output, made again", fingerprint, payload)
     if complete:
         return Decision(
             "blocked", f"{stage.output} holds a finished result ({_mismatch(record, payload)})", fingerprint, payload
         )
-    own = (marker is not None and marker.fingerprint == fingerprint and fingerprint is not None) or (
-        record is not None and record.fingerprint == fingerprint and fingerprint is not None
-    )
+    own = mine or (record is not None and record.fingerprint == fingerprint and fingerprint is not None)
     if own:
         return Decision("resume", "unfinished, same fingerprint", fingerprint, payload)
     why = "another configuration" if marker is not None else "written outside this runner"
@@ -697,6 +702,9 @@ def run_plan(
             if decision.action == "cached":
                 record = StageRecord.read(path)
                 tokens[stage.name] = record.token() if record else "in-cache"
+                stale = marker_path(plan, stage)  # left by a kill between the record and the marker's removal
+                if (marker := Marker.read(stale)) is not None and marker.fingerprint == decision.fingerprint:
+                    stale.unlink()
                 print(f"{head}: cached", flush=True)
                 continue
             if decision.action == "blocked":
@@ -708,14 +716,16 @@ def run_plan(
             if decision.action == "replace" and stage.output and os.path.exists(stage.output):
                 safe_delete(Path(stage.output))
             path.unlink(missing_ok=True)
-            what = {"run": "running", "resume": "resuming", "replace": "replacing (--force)"}[decision.action]
+            what = {"run": "running", "resume": "resuming", "replace": "replacing"}[decision.action]
             print(f"{head} ({stage.kind}): {what}" + (f" ({decision.reason})" if decision.reason else ""), flush=True)
             marker = marker_path(plan, stage)
             write_json(marker, Marker(stage.name, decision.fingerprint, stage.output).__dict__)
             config = _prepare(stage, decision)
+            faults.hit("recipe.stage_started")
             started = time.time()
             result = _execute(plan, stage, config, verbose)
             seconds = time.time() - started
+            faults.hit("recipe.stage_ran")
             record = StageRecord(
                 stage=stage.name,
                 kind=stage.kind,
@@ -729,6 +739,7 @@ def run_plan(
                 result=_jsonable(result),
             )
             record.write(path)
+            faults.hit("recipe.stage_recorded")
             marker.unlink(missing_ok=True)
             tokens[stage.name] = record.token()
             summary = stage.spec.summary(result)

@@ -12,7 +12,6 @@ import functools
 import hashlib
 import json
 import os
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from accelerate.state import PartialState
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from trl import SFTConfig
 
+from datasets_build import faults
 from datasets_build.checkpoint import FAST_TOKENIZER_DIR
 from datasets_build.configs import config_to_dict
 from datasets_build.errors import ConfigError
@@ -35,20 +35,18 @@ from datasets_build.shards import CARD_NAME, fingerprint_path, sha256_file
 from datasets_build.vlm_families import LAYER_CLASSES, MODULE_PATHS
 from sft.action_tokens import FastSetup, prepare_fast
 from sft.card import card_text, save_checkpoint_folder, write_card_files
+from sft.checkpoints import TRAINER_STATE, mark_complete, resume_checkpoint, steps_done
 from sft.collator import SFTCollator
 from sft.config import REPORT_TO, SFTTrainConfig
 from sft.data import OpenedSource, open_sources, stream_dataset
 from sft.freezing import RowMask, apply_freezing, apply_lora, train_new_rows_only
 from sft.model import LoadedModel, load_model
-from sft.omni_head import CONFIG_FILE as OMNI_CONFIG_FILE
 from sft.omni_head import HEAD_DIR, OmniGenerationHead, add_query_tokens, collate_targets
 from sft.trainer import ExtraLoss, SFTTrainerWithExtras
 
 CHECKPOINTS = "checkpoints"
 FINAL = "final"
 SUMMARY_FILE = "train_summary.json"
-TRAINER_STATE = "trainer_state.json"  # the Trainer writes it last into a checkpoint
-_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 OUTPUT_KIND = "sft train"  # the marker kind of its run folders (datasets_build.outputs)
 
 
@@ -132,21 +130,15 @@ class CardOnSave(TrainerCallback):
             return
         folder = Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
         if folder.is_dir():
+            faults.hit("sft.checkpoint_saved")
             metrics = dict(state.log_history[-1]) if state.log_history else {}
             write_card_files(folder, config_to_dict(self.run.cfg), readme_for(self.run, state.global_step, metrics))
+            write_extras(self.run, folder)
+            mark_complete(folder, state.global_step)  # last: a resume trusts only marked checkpoints
 
-
-def last_complete_checkpoint(root: Path, required: tuple[str, ...] = ()) -> str | None:
-    """The newest `checkpoint-N` in `root` holding the Trainer's trainer_state.json (written last) and every
-    `required` file; a checkpoint a crash left incomplete is skipped, never resumed from."""
-    if not root.is_dir():
-        return None
-    found = []
-    for folder in root.iterdir():
-        match = _CHECKPOINT_RE.match(folder.name)
-        if match and folder.is_dir() and all((folder / name).is_file() for name in (TRAINER_STATE, *required)):
-            found.append((int(match.group(1)), folder))
-    return str(max(found)[1]) if found else None
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        """Called after every optimizer step, before that step's checkpoint (a fault-injection point)."""
+        faults.hit("sft.step")
 
 
 def save_fast_tokenizer(source: str, folder: Path) -> None:
@@ -274,14 +266,15 @@ def build_trainer(
         row_mask=row_mask,
         extra_loss=extra_loss,
     )
-    required = (f"{HEAD_DIR}/{OMNI_CONFIG_FILE}",) if isinstance(extra_loss, OmniGenerationHead) else ()
-    resume_from = last_complete_checkpoint(out / CHECKPOINTS, required) if cfg.resume else None
+    resume_from = None
+    if cfg.resume:
+        latest = resume_checkpoint(out / CHECKPOINTS, delete=state.is_main_process)
+        resume_from = str(latest) if latest is not None else None
     if resume_from is not None and isinstance(extra_loss, OmniGenerationHead):
         extra_loss.load_weights(Path(resume_from) / HEAD_DIR)
     run = TrainingRun(
         cfg, trainer, loaded, sources, frozen, table, fast, resume_from, corpora_provenance(sources), rows
     )
-    trainer.save_extras = functools.partial(write_extras, run)  # inside each checkpoint, before trainer_state
     trainer.add_callback(CardOnSave(run))
     return run
 
@@ -314,11 +307,20 @@ def finish(run: TrainingRun, metrics: dict[str, Any]) -> Path:
 def train(cfg: SFTTrainConfig) -> dict[str, Any]:
     """Run one SFT stage; returns a summary {checkpoint, steps, metrics, frozen}."""
     run = build_trainer(cfg)
-    output = run.trainer.train(resume_from_checkpoint=run.resume_from)
-    metrics = {k: v for k, v in output.metrics.items() if isinstance(v, int | float)}
+    if run.resume_from is not None and run.trainer.is_world_process_zero():
+        print(f"resumed from {run.resume_from}", flush=True)
+    if run.resume_from is not None and steps_done(Path(run.resume_from)) >= run.trainer.args.max_steps:
+        # killed after its last step: the Trainer would train one step past max_steps on resume; load and finish
+        run.trainer._load_from_checkpoint(run.resume_from)
+        run.trainer.state = TrainerState.load_from_json(str(Path(run.resume_from) / TRAINER_STATE))
+        metrics: dict[str, Any] = {}
+    else:
+        output = run.trainer.train(resume_from_checkpoint=run.resume_from)
+        metrics = {k: v for k, v in output.metrics.items() if isinstance(v, int | float)}
     logged = [h for h in run.trainer.state.log_history if "loss" in h]
     if logged:
         metrics["final_loss"] = float(logged[-1]["loss"])
+    faults.hit("sft.before_final")
     final = finish(run, metrics)
     groups = run.trainer.optimizer.param_groups if run.trainer.optimizer is not None else []
     summary = {

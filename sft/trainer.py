@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from trl import SFTTrainer
 
+from datasets_build import faults
 from sft.collator import TASK_KEY
 from sft.freezing import RowMask
 
@@ -42,7 +42,6 @@ class SFTTrainerWithExtras(SFTTrainer):
     def __init__(self, *args: Any, row_mask: RowMask | None = None, extra_loss: ExtraLoss | None = None, **kwargs: Any):
         self.row_mask = row_mask
         self.extra_loss = extra_loss
-        self.save_extras: Callable[[Path], Any] | None = None  # writes the omni head, FAST tokenizer, ...
         super().__init__(*args, **kwargs)
         self._log_clock: tuple[float, int] = (time.perf_counter(), 0)
         self._task_losses: dict[str, list[float]] = defaultdict(list)
@@ -60,12 +59,10 @@ class SFTTrainerWithExtras(SFTTrainer):
             return
         super()._load_from_checkpoint(resume_from_checkpoint, model)
 
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """Save the model, then `save_extras` into the same folder: inside a periodic checkpoint they are on
-        disk before the Trainer writes its trainer_state.json, which marks the checkpoint complete."""
-        super().save_model(output_dir, _internal_call)
-        if self.save_extras is not None and output_dir is not None and self.is_world_process_zero():
-            self.save_extras(Path(output_dir))
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        """The Trainer's, after a fault-injection point between a checkpoint's weights and its other files."""
+        faults.hit("sft.model_saved")
+        super()._save_optimizer_and_scheduler(output_dir)
 
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
         """Trainer's decay list minus matrices whose old rows must stay bit-identical."""

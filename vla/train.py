@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from datasets_build import faults
 from datasets_build.configs import config_to_dict
 from datasets_build.errors import ConfigError, DataError
 from datasets_build.launch import frozen_dtype_name
@@ -229,9 +230,8 @@ def train(cfg: VLATrainConfig) -> dict[str, Any]:
     if cfg.resume and existing:
         engine.load_state(existing[-1] / TRAIN_STATE)
         if accelerator.is_main_process:
-            print(f"resumed from {existing[-1]} at step {start}")
-    if start >= schedule.steps:
-        return {"steps": start, "checkpoints": [str(p) for p in existing], "world_size": world}
+            print(f"resumed from {existing[-1]} at step {start}", flush=True)
+    # a run killed after its last checkpoint trains no step on resume, but still writes its summary below
 
     loader = DataLoader(
         data.dataset,
@@ -265,10 +265,12 @@ def train(cfg: VLATrainConfig) -> dict[str, Any]:
             )
             position = ResumeState(step * cfg.gradient_accumulation_steps, world, cfg.data.num_workers, per_device)
             (staging / STEP_FILE).write_text(json.dumps({"step": step, "data": position.to_dict()}) + "\n")
+            faults.hit("vla.weights_saved")
         accelerator.wait_for_everyone()
         engine.save_state(staging / TRAIN_STATE)  # fp32 masters + optimizer: what resume needs
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
+            faults.hit("vla.state_saved")
             shutil.rmtree(final, ignore_errors=True)
             staging.rename(final)
         accelerator.wait_for_everyone()
@@ -316,11 +318,12 @@ def train(cfg: VLATrainConfig) -> dict[str, Any]:
             window_start, window_steps = time.perf_counter(), 0
         if step % schedule.save_every == 0 or step == schedule.steps:
             saved.append(save(step))
+        faults.hit("vla.step")
     bar.close()
     checksums = accelerator.gather(engine.checksum().reshape(1)).tolist()
     accelerator.end_training()
     summary = {
-        "steps": schedule.steps,
+        "steps": max(start, schedule.steps),  # a resume of a longer finished run trains none
         "warmup_steps": schedule.warmup_steps,
         "samples_per_epoch": schedule.samples_per_epoch,
         "world_size": world,
@@ -332,6 +335,7 @@ def train(cfg: VLATrainConfig) -> dict[str, Any]:
         "optimizer_param_dtypes": sorted({dtype_name(p.dtype) for g in optimizer.param_groups for p in g["params"]}),
         "rank_parameter_checksums": checksums,
     }
+    faults.hit("vla.before_summary")
     if accelerator.is_main_process:  # the full log-step history goes to the file, the summary stays short
         (out / SUMMARY_FILE).write_text(json.dumps({**summary, "history": history}, indent=2) + "\n")
     return summary

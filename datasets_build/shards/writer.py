@@ -41,6 +41,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from datasets_build import faults
 from datasets_build.atomic import CommitOrAbort
 from datasets_build.errors import ConfigError, DataError, OutputExistsError
 from datasets_build.outputs import OVERWRITE_HINT, is_empty, marker_kind, write_marker
@@ -176,6 +177,7 @@ class _OpenShard:
         self.fh.close()
         if self.stream.size != tar_file_size(self.content):  # the size model that byte rolling relies on
             raise DataError(f"wrote {self.stream.size} bytes, expected {tar_file_size(self.content)}", self.tmp)
+        faults.hit("shard.tmp_complete")
         os.replace(self.tmp, self.final)
         return ShardEntry(self.final.name, self.count, self.stream.size, self.stream.sha.hexdigest())
 
@@ -408,6 +410,7 @@ class ShardWriter(CommitOrAbort):
             return
         self._shards.append(self._current.finish())
         self._current = None
+        faults.hit("shard.renamed")
         self._write_progress()
 
     def _append(self, key: str, record: dict[str, Any], task: str, source: str) -> None:
@@ -439,6 +442,7 @@ class ShardWriter(CommitOrAbort):
         self._tasks[task] += 1
         self._sources[source] += 1
         self._task_sources.setdefault(task, Counter())[source] += 1
+        faults.hit("shard.sample")
 
     def skip(self, reason: str, count: int = 1) -> None:
         """Count `count` inputs dropped for `reason` (recorded in the card's `skipped`)."""
@@ -461,6 +465,7 @@ class ShardWriter(CommitOrAbort):
             self._refuse_empty()
             self._finish_current()
             self._write_progress(finished=True)
+            faults.hit("shard.before_card")
             card = DatasetCard(
                 name=self.name,
                 num_samples=self.num_samples,

@@ -204,7 +204,8 @@ def test_sft_mixing_weights_hold_on_every_worker_of_every_rank(tmp_path: Path, w
 
 
 def test_resume_picks_the_newest_complete_sft_checkpoint(tmp_path: Path) -> None:
-    from sft.train import TRAINER_STATE, last_complete_checkpoint
+    """A checkpoint holds the completion marker only once the head and card are in: one killed before is skipped."""
+    from sft.checkpoints import TRAINER_STATE, mark_complete, resume_checkpoint
 
     root = tmp_path / "checkpoints"
     head = "omni_head/omni_config.json"
@@ -212,6 +213,9 @@ def test_resume_picks_the_newest_complete_sft_checkpoint(tmp_path: Path) -> None
         for name in files:
             (root / f"checkpoint-{step}" / name).parent.mkdir(parents=True, exist_ok=True)
             (root / f"checkpoint-{step}" / name).write_text(json.dumps({}))
-    assert last_complete_checkpoint(root, (head,)) == str(root / "checkpoint-4")  # 6: killed before its state
-    assert last_complete_checkpoint(root) == str(root / "checkpoint-8")
-    assert last_complete_checkpoint(tmp_path / "none") is None
+        if step <= 4:
+            mark_complete(root / f"checkpoint-{step}", step)
+    assert resume_checkpoint(root) == root / "checkpoint-4"  # 6 and 8: killed before their marker
+    assert not (root / "checkpoint-6").exists()
+    assert not (root / "checkpoint-8").exists()
+    assert resume_checkpoint(tmp_path / "none") is None
