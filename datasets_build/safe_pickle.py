@@ -81,7 +81,10 @@ def safe_loads(data: bytes, where: str | Path = "<bytes>") -> Any:
     """Unpickle `data` with the restricted unpickler; DataError naming `where` when refused or broken."""
     try:
         return RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+    except (
+        pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+        OverflowError, MemoryError, RecursionError,
+    ) as exc:  # fmt: skip
         raise DataError(f"cannot unpickle ({type(exc).__name__}: {exc})", where) from exc
 
 

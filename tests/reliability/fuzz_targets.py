@@ -922,9 +922,7 @@ class Report:
     def record(self, exc: BaseException, case: Any) -> None:
         """Count an escape under its exception type and innermost project frame."""
         frames = [
-            f
-            for f in traceback.extract_tb(exc.__traceback__)
-            if str(PROJECT) in f.filename and "/tests/" not in f.filename
+            f for f in traceback.extract_tb(exc.__traceback__) if str(PROJECT) in f.filename and f.filename != __file__
         ]
         place = f"{Path(frames[-1].filename).relative_to(PROJECT)}:{frames[-1].lineno}" if frames else "?"
         signature = f"{type(exc).__name__} at {place}"
