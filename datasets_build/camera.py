@@ -6,6 +6,7 @@ pixel (u, v) = (column, row); depth maps hold metres along the camera z axis.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -104,6 +105,21 @@ class CameraModel:
         c2w = self.camera_to_world
         return cam @ c2w[:3, :3].T + c2w[:3, 3]
 
+    def unproject_flat(self, depth: np.ndarray, flat: np.ndarray) -> np.ndarray:
+        """`unproject` at the centres of the pixels `flat` (row-major indices into `depth`), float for float.
+
+        The per-column and per-row ray factors ((u - cx) / fx, (v - cy) / fy) are what `unproject` computes for
+        each pixel, taken from a table made once per intrinsics and image size; the rest is the same arithmetic.
+        """
+        depth = np.asarray(depth)
+        h, w = depth.shape
+        rows, cols = np.divmod(flat, w)
+        across, down = _ray_factors(self.intrinsics.tobytes(), w, h)
+        z = depth[rows, cols].astype(np.float64)
+        cam = np.stack([across[cols] * z, down[rows] * z, z], axis=1)
+        c2w = self.camera_to_world
+        return cam @ c2w[:3, :3].T + c2w[:3, 3]
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (lists of floats)."""
         return {
@@ -119,3 +135,14 @@ class CameraModel:
         return cls(
             np.asarray(data["intrinsics"]), np.asarray(data["extrinsics"]), int(data["width"]), int(data["height"])
         )
+
+
+@functools.lru_cache(maxsize=64)
+def _ray_factors(intrinsics: bytes, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """((u - cx) / fx per column, (v - cy) / fy per row) at the pixel centres, read-only (see `unproject_flat`)."""
+    k = np.frombuffer(intrinsics, dtype=np.float64).reshape(3, 3)
+    across = (np.arange(width) + 0.5 - k[0, 2]) / k[0, 0]
+    down = (np.arange(height) + 0.5 - k[1, 2]) / k[1, 1]
+    across.flags.writeable = False
+    down.flags.writeable = False
+    return across, down
