@@ -11,7 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from datasets_build.camera import CameraModel
+from datasets_build.camera import CameraModel, transform_rows
 from datasets_build.corpora.vica import support_area
 from datasets_build.geometry.ground_truth import (
     ground_truth_geometry,
@@ -20,6 +20,7 @@ from datasets_build.geometry.ground_truth import (
 )
 from datasets_build.geometry.scene import (
     _world_to_canonical,
+    apply,
     canonical_camera,
     canonical_from_world,
     flat_box,
@@ -190,3 +191,17 @@ def test_object_clouds_and_bounds_match_the_plain_computation(demo_episodes) -> 
                 assert np.array_equal(obj.points, plain)
                 assert np.array_equal(np.stack([obj.lower, obj.upper]), np.percentile(plain, [2, 98], axis=0))
                 assert obj.pixels == int(np.count_nonzero(obj.mask))
+
+
+def test_rigid_transforms_of_rows_are_the_plain_expression() -> None:
+    rng = np.random.default_rng(6)
+    for i in range(1000):
+        transform = np.eye(4)
+        transform[:3] = rng.normal(size=(3, 4)) * rng.uniform(0.1, 10)
+        n = int(rng.integers(0, 40)) if i % 2 else int(rng.integers(40, 10000))
+        points = rng.normal(size=(n, 3)) * rng.uniform(1e-3, 100)
+        plain = points @ transform[:3, :3].T + transform[:3, 3]
+        assert np.array_equal(transform_rows(points, transform), plain)
+        single = points.astype(np.float32)
+        plain_single = single.astype(np.float64) @ transform[:3, :3].T + transform[:3, 3]
+        assert np.array_equal(apply(transform, single), plain_single)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from datasets_build.camera import CameraModel
+from datasets_build.camera import CameraModel, transform_rows
 
 
 def canonical_from_camera(up: np.ndarray) -> np.ndarray:
@@ -96,8 +96,7 @@ def _cached_canonical_camera(intrinsics: bytes, extrinsics: bytes, w2c: bytes, w
 
 def apply(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Apply a 4x4 rigid transform to (N, 3) points."""
-    pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
-    return pts @ transform[:3, :3].T + transform[:3, 3]
+    return transform_rows(np.asarray(points, dtype=np.float64).reshape(-1, 3), transform)
 
 
 @dataclass
