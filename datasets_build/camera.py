@@ -117,9 +117,12 @@ class CameraModel:
         rows = flat // w
         cols = flat - rows * w
         across, down = _ray_factors(self.intrinsics.tobytes(), w, h)
-        z = depth.reshape(-1)[flat].astype(np.float64)
-        cam = np.stack([across[cols] * z, down[rows] * z, z], axis=1)
-        return transform_rows(cam, self.camera_to_world)
+        columns = np.empty((3, len(flat)))  # cam = columns.T, (N, 3) in column-major order
+        z = columns[2]
+        z[:] = depth.reshape(-1)[flat]  # float64 where read
+        np.multiply(across[cols], z, out=columns[0])
+        np.multiply(down[rows], z, out=columns[1])
+        return transform_rows(columns.T, self.camera_to_world)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (lists of floats)."""
@@ -153,11 +156,16 @@ def transform_rows(points: np.ndarray, transform: np.ndarray) -> np.ndarray:
     """`points @ transform[:3, :3].T + transform[:3, 3]` for (N, 3) float64 points, float for float.
 
     From 2 rows on, the rotation goes to the matrix product as a C-contiguous copy: BLAS multiplies the same
-    numbers in the same order as with the transposed view (tests/test_geometry_exact.py checks it), several
-    times faster. A single row keeps the plain expression (numpy hands it to a vector product).
+    numbers in the same order whatever the operands' memory order (tests/test_geometry_exact.py checks it),
+    several times faster; many rows get the translation column by column (the same sums, in long loops). A
+    single row keeps the plain expression (numpy hands it to a vector product).
     """
     if len(points) < 2:
         return points @ transform[:3, :3].T + transform[:3, 3]
     out = points @ np.ascontiguousarray(transform[:3, :3].T)
-    out += transform[:3, 3]
+    if len(out) < 1024:
+        out += transform[:3, 3]
+    else:
+        for i in range(3):
+            out[:, i] += transform[i, 3]
     return out

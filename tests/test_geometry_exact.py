@@ -202,6 +202,7 @@ def test_rigid_transforms_of_rows_are_the_plain_expression() -> None:
         points = rng.normal(size=(n, 3)) * rng.uniform(1e-3, 100)
         plain = points @ transform[:3, :3].T + transform[:3, 3]
         assert np.array_equal(transform_rows(points, transform), plain)
+        assert np.array_equal(transform_rows(np.asfortranarray(points), transform), plain)
         single = points.astype(np.float32)
         plain_single = single.astype(np.float64) @ transform[:3, :3].T + transform[:3, 3]
         assert np.array_equal(apply(transform, single), plain_single)

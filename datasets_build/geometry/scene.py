@@ -146,9 +146,9 @@ class ObjectGeometry:
         """JSON-serialisable facts a sample's `meta` records and `verify` re-derives answers from."""
         return {
             "name": self.name,
-            "centroid": [round(float(v), 5) for v in self.centroid],
-            "lower": [round(float(v), 5) for v in self.lower],
-            "upper": [round(float(v), 5) for v in self.upper],
+            "centroid": [round(v, 5) for v in self.centroid.tolist()],
+            "lower": [round(v, 5) for v in self.lower.tolist()],
+            "upper": [round(v, 5) for v in self.upper.tolist()],
             "box": [int(v) for v in self.box],
             "pixels": self.pixels,
             "score": round(float(self.score), 4),
@@ -218,7 +218,7 @@ _BOUNDS_Q = (2 / 100, 98 / 100)  # the quantiles of `robust_bounds`, as np.perce
 def robust_bounds(points: np.ndarray) -> np.ndarray:
     """`np.percentile(points, [2, 98], axis=0)` (linear method) float for float: (2, D) float64.
 
-    Only the four order statistics each column needs are partitioned into place, and they are interpolated
+    The columns are sorted and the two order statistics around each quantile are interpolated
     with numpy's own formula (gamma from the virtual index (n - 1) * q; `b - (b - a) * (1 - gamma)` from
     gamma 0.5 up) and dtypes (the difference in the input's dtype, the rest in float64); a cloud with fewer
     than 2 points or with NaNs takes np.percentile itself.
@@ -226,16 +226,26 @@ def robust_bounds(points: np.ndarray) -> np.ndarray:
     n = len(points)
     if n < 2 or points.ndim != 2:
         return np.percentile(points, [2, 98], axis=0)
-    lows = [math.floor((n - 1) * q) for q in _BOUNDS_Q]  # < n - 1: both neighbours exist
-    part = np.partition(points, sorted({0, n - 1, *lows, *(i + 1 for i in lows)}), axis=0)
-    if np.isnan(part[-1]).any():
+    lows, gamma = _bounds_weights(n)
+    ordered = np.sort(points, axis=0)  # NaNs sort last
+    if np.isnan(ordered[-1]).any():
         return np.percentile(points, [2, 98], axis=0)
-    previous, following = part[lows], part[[i + 1 for i in lows]]
-    gamma = np.array([(n - 1) * q - i for q, i in zip(_BOUNDS_Q, lows, strict=True)]).reshape(2, 1)
+    previous, following = ordered[lows], ordered[lows + 1]
     diff = following - previous
     out = np.add(previous, diff * gamma)
     np.subtract(following, diff * (1 - gamma), out=out, where=gamma >= 0.5, casting="unsafe", dtype=out.dtype.type)
     return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _bounds_weights(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the lower neighbours' indices (2,), gamma (2, 1)) of `robust_bounds` for `n` >= 2 points: numpy's virtual
+    index (n - 1) * q, its floor (below n - 1, so both neighbours exist) and the fraction."""
+    lows = np.array([math.floor((n - 1) * q) for q in _BOUNDS_Q])
+    gamma = np.array([(n - 1) * q - int(i) for q, i in zip(_BOUNDS_Q, lows, strict=True)]).reshape(2, 1)
+    lows.flags.writeable = False
+    gamma.flags.writeable = False
+    return lows, gamma
 
 
 def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
