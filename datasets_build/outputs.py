@@ -33,6 +33,12 @@ def protected_folders() -> set[Path]:
     return {Path("/"), Path.home().resolve(), cwd, *cwd.parents, *Path.home().resolve().parents}
 
 
+def refuse_protected(folder: Path, what: str = "delete") -> None:
+    """ConfigError when `folder` is one no command may delete or replace (see `protected_folders`)."""
+    if folder.resolve() in protected_folders():
+        raise ConfigError(f"{folder}: refusing to {what} the root, home, working folder or a folder above it")
+
+
 def marker_kind(folder: Path) -> str | None:
     """The kind recorded in `folder`'s marker file, or None (no marker, or an unreadable one)."""
     try:
@@ -55,9 +61,7 @@ def is_empty(folder: Path) -> bool:
 
 def remove_output(folder: Path, kind: str) -> None:
     """Delete `folder` for `overwrite`: only a folder marked by a command of `kind`, never a protected one."""
-    target = folder.resolve()
-    if target in protected_folders():
-        raise ConfigError(f"{folder}: refusing to delete the root, home, working folder or a folder above it")
+    refuse_protected(folder)
     found = marker_kind(folder)
     if found != kind:
         what = f"was written by `{found}`" if found else f"has no {MARKER_FILE}, so this command did not write it"
@@ -75,8 +79,7 @@ def check_output_folder(folder: str | Path, kind: str, overwrite: bool, *, resum
             return folder
         if not overwrite:
             raise OutputExistsError(f"{folder}: output folder exists and is not empty ({OVERWRITE_HINT})")
-        if folder.resolve() in protected_folders():
-            raise ConfigError(f"{folder}: refusing to replace the root, home, working folder or a folder above it")
+        refuse_protected(folder, "replace")
         found = marker_kind(folder)
         if found != kind:
             what = f"was written by `{found}`" if found else f"has no {MARKER_FILE}, so this command did not write it"
