@@ -109,18 +109,25 @@ def prepare_output_folder(folder: str | Path, kind: str, overwrite: bool, *, res
 
 
 @contextmanager
-def claim_output_folder(folder: str | Path, kind: str, overwrite: bool, *, resume: bool = False) -> Iterator[Path]:
-    """`prepare_output_folder` for the block; on an exception, a folder this call created is removed again
-    when nothing but its marker and lock is in it (bad arguments never leave an empty output folder)."""
+def cleaned_if_unused(folder: str | Path) -> Iterator[None]:
+    """On an exception in the block, remove `folder` when it did not exist before and holds nothing but its
+    marker and lock (a command that failed before writing anything leaves no empty output folder)."""
     folder = Path(folder)
     existed = folder.exists()
-    created = prepare_output_folder(folder, kind, overwrite, resume=resume)
     try:
-        yield created
+        yield
     except BaseException:
-        if not existed and created.is_dir() and is_empty(created):
-            shutil.rmtree(created, ignore_errors=True)
+        if not existed and folder.is_dir() and is_empty(folder):
+            shutil.rmtree(folder, ignore_errors=True)
         raise
+
+
+@contextmanager
+def claim_output_folder(folder: str | Path, kind: str, overwrite: bool, *, resume: bool = False) -> Iterator[Path]:
+    """`prepare_output_folder` for the block, removed again by `cleaned_if_unused` when the block fails
+    before writing anything into it."""
+    with cleaned_if_unused(folder):
+        yield prepare_output_folder(folder, kind, overwrite, resume=resume)
 
 
 def partial_folder(folder: Path) -> Path:
