@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from datasets_build.errors import DataError
 from datasets_build.fast.vocab import parse_answer
 from datasets_build.masks import point_pixel, rle_decode
 
@@ -223,10 +224,31 @@ def _score_points(prediction: str, reference: str, meta: dict[str, Any]) -> dict
         return {"parsed": 0.0, "point_accuracy": 0.0}
     region = meta.get("region")
     if isinstance(region, dict):
-        return {"parsed": 1.0, "point_accuracy": points_in_region(points, rle_decode(region))}
+        return {"parsed": 1.0, "point_accuracy": points_in_region(points, _region_mask(region))}
     # no target region (published RoboPoint rows): the reference points are a few samples of an unknown
     # region, so no distance to them says whether a point is right
     return {"parsed": float(bool(points)), "unverifiable": 1.0}
+
+
+def _region_mask(region: dict[str, Any]) -> np.ndarray:
+    """The reference sample's target region; DataError (field meta.region) when it is not a valid RLE mask."""
+    try:
+        mask = rle_decode(region)
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise DataError(f"not a run-length mask ({exc})", field="meta.region") from exc
+    if mask.size == 0:
+        raise DataError(f"empty mask of size {mask.shape}", field="meta.region")
+    return mask
+
+
+def _image_scale(meta: dict[str, Any]) -> np.ndarray:
+    """[width, height] of the sample's image (normalised -> pixels); DataError (field meta.image_size) if malformed."""
+    size = meta.get("image_size") or [1, 1]
+    try:
+        scale = np.asarray([float(size[0]), float(size[1])])
+    except (TypeError, ValueError, IndexError, KeyError, OverflowError) as exc:
+        raise DataError(f"expected [width, height], got {str(size)[:60]}", field="meta.image_size") from exc
+    return scale
 
 
 def _score_choice(prediction: str, reference: str, meta: dict[str, Any]) -> dict[str, float]:
@@ -278,8 +300,7 @@ def _score_trajectory(prediction: str, reference: str, meta: dict[str, Any]) -> 
         pred, ref = parse_points(prediction), parse_points(reference)
     except ValueError:
         return {"parsed": 0.0}
-    size = meta.get("image_size") or [1, 1]
-    scale = np.asarray([float(size[0]), float(size[1])])  # normalised -> pixels of the sample's image
+    scale = _image_scale(meta)
     distance = (
         trajectory_distance([tuple(p * scale) for p in np.asarray(pred)], [tuple(p * scale) for p in np.asarray(ref)])
         if pred
@@ -350,7 +371,7 @@ def score_answer(
     if kind == "fast":
         scores = _score_text(prediction, reference, meta)
         if fast_tokenizer is not None and "actions" in meta:
-            scores.update(score_fast_answer(prediction, np.asarray(meta["actions"]), fast_tokenizer))
+            scores.update(score_fast_answer(prediction, meta["actions"], fast_tokenizer))  # checked there
         return scores
     return SCORERS[kind](prediction, reference, meta)
 
@@ -359,9 +380,15 @@ def score_fast_answer(prediction: str, actions: np.ndarray, tokenizer: Any) -> d
     """One FAST-token answer decoded through `tokenizer`: `fast_invalid` (1 when it does not decode to a chunk)
     and, when valid, `fast_l1`, the mean absolute error against the reference (T, D) `actions`."""
     decoded = tokenizer.decode(parse_answer(prediction))
+    try:
+        reference = np.asarray(actions, np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"not a numeric array ({exc})", field="meta.actions") from exc
+    if reference.shape != decoded.actions.shape:
+        raise DataError(f"shape {reference.shape}, the tokenizer decodes {decoded.actions.shape}", field="meta.actions")
     if not decoded.valid:
         return {"fast_invalid": 1.0}
-    return {"fast_invalid": 0.0, "fast_l1": float(np.abs(decoded.actions - np.asarray(actions, np.float64)).mean())}
+    return {"fast_invalid": 0.0, "fast_l1": float(np.abs(decoded.actions - reference).mean())}
 
 
 def score_fast(predictions: Sequence[str], references: Sequence[np.ndarray], tokenizer: Any) -> dict[str, float]:

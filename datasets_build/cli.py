@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from datasets_build.configs import build_config, parse_overrides
-from datasets_build.errors import ToolkitError
+from datasets_build.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, ToolkitError, one_line
 
 
 def _demo_episodes(args: argparse.Namespace) -> int:
@@ -63,27 +63,26 @@ def _open(args: argparse.Namespace) -> Any:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    from datasets_build.errors import ConfigError
     from datasets_build.inspection import format_inspection, inspect_source
 
+    if args.max_episodes is not None and args.max_episodes < 1:
+        raise ConfigError(f"inspect: --max-episodes: must be >= 1, got {args.max_episodes}")
     info = inspect_source(_open(args), args.max_episodes, args.num_shards, args.shard_index)
     print(json.dumps(info) if args.json else format_inspection(info))
     return 0
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from datasets_build.errors import DataError
     from datasets_build.inspection import source_stats
+    from datasets_build.outputs import check_output_file, write_text_atomic
 
+    out = check_output_file(args.out)  # before reading the whole source
     stats = source_stats(_open(args), args.num_shards, args.shard_index)
     if not stats:
         raise DataError("no episodes to compute statistics from", args.path)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(stats, indent=2))
-    tmp.replace(out)
+    write_text_atomic(out, json.dumps(stats, indent=2))
     print(f"wrote {out} ({stats['action']['count'][0]} steps)")
     return 0
 
@@ -122,6 +121,13 @@ def _tiny_models(args: argparse.Namespace) -> int:
             target = f"{args.out}/{repo_id.replace('/', '--')}"
             print(build_tiny_model(family_of(repo_id), target, seed=args.seed, repo_id=repo_id))
         return 0
+    if not args.hf_home:
+        from datasets_build.errors import ConfigError
+
+        raise ConfigError(
+            "tiny-models: --hf-home is required (random weights under the real Hub ids never go into your default "
+            "HF cache; set HF_HOME to that folder to load them, or use --out for plain folders)"
+        )
     installed = install_tiny_backbones(args.hf_home, families=args.families, ids=args.ids, seed=args.seed)
     for repo_id, folder in sorted(installed.items()):
         print(f"{repo_id}  {folder}")
@@ -349,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
         "them in the Hugging Face cache under the paper's backbone ids (never over a real download); with --out, "
         "write the folders of --families / --ids there instead.",
     )
-    tm.add_argument("--hf-home", help="HF home to install into (default: $HF_HOME or ~/.cache/huggingface)")
+    tm.add_argument("--hf-home", help="HF home to install into (required unless --out; never the default cache)")
     tm.add_argument("--families", nargs="*", help="only these families (qwen2_5_vl qwen3_vl qwen3_vl_moe ...)")
     tm.add_argument("--ids", nargs="*", help="only these of the nine Hub ids")
     tm.add_argument(
@@ -498,15 +504,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_cli(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """Run a command; expected errors become one line on stderr and exit code 2."""
+    """Run a command; expected errors become one line on stderr and an exit code of `errors.EXIT_CODES`."""
     try:
         return func(args)
     except ToolkitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -96,6 +96,8 @@ def record_demo_episodes(cfg: DemoEpisodesConfig) -> dict[str, Any]:
                     robot_type="franka_panda_pybullet",
                     overwrite=cfg.overwrite,
                 )
+            # wall-clock timings differ run to run: kept out of the files, so one seed gives byte-identical datasets
+            episode.meta.pop("timing", None)
             columns, extra = episode_to_columns(episode, cfg.max_objects)
             writer.add_episode(columns, task=episode.instruction, extra=extra)
             summary["episodes"] += 1

@@ -26,3 +26,24 @@ class ConfigError(ToolkitError, ValueError):
 
 class OutputExistsError(ToolkitError, FileExistsError):
     """Refusing to write into an existing non-empty output folder without `overwrite`."""
+
+
+# The exit codes of every command (`python -m datasets_build|sft|vla|evaluation`, recipes/run.sh); the README's
+# Reliability section lists this table. argparse's own usage errors also exit 2.
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "success",
+    EXIT_CHECK_FAILED: "the command ran, but a check it makes failed (`verify` found wrong answers, `expert-eval` "
+    "below `--min-success`)",
+    EXIT_BAD_INPUT: "bad input, arguments or output folder: one line `error: FILE: FIELD: what is wrong` on stderr, "
+    "nothing written under a final name",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C / SIGINT); rerun to resume where resumable",
+}
+
+
+def one_line(exc: BaseException) -> str:
+    """The error as the single line a CLI prints (whitespace runs, newlines included, folded to one space)."""
+    return " ".join(str(exc).split()) or type(exc).__name__

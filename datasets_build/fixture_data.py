@@ -24,7 +24,6 @@ from __future__ import annotations
 import io
 import json
 import pickle
-import shutil
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,10 +31,12 @@ from typing import Any
 
 import numpy as np
 
-from datasets_build.errors import ConfigError, OutputExistsError
+from datasets_build.errors import ConfigError
+from datasets_build.outputs import staged_output_folder
 
 FORMATS = ("calvin", "rlds", "libero", "lerobot")
 MARKER = "fixture_data.json"
+OUTPUT_KIND = "fixture-data"  # the marker kind of its folders (datasets_build.outputs)
 CALVIN_SCALE = np.array([0.02, 0.02, 0.02, 0.05, 0.05, 0.05])  # rel_actions units: metres / radians per 1.0
 
 
@@ -67,34 +68,23 @@ def write_fixture_data(cfg: FixtureDataConfig) -> dict[str, Any]:
     from datasets_build.demo_episodes import DemoEpisodesConfig, iter_expert_episodes, record_demo_episodes
 
     out = Path(cfg.out)
-    if out.exists() and any(out.iterdir()):
-        if not cfg.overwrite:
-            raise OutputExistsError(f"{out}: output exists and is not empty (set overwrite to replace it)")
-        shutil.rmtree(out)
-    tmp = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    demo = DemoEpisodesConfig(
-        out=str(tmp / "lerobot"), episodes=cfg.episodes, seed=cfg.seed, tasks=list(cfg.tasks),
-        workers=cfg.workers, image_size=cfg.image_size, wrist_size=cfg.image_size,
-    )  # fmt: skip
-    if cfg.format == "lerobot":
-        tmp.mkdir(parents=True)
-        summary = record_demo_episodes(demo)
-        for item in (tmp / "lerobot").iterdir():
-            item.rename(tmp / item.name)
-        (tmp / "lerobot").rmdir()
-        steps = int(summary["steps"])
-    else:
-        tmp.mkdir(parents=True)
-        episodes = list(iter_expert_episodes(demo))
-        write_episodes(episodes, cfg.format, tmp, shards=cfg.shards)
-        steps = sum(len(e) for e in episodes)
-    record = {"format": cfg.format, "episodes": cfg.episodes, "steps": steps, "seed": cfg.seed, "out": str(out)}
-    (tmp / MARKER).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    if out.exists():
-        out.rmdir()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp.rename(out)
+    with staged_output_folder(out, OUTPUT_KIND, cfg.overwrite) as tmp:
+        demo = DemoEpisodesConfig(
+            out=str(tmp / "lerobot"), episodes=cfg.episodes, seed=cfg.seed, tasks=list(cfg.tasks),
+            workers=cfg.workers, image_size=cfg.image_size, wrist_size=cfg.image_size,
+        )  # fmt: skip
+        if cfg.format == "lerobot":
+            summary = record_demo_episodes(demo)
+            for item in (tmp / "lerobot").iterdir():
+                item.rename(tmp / item.name)
+            (tmp / "lerobot").rmdir()
+            steps = int(summary["steps"])
+        else:
+            episodes = list(iter_expert_episodes(demo))
+            write_episodes(episodes, cfg.format, tmp, shards=cfg.shards)
+            steps = sum(len(e) for e in episodes)
+        record = {"format": cfg.format, "episodes": cfg.episodes, "steps": steps, "seed": cfg.seed, "out": str(out)}
+        (tmp / MARKER).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return record
 
 

@@ -13,22 +13,36 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from datasets_build.errors import ConfigError
+from datasets_build.errors import ConfigError, DataError
+from datasets_build.outputs import is_empty, marker_kind, write_marker
 
 LOCK_FILE = ".lock"
 
 
 @contextmanager
 def output_lock(folder: str | Path, what: str) -> Iterator[Path]:
-    """Hold the exclusive lock of `folder` (created if missing) for the block; ConfigError when another holds it."""
+    """Hold the exclusive lock of `folder` (created if missing) for the block; ConfigError when another holds it.
+
+    A folder this call created gets the output marker of `what` (datasets_build.outputs) and is removed again
+    when the block leaves nothing else in it (a command that failed on its arguments leaves no empty folder).
+    """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder.exists() and not folder.is_dir():
+        raise DataError("output path exists and is not a folder", folder)
+    created = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if marker_kind(folder) is None:
+            write_marker(folder, what)
+    except OSError as exc:
+        raise DataError(f"cannot create output folder ({exc.strerror or exc})", folder) from exc
     path = folder / LOCK_FILE
     handle = path.open("a+", encoding="utf-8")
     try:
@@ -48,6 +62,8 @@ def output_lock(folder: str | Path, what: str) -> Iterator[Path]:
         yield path
     finally:
         handle.close()  # closing the descriptor releases the lock
+        if created and is_empty(folder):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _describe(text: str) -> str:

@@ -24,10 +24,15 @@ def rle_encode(mask: np.ndarray) -> dict[str, Any]:
     return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": counts}
 
 
+MAX_MASK_PIXELS = 1 << 26  # a 8192 x 8192 image; a larger stated size is corrupt data, not a mask
+
+
 def rle_decode(rle: dict[str, Any]) -> np.ndarray:
     """Inverse of `rle_encode`: the (H, W) boolean mask; ValueError when the runs do not cover it."""
     h, w = (int(v) for v in rle["size"])
     counts = [int(c) for c in rle["counts"]]
+    if h < 0 or w < 0 or h * w > MAX_MASK_PIXELS:
+        raise ValueError(f"mask size {h}x{w} outside 0..{MAX_MASK_PIXELS} pixels")
     if sum(counts) != h * w or any(c < 0 for c in counts):
         raise ValueError("run lengths do not cover the mask")
     values = np.arange(len(counts)) % 2 == 1

@@ -11,12 +11,16 @@ from __future__ import annotations
 import importlib
 import io
 import pickle
+import tokenize
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from datasets_build.errors import DataError
+
+# What numpy's .npy header parser raises on a malformed header (it tokenizes the header as Python literals).
+NPY_HEADER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError)
 
 # Builtins a data pickle may name: containers and plain values, nothing that calls or imports.
 _BUILTINS = frozenset(
@@ -77,7 +81,10 @@ def safe_loads(data: bytes, where: str | Path = "<bytes>") -> Any:
     """Unpickle `data` with the restricted unpickler; DataError naming `where` when refused or broken."""
     try:
         return RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+    except (
+        pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+        OverflowError, MemoryError, RecursionError,
+    ) as exc:  # fmt: skip
         raise DataError(f"cannot unpickle ({type(exc).__name__}: {exc})", where) from exc
 
 
@@ -91,7 +98,7 @@ def read_header(fp: Any, path: str | Path) -> tuple[tuple[int, ...], bool, np.dt
         if version in ((2, 0), (3, 0)):
             # 3.0 only differs by allowing utf-8 in the header; object-array headers are ascii.
             return fmt.read_array_header_2_0(fp)
-    except (ValueError, OSError, EOFError) as exc:
+    except NPY_HEADER_ERRORS as exc:
         raise DataError(f"not a valid .npy file ({exc})", path) from exc
     raise DataError(f"unsupported .npy format version {version}", path)
 

@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from datasets_build.errors import DataError
+from datasets_build.safe_pickle import NPY_HEADER_ERRORS
 
 SCHEMA_VERSION = 2  # record layout written now; `decode` also reads LEGACY_SCHEMA_VERSION
 LEGACY_SCHEMA_VERSION = 1
@@ -133,7 +134,7 @@ def unpack_images(data: bytes, where: str = "shard", member: str = IMAGES_MEMBER
     """Inverse of `pack_images`; DataError naming the member when it is not a 1-D bytes array."""
     try:
         array = np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+    except NPY_HEADER_ERRORS as exc:
         raise DataError(f"not a numpy bytes array ({exc})", where, member) from exc
     if array.ndim != 1 or array.dtype.kind != "S":
         raise DataError(f"must be a 1-D bytes array, got {array.dtype} {array.shape}", where, member)
@@ -147,7 +148,7 @@ def packed_count(data: bytes, where: str = "shard", member: str = IMAGES_MEMBER)
         version = np.lib.format.read_magic(stream)
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, _, dtype = read_header(stream)
-    except (ValueError, OSError, EOFError) as exc:
+    except NPY_HEADER_ERRORS as exc:
         raise DataError(f"not a numpy bytes array ({exc})", where, member) from exc
     if len(shape) != 1 or dtype.kind != "S":
         raise DataError(f"must be a 1-D bytes array, got {dtype} {shape}", where, member)
@@ -298,7 +299,7 @@ class Sample:
             return cls._decode(record, here)
         except DataError:
             raise
-        except (KeyError, TypeError, ValueError, OSError, SyntaxError) as exc:
+        except (KeyError, TypeError, ValueError, OSError, SyntaxError, RecursionError) as exc:
             raise DataError(f"cannot decode record ({type(exc).__name__}: {exc})", here) from exc
 
     @classmethod

@@ -717,12 +717,17 @@ def install_tiny_backbones(
 ) -> dict[str, Path]:
     """Install tiny models under the paper's backbone ids (all nine by default); {Hub id: snapshot folder}.
 
-    `hf_home` defaults to where huggingface_hub looks ($HF_HUB_CACHE, $HF_HOME, ~/.cache/huggingface).
+    `hf_home` defaults to $HF_HUB_CACHE or $HF_HOME; with neither set it is required (never the default cache).
     `families` keeps only the ids of those families; `ids` picks some of the nine ids. Each id gets its own
     build, laid out like that release (Qwen2.5-VL-3B ties its lm_head, 7B does not). An id already holding the
     same tiny build is left as is, an older tiny build is replaced, and an id holding anything else (a real
     download) is an error, never overwritten.
     """
+    if hf_home is None and not (os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME")):
+        raise ConfigError(
+            f"tiny-models: --hf-home (or HF_HOME) is required: random weights under the real Hub ids must never "
+            f"land in the default cache {hub_cache_dir()}, where from_pretrained would later load them silently"
+        )
     chosen = list(ids) if ids is not None else list(PAPER_BACKBONES)
     for repo_id in chosen:
         if repo_id not in PAPER_BACKBONES:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 class TinyModelsConfig:
     """Recipe stage `tiny_models`: which paper ids get tiny models, and in which HF home."""
 
-    hf_home: str | None = None  # None = where huggingface_hub looks ($HF_HOME, ~/.cache/huggingface)
+    hf_home: str | None = None  # None = the recipe's $HF_HOME (required then: never the default cache)
     ids: list[str] | None = None  # None = all nine paper backbones
     families: list[str] | None = None
     seed: int = 0

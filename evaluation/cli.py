@@ -72,16 +72,15 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _calvin_sequences(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    from datasets_build.errors import ConfigError
+    from datasets_build.outputs import check_output_file, write_text_atomic
     from evaluation.calvin_sequences import chains_digest, get_sequences, to_json
 
+    if args.num < 1:
+        raise ConfigError(f"calvin-sequences: --num: must be >= 1, got {args.num}")
+    out = check_output_file(args.out)  # before the generation, not after it
     chains = get_sequences(args.num, cache_dir=args.cache_dir)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(to_json(chains))
-    tmp.replace(out)
+    write_text_atomic(out, to_json(chains))
     print(f"{len(chains)} chains -> {out} (sha256 {chains_digest(chains)})")
     return 0
 

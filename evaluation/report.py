@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from datasets_build.errors import ConfigError, DataError
+from datasets_build.outputs import staged_output_folder
 from evaluation.paper import FIGURE3_FITS, PaperTable, paper_table
 from evaluation.protocol import headline
 from evaluation.results import SUMMARY_FILE, load_results, read_json
@@ -40,6 +41,7 @@ BENCHMARK_NAMES: dict[str, str] = {
     "demo": "Demo",
 }
 SWEEP_FILE = "sweep.json"
+OUTPUT_KIND = "evaluation report"  # the marker kind of a report folder (datasets_build.outputs)
 LAYOUTS = ("rows", "grid")
 GRID_SEPARATOR = "@"
 _CHECKPOINT_STEP = re.compile(r"checkpoint-(\d+)")
@@ -422,8 +424,10 @@ def read_capability(path: str | Path) -> dict[str, float]:
         for number, row in enumerate(reader, 2):
             try:
                 scores[row["model"]] = float(row["score"])
-            except (TypeError, ValueError) as exc:  # noqa: PERF203 (a bad line is the error to report)
+            except (TypeError, ValueError) as exc:
                 raise DataError(f"line {number}: score {row['score']!r} is not a number", path, "score") from exc
+            if not math.isfinite(scores[row["model"]]):
+                raise DataError(f"line {number}: score {row['score']!r} is not a finite number", path, "score")
     return scores
 
 
@@ -486,8 +490,22 @@ def report(cfg: ReportConfig) -> list[Path]:
         raise ConfigError("out: a report folder is required")
     table = collect(cfg.results, cfg.allow_incomplete)
     paper = paper_table(cfg.paper) if cfg.paper else None
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    capability = read_capability(cfg.capability) if cfg.capability else None  # every input read before writing
+    final = Path(cfg.out)
+    # a report is a view of results: its own folder is regenerated, any other non-empty folder refused
+    with staged_output_folder(final, OUTPUT_KIND, overwrite=True) as out:
+        written = _write_report(cfg, table, paper, capability, out)
+    return [final / p.relative_to(out) for p in written]
+
+
+def _write_report(
+    cfg: ReportConfig,
+    table: dict[str, dict[str, Cell]],
+    paper: Any,
+    capability: dict[str, float] | None,
+    out: Path,
+) -> list[Path]:
+    """The report's files in `out` (the staging folder)."""
     if cfg.layout == "grid":
         header, rows = build_grid(table, cfg.baseline, paper, cfg.paper_sim)
     else:
@@ -507,8 +525,8 @@ def report(cfg: ReportConfig) -> list[Path]:
     if cfg.layout == "rows":
         written += box_plots(table, out, cfg.from_step)
         written += figure4(table, out, cfg.from_step)
-    if cfg.capability:
-        paths, fits = capability_plots(table, read_capability(cfg.capability), out)
+    if capability is not None:
+        paths, fits = capability_plots(table, capability, out)
         written += paths
         clean = {s: {k: _finite(v) for k, v in f.items()} for s, f in fits.items()}
         (out / "correlation.json").write_text(json.dumps(clean, indent=2) + "\n")

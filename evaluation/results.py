@@ -15,6 +15,7 @@ from typing import Any
 
 from datasets_build import faults
 from datasets_build.errors import ConfigError, DataError
+from datasets_build.outputs import OVERWRITE_HINT
 from evaluation.protocol import EpisodeRecord
 
 RUN_FILE = "run.json"
@@ -100,7 +101,8 @@ def check_run(out: Path, run: dict[str, Any], overwrite: bool) -> None:
         differing = sorted(k for k in run if previous.get(k) != run[k])
         if differing:
             raise ConfigError(
-                f"{out}: holds a run with other settings ({', '.join(differing)}); use another --out or --overwrite"
+                f"{out}: holds a run with other settings ({', '.join(differing)}); "
+                f"use another --out, or {OVERWRITE_HINT}"
             )
     if overwrite:
         for name in (RUN_FILE, EPISODES_FILE, SUMMARY_FILE, TIMING_FILE):
@@ -119,9 +121,10 @@ def load_results(paths: Iterable[str | Path], allow_incomplete: bool = False) ->
     loaded = []
     for raw in paths:
         path = Path(raw)
-        summary = read_json(path / SUMMARY_FILE if path.is_dir() else path)
+        file = path / SUMMARY_FILE if path.is_dir() else path
+        summary = read_json(file)
         if not isinstance(summary, dict) or "sim" not in summary or "metrics" not in summary:
-            raise DataError("not an evaluation summary (needs 'sim' and 'metrics')", path)
+            raise DataError("not an evaluation summary (needs 'sim' and 'metrics')", file)
         if int(summary.get("num_shards") or 1) > 1:
             raise DataError(
                 f"shard {summary.get('shard_index')} of {summary['num_shards']} of a sharded run, not a whole "

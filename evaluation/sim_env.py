@@ -21,6 +21,7 @@ from pathlib import Path
 
 from datasets_build import __version__
 from datasets_build.errors import ConfigError, OutputExistsError, ToolkitError
+from datasets_build.outputs import OVERWRITE_HINT
 from evaluation.remote import source_root
 from evaluation.sims import SIMULATORS
 
@@ -82,7 +83,7 @@ def build_sim_env(cfg: SimEnvConfig) -> Path:
         if json.loads(marker.read_text()) == wanted and venv_python(out).exists():
             return venv_python(out)
         if not cfg.overwrite:
-            raise OutputExistsError(f"{out}: holds another simulator environment; pass --overwrite to rebuild it")
+            raise OutputExistsError(f"{out}: holds another simulator environment ({OVERWRITE_HINT})")
         shutil.rmtree(out)
     elif out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise OutputExistsError(f"{out}: exists and was not built by `evaluation sim-env`; choose another folder")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from datasets_build.errors import ConfigError
+from datasets_build.locking import output_lock
 from evaluation.policies import load_policy
 from evaluation.protocol import CHUNK_MODES, headline
 from evaluation.results import SUMMARY_FILE, read_json, write_json
@@ -102,15 +103,15 @@ def sweep(cfg: SweepConfig, load: Callable[[str], PolicyLike] = load_policy) -> 
         raise ConfigError("run: a training run folder is required")
     checkpoints = find_checkpoints(Path(cfg.run))
     out = Path(cfg.out) if cfg.out else Path(cfg.run) / f"eval-{cfg.sim}"
-    out.mkdir(parents=True, exist_ok=True)
-    previous = read_json(out / SWEEP_FILE) if (out / SWEEP_FILE).is_file() else None
-    if previous is not None and previous.get("sim") != cfg.sim:
-        raise ConfigError(f"{out}: holds a sweep of simulator {previous.get('sim')!r}, not {cfg.sim!r}")
-    record: dict[str, Any] = {"sim": cfg.sim, "run": str(cfg.run), "metric": METRICS[cfg.sim], "results": []}
-    for checkpoint in checkpoints:
-        policy = load(str(checkpoint))
-        for mode in cfg.chunk_modes:
-            record["results"].append(_setting(cfg, policy, checkpoint, mode, out / checkpoint.name / mode))
-            record["best"] = max(record["results"], key=lambda r: r["score"])
-            write_json(out / SWEEP_FILE, record)
+    with output_lock(out, "evaluation sweep"):  # two sweeps on one folder would interleave their runs
+        previous = read_json(out / SWEEP_FILE) if (out / SWEEP_FILE).is_file() else None
+        if previous is not None and previous.get("sim") != cfg.sim:
+            raise ConfigError(f"{out}: holds a sweep of simulator {previous.get('sim')!r}, not {cfg.sim!r}")
+        record: dict[str, Any] = {"sim": cfg.sim, "run": str(cfg.run), "metric": METRICS[cfg.sim], "results": []}
+        for checkpoint in checkpoints:
+            policy = load(str(checkpoint))
+            for mode in cfg.chunk_modes:
+                record["results"].append(_setting(cfg, policy, checkpoint, mode, out / checkpoint.name / mode))
+                record["best"] = max(record["results"], key=lambda r: r["score"])
+                write_json(out / SWEEP_FILE, record)
     return record

@@ -63,7 +63,14 @@ from recipe_launch import ERROR_SUFFIX, LaunchConfig, describe, launch_command, 
 
 from datasets_build import faults  # noqa: E402
 from datasets_build.configs import build_config, config_to_dict, load_yaml, parse_overrides  # noqa: E402
-from datasets_build.errors import ConfigError, DataError, ToolkitError  # noqa: E402
+from datasets_build.errors import (  # noqa: E402
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    ConfigError,
+    DataError,
+    ToolkitError,
+    one_line,
+)
 
 TOP_LEVEL_KEYS = {"description", "extends", "env", "vars", "launch", "profiles", "stages", "state_dir"}
 STAGE_META_KEYS = ("uses", "launch", "after")
@@ -943,8 +950,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return run_plan(plan, selected, forced, verbose=args.verbose)
     except (ToolkitError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

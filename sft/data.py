@@ -2,8 +2,9 @@
 
 Each shard set is checked against its dataset card first (`ShardSet`, with sha256 when asked), so a missing
 card or a corrupt shard stops the run before any step. Rows are decoded straight from the tars (no pickle,
-no webdataset decoders); several sets are mixed by weight inside the generator. The shard
-list is the generator's `gen_kwargs`, so `accelerate` splits tars across ranks when there are enough.
+no webdataset decoders); several sets are mixed by weight inside the generator. The generator's
+`gen_kwargs` is a list of slices that workers and ranks split, and every slice reads every set, so a set
+with one tar keeps its weight on every worker of every rank.
 """
 
 from __future__ import annotations
@@ -71,49 +72,82 @@ def sample_row(sample: Sample, with_targets: bool = False) -> dict[str, Any]:
     return row
 
 
-def _set_rows(shards: list[str], with_targets: bool = False) -> Iterator[dict[str, Any]]:
-    """Rows of the given tars, in order."""
-    for path in shards:
+_SPREAD = 263  # a prime: consecutive items land in slices far apart
+
+
+def slice_of(index: int, slices: int) -> int:
+    """The slice (of `slices`) item `index` of a set (its tar, or its sample) belongs to."""
+    return index * _SPREAD % slices
+
+
+def _set_rows(
+    shards: Sequence[str], mine: frozenset[int], total: int, by_tar: bool, with_targets: bool = False
+) -> Iterator[dict[str, Any]]:
+    """Rows of one set in the slices `mine` (of `total`): whole tars when `by_tar` (tar j: `slice_of(j)`),
+    otherwise single samples (sample p: `slice_of(p)`), so a set with fewer tars than slices is read by all."""
+    position = 0
+    for j, path in enumerate(shards):
+        if by_tar and slice_of(j, total) not in mine:
+            continue
         for record in iter_tar_records(path):
-            yield sample_row(Sample.decode(record, where=str(record.get("__url__", path))), with_targets)
+            keep = by_tar or slice_of(position, total) in mine
+            position += 1
+            if keep:
+                yield sample_row(Sample.decode(record, where=str(record.get("__url__", path))), with_targets)
 
 
 def _rows(
-    shards: list[tuple[int, str]], weights: tuple[float, ...], seed: int, with_targets: bool = False
+    slices: list[int],
+    total: int,
+    sets: Sequence[Sequence[str]],
+    weights: tuple[float, ...],
+    seed: int,
+    with_targets: bool = False,
 ) -> Iterator[dict[str, Any]]:
-    """Rows of the given (set index, tar) pairs, the sets mixed by `weights` with a seeded draw.
+    """Rows of the given slices of every set, the sets mixed by `weights` with a seeded draw.
 
-    A set that runs out restarts (oversampling small sets) until every set present has run out once.
-    datasets calls this once per slice of the shard list (per worker / rank).
+    datasets calls this once per slice (of `total`) that a worker of a rank reads; every slice reads every
+    set (whole tars when a set has at least `total` of them, else a spread of its samples), so the mixing
+    weights hold whatever the number of workers x ranks. A set that runs out restarts (oversampling small
+    sets) until every set has run out once.
     """
-    by_set: dict[int, list[str]] = {}
-    for index, path in shards:
-        by_set.setdefault(index, []).append(path)
-    order = sorted(by_set)
-    streams = {i: _set_rows(by_set[i], with_targets) for i in order}
+    mine = frozenset(slices)
+    by_tar = [len(tars) >= total for tars in sets]
+    active = list(range(len(sets)))
+    streams = {i: _set_rows(sets[i], mine, total, by_tar[i], with_targets) for i in active}
     exhausted: set[int] = set()
-    rng = random.Random(f"{seed}:{shards[0][1] if shards else ''}")
-    while len(exhausted) < len(order):
-        i = rng.choices(order, weights=[weights[j] for j in order])[0]
+    rng = random.Random(f"{seed}:{min(mine) if mine else ''}")
+    while active and len(exhausted) < len(active):
+        i = rng.choices(active, weights=[weights[j] for j in active])[0]
         row = next(streams[i], None)
         if row is None:
-            exhausted.add(i)
-            streams[i] = _set_rows(by_set[i], with_targets)
+            streams[i] = _set_rows(sets[i], mine, total, by_tar[i], with_targets)
             row = next(streams[i], None)
-            if row is None or len(exhausted) == len(order):
+            if row is None:  # nothing of this set in these slices
+                active.remove(i)
+                continue
+            exhausted.add(i)
+            if len(exhausted) == len(active):
                 continue
         yield row
 
 
 def stream_dataset(
-    sources: Sequence[OpenedSource], seed: int = 0, shuffle_buffer: int = 256, with_targets: bool = False
+    sources: Sequence[OpenedSource],
+    seed: int = 0,
+    shuffle_buffer: int = 256,
+    with_targets: bool = False,
+    slices: int = 1,
 ) -> IterableDataset:
-    """One IterableDataset over all sets: tars of every set in one shard list (so ranks and workers split
-    them), sets mixed with probabilities proportional to their weights, then a seeded tar-order shuffle and a
-    `shuffle_buffer` row buffer. Rows keep PIL images (no Arrow round trip)."""
-    shards = [(i, str(p)) for i, source in enumerate(sources) for p in source.shard_set.shards]
+    """One IterableDataset over all sets: `slices` slices (one per DataLoader worker x rank: datasets hands
+    each its own; every slice reads every set), sets mixed with probabilities proportional to their weights,
+    then a seeded slice-order shuffle and a `shuffle_buffer` row buffer. Rows keep PIL images (no Arrow)."""
+    if slices < 1:
+        raise ConfigError(f"slices: must be >= 1, got {slices}")
+    sets = tuple(tuple(str(p) for p in source.shard_set.shards) for source in sources)  # a tuple: not split
     weights = tuple(float(s.weight) for s in sources)
-    kwargs = {"shards": shards, "weights": weights, "seed": seed, "with_targets": with_targets}
+    kwargs = {"slices": list(range(slices)), "total": slices, "sets": sets, "weights": weights, "seed": seed}
+    kwargs["with_targets"] = with_targets
     stream = IterableDataset.from_generator(_rows, gen_kwargs=kwargs)
     if shuffle_buffer > 1:
         stream = stream.shuffle(seed=seed, buffer_size=shuffle_buffer)

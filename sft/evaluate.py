@@ -26,6 +26,8 @@ from datasets_build.checkpoint import FAST_TOKENIZER_DIR, RECIPE_FILE
 from datasets_build.errors import ConfigError, DataError
 from datasets_build.fast import FastTokenizer
 from datasets_build.fast.vocab import FastVocabMapping, answer_text
+from datasets_build.locking import output_lock
+from datasets_build.outputs import write_text_atomic
 from datasets_build.precision import inference_dtype
 from datasets_build.sample import Sample
 from datasets_build.shards import ShardSet
@@ -116,6 +118,8 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         raise ConfigError("evaluate: checkpoint is required")
     if not cfg.data:
         raise ConfigError("evaluate: give at least one shard set (--data)")
+    if cfg.out and Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+        raise DataError("output path exists and is not a folder", cfg.out)  # before any generation
     sets = [ShardSet(spec, verify=cfg.verify_shards) for spec in cfg.data]
     processor = load_processor(cfg.checkpoint)
     try:
@@ -166,8 +170,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         "predictions": rows,
     }
     if cfg.out:
-        out = Path(cfg.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "eval.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        (out / "eval.md").write_text(markdown_table(per_task) + "\n", encoding="utf-8")
+        with output_lock(cfg.out, "sft evaluate") as lock:
+            write_text_atomic(lock.parent / "eval.json", json.dumps(result, indent=2, sort_keys=True) + "\n")
+            write_text_atomic(lock.parent / "eval.md", markdown_table(per_task) + "\n")
     return result

@@ -21,11 +21,12 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from PIL import Image
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from datasets_build.corpora.omni_generation import PALETTE, encode_depth_target
-from datasets_build.errors import ConfigError, DataError
+from datasets_build.errors import ConfigError, DataError, one_line
 from sft.config import OmniHeadConfig
 from sft.trainer import ExtraLoss
 
@@ -218,7 +219,7 @@ class OmniGenerationHead(ExtraLoss):
         root = Path(folder)
         if not (root / CONFIG_FILE).is_file():
             raise DataError("no omni-generation head here", root / CONFIG_FILE)
-        self.projector.load_state_dict(load_file(str(root / PROJECTOR_FILE)))
+        self.projector.load_state_dict(_projector_weights(root))
         saved = UNet2DConditionModel.from_pretrained(root / DENOISER_DIR)
         self.denoiser.load_state_dict(saved.state_dict())
 
@@ -236,9 +237,20 @@ class OmniGenerationHead(ExtraLoss):
             raise DataError("the checkpoint's tokenizer lacks the head's query tokens", path, "query_tokens")
         ids = [int(i) for i in found]
         head = cls(config, int(meta["hidden_size"]), ids)
-        head.projector.load_state_dict(load_file(str(root / PROJECTOR_FILE)))
+        head.projector.load_state_dict(_projector_weights(root))
         head.denoiser = UNet2DConditionModel.from_pretrained(root / DENOISER_DIR)
         return head
+
+
+def _projector_weights(root: Path) -> dict[str, torch.Tensor]:
+    """The head's projector tensors (DataError naming the file when it is missing or unreadable)."""
+    path = root / PROJECTOR_FILE
+    if not path.is_file():
+        raise DataError("missing: the omni-generation head's projector weights", path)
+    try:
+        return load_file(str(path))
+    except (OSError, SafetensorError) as exc:
+        raise DataError(f"unreadable projector weights ({one_line(exc)})", path) from exc
 
 
 def sample_to_png(

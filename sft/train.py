@@ -25,9 +25,10 @@ from trl import SFTConfig
 from datasets_build import faults
 from datasets_build.checkpoint import FAST_TOKENIZER_DIR
 from datasets_build.configs import config_to_dict
-from datasets_build.errors import ConfigError, OutputExistsError
+from datasets_build.errors import ConfigError
 from datasets_build.fast import FastTokenizer
 from datasets_build.launch import check_launch, frozen_dtype_name, launched_engine
+from datasets_build.outputs import prepare_output_folder
 from datasets_build.parameter_groups import GroupRow, backbone_prefixes, format_parameter_table, parameter_groups
 from datasets_build.precision import cast_parameters, dtype_name, parse_dtype
 from datasets_build.shards import CARD_NAME, fingerprint_path, sha256_file
@@ -46,6 +47,7 @@ from sft.trainer import ExtraLoss, SFTTrainerWithExtras
 CHECKPOINTS = "checkpoints"
 FINAL = "final"
 SUMMARY_FILE = "train_summary.json"
+OUTPUT_KIND = "sft train"  # the marker kind of its run folders (datasets_build.outputs)
 
 
 @dataclass
@@ -66,15 +68,7 @@ class TrainingRun:
 
 def check_output_dir(cfg: SFTTrainConfig) -> Path:
     """The run folder: refuse a non-empty one unless resuming or overwriting (then cleared)."""
-    out = Path(cfg.output_dir)
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"{out}: output_dir exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not cfg.resume:
-        if not cfg.overwrite:
-            raise OutputExistsError(f"{out}: output_dir is not empty (set resume=true or overwrite=true)")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    return prepare_output_folder(cfg.output_dir, OUTPUT_KIND, cfg.overwrite, resume=cfg.resume)
 
 
 def sft_arguments(cfg: SFTTrainConfig, checkpoints: Path) -> SFTConfig:
@@ -257,7 +251,11 @@ def build_trainer(
         fast.collate_processor if fast else processor, remap=fast.remap if fast else None, extra=extra_columns
     )
     dataset = stream_dataset(
-        sources, seed=cfg.trainer.seed, shuffle_buffer=cfg.shuffle_buffer, with_targets=cfg.omni.enabled
+        sources,
+        seed=cfg.trainer.seed,
+        shuffle_buffer=cfg.shuffle_buffer,
+        with_targets=cfg.omni.enabled,
+        slices=state.num_processes * max(1, cfg.trainer.dataloader_num_workers),  # one per worker of each rank
     )
     trainer = SFTTrainerWithExtras(
         model=model,

@@ -43,6 +43,26 @@ def check_engine(engine: str, attn_implementation: str, env: Mapping[str, str] |
     check_launch(engine, attn_implementation, env)
 
 
+SCHEDULER_STATE = "scheduler.json"
+LEGACY_SCHEDULER_STATE = "custom_checkpoint_0.pkl"  # accelerate's register_for_checkpointing file (older states)
+
+
+def save_scheduler(scheduler: Any, folder: Path) -> None:
+    """The LR scheduler's state as JSON beside the train state (plain numbers: nothing to unpickle on resume)."""
+    if scheduler is not None:
+        (folder / SCHEDULER_STATE).write_text(json.dumps(scheduler.state_dict(), default=str))
+
+
+def load_scheduler(scheduler: Any, folder: Path) -> None:
+    """Restore `save_scheduler`'s file; a state written before it holds accelerate's pickle, read tensors-only."""
+    if scheduler is None:
+        return
+    if (folder / SCHEDULER_STATE).is_file():
+        scheduler.load_state_dict(json.loads((folder / SCHEDULER_STATE).read_text()))
+    elif (folder / LEGACY_SCHEDULER_STATE).is_file():
+        scheduler.load_state_dict(torch.load(folder / LEGACY_SCHEDULER_STATE, map_location="cpu", weights_only=True))
+
+
 class AccelerateEngine:
     """`single`, `ddp` and `deepspeed`: accelerate prepares, accumulates, saves and gathers."""
 
@@ -52,6 +72,7 @@ class AccelerateEngine:
         self.micro_batch = micro_batch
         self.grad_clip = grad_clip
         self.model: nn.Module | None = None
+        self.scheduler: Any = None
         self.optimizer: torch.optim.Optimizer | None = None
 
     def prepare(self, model: nn.Module, make_optimizer: OptimizerFactory) -> tuple[nn.Module, torch.optim.Optimizer]:
@@ -67,8 +88,8 @@ class AccelerateEngine:
         return self.model, self.optimizer
 
     def register(self, scheduler: Any) -> None:
-        """Checkpoint `scheduler` with the train state."""
-        self.accelerator.register_for_checkpointing(scheduler)
+        """Checkpoint `scheduler` with the train state (as JSON: accelerate would reload it with full unpickling)."""
+        self.scheduler = scheduler
 
     @contextlib.contextmanager
     def micro_step(self, sync: bool) -> Iterator[None]:
@@ -95,10 +116,13 @@ class AccelerateEngine:
     def save_state(self, folder: Path) -> None:
         """Resume state: fp32 masters, optimizer, scheduler, RNG (accelerate's layout; DeepSpeed's for ZeRO)."""
         self.accelerator.save_state(str(folder))
+        if self.accelerator.is_main_process:
+            save_scheduler(self.scheduler, folder)
 
     def load_state(self, folder: Path) -> None:
-        """Restore what `save_state` wrote."""
+        """Restore what `save_state` wrote (tensors loaded with `weights_only=True`, the scheduler from JSON)."""
         self.accelerator.load_state(str(folder))
+        load_scheduler(self.scheduler, folder)
 
     def checksum(self) -> torch.Tensor:
         """One float64 over every parameter (equal on every rank when the replicas agree)."""
@@ -198,8 +222,8 @@ class Fsdp2Engine:
 
         model_state, optim_state = get_state_dict(self.model, self.optimizer)  # type: ignore[arg-type]
         dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=str(folder))
-        if self.accelerator.is_main_process and self.scheduler is not None:
-            (folder / "scheduler.json").write_text(json.dumps(self.scheduler.state_dict(), default=str))
+        if self.accelerator.is_main_process:
+            save_scheduler(self.scheduler, folder)
 
     def load_state(self, folder: Path) -> None:
         """Restore what `save_state` wrote (same world size or not: DCP reshards)."""
@@ -215,9 +239,7 @@ class Fsdp2Engine:
             model_state_dict=state["model"],
             optim_state_dict=state["optimizer"],
         )
-        scheduler_file = folder / "scheduler.json"
-        if self.scheduler is not None and scheduler_file.is_file():
-            self.scheduler.load_state_dict(json.loads(scheduler_file.read_text()))
+        load_scheduler(self.scheduler, folder)
 
     def checksum(self) -> torch.Tensor:
         """One float64 over the unsharded parameters (every rank all-gathers every shard)."""

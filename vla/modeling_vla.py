@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from datasets_build.actions import ACTION_DIM
 from datasets_build.checkpoint import CARD_FILE, RECIPE_FILE
-from datasets_build.errors import DataError
+from datasets_build.errors import DataError, one_line
 from datasets_build.parameter_groups import GroupRow, backbone_prefixes, parameter_groups
 from datasets_build.precision import MASTER_DTYPE, cast_parameters, save_pretrained_as
 from vla.action_query import ActionQuery
@@ -94,7 +95,10 @@ class VLAPolicyModel(nn.Module):
         model = cls(backbone, query_id, config)
         with torch.no_grad():
             model.query.embedding.copy_(backbone.word_embeddings.weight[query_id].float())
-        model.head.load_state_dict(load_file(str(head_path)))
+        try:
+            model.head.load_state_dict(load_file(str(head_path)))
+        except (OSError, RuntimeError, ValueError, SafetensorError) as exc:  # truncated, or another head size
+            raise DataError(f"unreadable action head weights ({one_line(exc)})", head_path) from exc
         model.apply_freezing()
         return model
 

@@ -35,8 +35,9 @@ from transformers import get_scheduler
 
 from datasets_build import faults
 from datasets_build.configs import config_to_dict
-from datasets_build.errors import ConfigError, DataError, OutputExistsError
+from datasets_build.errors import ConfigError, DataError
 from datasets_build.launch import frozen_dtype_name
+from datasets_build.outputs import prepare_output_folder
 from datasets_build.parameter_groups import format_parameter_table
 from datasets_build.precision import compute_dtype, dtype_name, parse_dtype
 from datasets_build.vlm_families import LAYER_CLASSES, family_of
@@ -53,6 +54,7 @@ CHECKPOINT_RE = re.compile(r"^checkpoint-(\d{6,})$")
 TRAIN_STATE = "train_state"
 STEP_FILE = "step.json"
 SUMMARY_FILE = "train_summary.json"
+OUTPUT_KIND = "vla train"  # the marker kind of its run folders (datasets_build.outputs)
 
 
 def checkpoint_dirs(out: str | Path) -> list[Path]:
@@ -73,12 +75,8 @@ def _resume_state(latest: Path, start: int, cfg: VLATrainConfig, world: int, per
 
 
 def _prepare_out(cfg: VLATrainConfig) -> Path:
-    out = Path(cfg.out)
-    if out.exists() and any(out.iterdir()) and not cfg.resume:
-        if not cfg.overwrite:
-            raise OutputExistsError(f"{out}: output folder is not empty (set overwrite=true or resume=true)")
-        shutil.rmtree(out)
-    return out
+    """The run folder, marked as `vla train`'s (overwrite replaces only a folder this command wrote)."""
+    return prepare_output_folder(cfg.out, OUTPUT_KIND, cfg.overwrite, resume=cfg.resume)
 
 
 def _batches(loader: DataLoader, device: torch.device) -> Iterator[dict[str, torch.Tensor]]:

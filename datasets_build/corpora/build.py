@@ -36,6 +36,7 @@ from datasets_build.corpora.base import (
 )
 from datasets_build.episode import Episode
 from datasets_build.errors import ConfigError, DataError
+from datasets_build.outputs import OVERWRITE_HINT
 from datasets_build.sample import Sample
 from datasets_build.shards import DEFAULT_MAX_BYTES_PER_SHARD, DEFAULT_MAX_SAMPLES_PER_SHARD, ShardSet, ShardWriter
 from datasets_build.sources import open_source
@@ -229,7 +230,7 @@ def _stream_into(
     cursor = writer.resumed_cursor or {}
     start, kept = int(cursor.get("key_index", -1)), int(cursor.get("sample", 0))
     if writer.resumed_from and start < 0:
-        raise DataError("progress file has samples but no episode position; rebuild with overwrite", cfg.out)
+        raise DataError(f"progress file has samples but no episode position ({OVERWRITE_HINT} and rebuild)", cfg.out)
     pool = None
     results: Iterator[_Result]
     if cfg.workers > 1:
@@ -256,7 +257,7 @@ def _stream_into(
                     if sample.key not in writer:
                         raise DataError(
                             f"sample {sample.key} of the resumed episode is not in the kept shards: the input or "
-                            "the code changed since the interrupted run (rebuild with overwrite)",
+                            f"the code changed since the interrupted run ({OVERWRITE_HINT} and rebuild)",
                             cfg.out,
                         )
                     continue
@@ -279,7 +280,7 @@ def verify_corpus(path: str | Path, name: str | None = None) -> dict[str, Any]:
     options); samples no builder can check (general VQA, corpora whose builder needs options such as
     fast_tokens' tokenizer) are counted as `unverified`.
     """
-    shard_set = ShardSet(path)
+    shard_set = ShardSet(path, verify=True)  # every shard re-hashed against the card first
     card = shard_set.card
     corpus = name or (str(card.build_config.get("name", "")) if card is not None else "")
     if not corpus:
@@ -337,6 +338,10 @@ class VerifyConfig:
     path: str = "runs/demo/corpora/robo2vlm"
     name: str | None = None  # corpus name; None = from the dataset card
     max_error_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.max_error_rate <= 1.0:
+            raise ConfigError(f"max_error_rate: a fraction of answers in [0, 1], got {self.max_error_rate}")
 
 
 def run_verify(cfg: VerifyConfig) -> dict[str, Any]:

@@ -47,6 +47,7 @@ from tqdm import tqdm
 
 from datasets_build.configs import build_config, load_yaml
 from datasets_build.errors import ConfigError, DataError
+from datasets_build.outputs import OVERWRITE_HINT
 from datasets_build.sample import JSON_MEMBER, key_part, meta_text, record_json, upgrade_record
 from datasets_build.shards import CARD_NAME, ShardSet, ShardWriter
 from datasets_build.shards.writer import DEFAULT_MAX_BYTES_PER_SHARD, DEFAULT_MAX_SAMPLES_PER_SHARD, tar_keys
@@ -190,7 +191,7 @@ def _open_inputs(cfg: MixConfig) -> list[tuple[str, MixInput, ShardSet]]:
     names: dict[str, int] = {}
     for i, item in enumerate(cfg.inputs):
         try:
-            shards = ShardSet(item.path)
+            shards = ShardSet(item.path, verify=True)  # a corrupt shard is refused, never copied
         except DataError as exc:
             raise DataError(f"cannot open mix input: {exc}", f"inputs[{i}]", "path") from exc
         card_name = shards.card.name if shards.card is not None else ""
@@ -408,7 +409,7 @@ def mix_shards(cfg: MixConfig) -> dict[str, Any]:
                     if key not in writer:
                         raise DataError(
                             f"sample {step} ({key}) is not in the completed shards: the inputs changed since the "
-                            "interrupted run (rebuild with overwrite)",
+                            f"interrupted run ({OVERWRITE_HINT} and rebuild)",
                             cfg.out,
                         )
                     continue

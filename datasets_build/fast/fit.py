@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from datasets_build.errors import ConfigError, DataError, OutputExistsError
+from datasets_build.errors import ConfigError, DataError
 from datasets_build.fast.tokenizer import FastTokenizer, action_chunks
+from datasets_build.outputs import check_output_folder, staged_output_folder
 from datasets_build.sources import open_source
 from datasets_build.stats import RunningStats
 
@@ -42,6 +43,7 @@ class FitFastConfig:
 
 
 FIT_RECORD = "fit_fast.json"  # the FitFastConfig a tokenizer folder was fitted with
+OUTPUT_KIND = "fit-fast"  # the marker kind of a tokenizer folder (datasets_build.outputs)
 
 
 def fit_fast(cfg: FitFastConfig) -> dict[str, Any]:
@@ -49,8 +51,7 @@ def fit_fast(cfg: FitFastConfig) -> dict[str, Any]:
     if cfg.horizon < 1 or cfg.stride < 1:
         raise ConfigError("fit-fast: horizon and stride must be >= 1")
     out = Path(cfg.out)
-    if out.exists() and any(out.iterdir()) and not cfg.overwrite:
-        raise OutputExistsError(f"{out} is not empty (pass --overwrite to replace it)")
+    check_output_folder(out, OUTPUT_KIND, cfg.overwrite)
     try:
         source = open_source(cfg.source, cfg.input, skip_bad=cfg.skip_bad, **cfg.source_options)
     except TypeError as exc:
@@ -83,10 +84,9 @@ def fit_fast(cfg: FitFastConfig) -> dict[str, Any]:
     else:
         stats = {"action": running.result()}
     tokenizer = FastTokenizer.fit(chunks, stats, vocab_size=cfg.vocab_size, scale=cfg.scale)
-    tokenizer.save_pretrained(out)
-    tmp = out / f".{FIT_RECORD}.tmp"
-    tmp.write_text(json.dumps(asdict(cfg), indent=2) + "\n")
-    tmp.replace(out / FIT_RECORD)
+    with staged_output_folder(out, OUTPUT_KIND, cfg.overwrite) as tmp:
+        tokenizer.save_pretrained(tmp)
+        (tmp / FIT_RECORD).write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     ids = tokenizer.encode_batch(chunks)
     decoded, valid = tokenizer.decode_batch(ids)
     target = tokenizer.denormalize(tokenizer.normalize(chunks))

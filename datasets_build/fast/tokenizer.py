@@ -20,7 +20,7 @@ import numpy as np
 from scipy.fft import dct, idct
 from tokenizers import Tokenizer, models, trainers
 
-from datasets_build.errors import ConfigError, DataError
+from datasets_build.errors import ConfigError, DataError, one_line
 
 CONFIG_NAME = "fast_config.json"
 TOKENIZER_NAME = "tokenizer.json"
@@ -42,7 +42,19 @@ class FastConfig:
     format_version: int = FORMAT_VERSION
 
     def check(self, where: str = "FAST config") -> None:
-        """One-line ConfigError when fields are inconsistent."""
+        """One-line ConfigError when fields have the wrong type or are inconsistent."""
+        for name in ("horizon", "action_dim", "vocab_size", "min_token", "max_token", "format_version"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"{where}: {name} must be an integer, got {value!r}")
+        if not isinstance(self.scale, int | float) or isinstance(self.scale, bool) or not np.isfinite(self.scale):
+            raise ConfigError(f"{where}: scale must be a finite number, got {self.scale!r}")
+        for name in ("q01", "q99"):
+            values = getattr(self, name)
+            if not isinstance(values, list) or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v) for v in values
+            ):
+                raise ConfigError(f"{where}: {name} must be a list of finite numbers")
         if self.horizon < 1 or self.action_dim < 1:
             raise ConfigError(f"{where}: horizon and action_dim must be >= 1")
         if self.scale <= 0:
@@ -51,6 +63,8 @@ class FastConfig:
             raise ConfigError(f"{where}: q01/q99 need {self.action_dim} values (action_dim)")
         if self.max_token < self.min_token:
             raise ConfigError(f"{where}: max_token < min_token")
+        if self.max_token - self.min_token >= 0x110000:  # each coefficient is one unicode character
+            raise ConfigError(f"{where}: max_token - min_token must be < {0x110000}")
 
 
 @dataclass
@@ -242,12 +256,19 @@ class FastTokenizer:
         try:
             raw = json.loads(config_path.read_text())
             config = FastConfig(**raw)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, RecursionError) as exc:
             raise DataError(f"bad FAST config ({exc})", config_path) from exc
         if config.format_version != FORMAT_VERSION:
             raise DataError(f"format_version {config.format_version}, expected {FORMAT_VERSION}", config_path)
         config.check(str(config_path))
-        return cls(config, Tokenizer.from_file(str(folder / TOKENIZER_NAME)))
+        tokenizer_path = folder / TOKENIZER_NAME
+        if not tokenizer_path.is_file():
+            raise DataError("missing (a FAST tokenizer folder holds its BPE here)", tokenizer_path)
+        try:
+            bpe = Tokenizer.from_file(str(tokenizer_path))
+        except Exception as exc:  # the tokenizers library raises a bare Exception for a malformed file
+            raise DataError(f"not a tokenizers JSON file ({one_line(exc)})", tokenizer_path) from exc
+        return cls(config, bpe)
 
 
 def action_chunks(actions: np.ndarray, horizon: int, stride: int = 1, pad: bool = False) -> tuple[np.ndarray, int]:

@@ -50,8 +50,10 @@ class LeRobotInfo:
             raise DataError("not a LeRobot dataset (no meta/info.json)", root)
         try:
             raw = json.loads(path.read_text())
-        except ValueError as exc:
+        except (ValueError, OSError, RecursionError) as exc:
             raise DataError(f"invalid JSON ({exc})", path) from exc
+        if not isinstance(raw, dict):
+            raise DataError(f"must hold a JSON object, not {type(raw).__name__}", path)
         version = raw.get("codebase_version")
         if version not in SUPPORTED_VERSIONS:
             raise DataError(
@@ -60,6 +62,7 @@ class LeRobotInfo:
         for key in ("fps", "features"):
             if key not in raw:
                 raise DataError("missing", path, key)
+        _check_info(raw, path)
         return cls(root, raw)
 
     @property
@@ -77,3 +80,25 @@ class LeRobotInfo:
     def keys_of(self, *dtypes: str) -> list[str]:
         """Feature keys whose dtype is one of `dtypes` (e.g. "image", "video")."""
         return [k for k, f in self.features.items() if f.get("dtype") in dtypes]
+
+
+def _check_info(raw: dict[str, Any], path: Path) -> None:
+    """Types of the info.json fields the reader uses (DataError naming the field)."""
+    fps = raw["fps"]
+    if not isinstance(fps, int | float) or isinstance(fps, bool) or not 0 < fps < float("inf"):
+        raise DataError(f"must be a positive number, got {fps!r}", path, "fps")
+    features = raw["features"]
+    if not isinstance(features, dict):
+        raise DataError(f"must be an object, got {type(features).__name__}", path, "features")
+    for key, feature in features.items():
+        if not isinstance(feature, dict) or not isinstance(feature.get("dtype"), str):
+            raise DataError("must be an object with a string dtype", path, f"features.{key}")
+        shape = feature.get("shape", [])
+        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+            raise DataError(f"must be a list of integers, got {shape!r}", path, f"features.{key}.shape")
+    for key in ("data_path", "video_path"):
+        if raw.get(key) is not None and not isinstance(raw[key], str):
+            raise DataError(f"must be a path template string, got {raw[key]!r}", path, key)
+    chunks = raw.get("chunks_size", DEFAULT_CHUNK_SIZE)
+    if not isinstance(chunks, int) or isinstance(chunks, bool) or chunks < 1:
+        raise DataError(f"must be a positive integer, got {chunks!r}", path, "chunks_size")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,11 +22,13 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from datasets_build.atomic import CommitOrAbort
-from datasets_build.errors import DataError, OutputExistsError
+from datasets_build.errors import DataError
 from datasets_build.lerobot import layout
 from datasets_build.lerobot.video import VideoStreamWriter
+from datasets_build.outputs import check_output_folder, commit_folder, partial_folder
 from datasets_build.stats import RunningStats, feature_stats
 
+OUTPUT_KIND = "lerobot"  # the marker kind of a LeRobot dataset this writer wrote (datasets_build.outputs)
 _NUMERIC = {"float32", "float64", "int64", "int32", "bool"}
 
 
@@ -51,18 +52,9 @@ def _arrow_type(feature: Mapping[str, Any]) -> pa.DataType:
 
 
 def check_output(root: Path, overwrite: bool) -> None:
-    """Refuse an unwritable `root`, or an existing non-empty one unless `overwrite` (checked before any work)."""
-    if root.exists() and not root.is_dir():
-        raise DataError("output exists and is not a folder", root)
-    if root.exists() and any(root.iterdir()) and not overwrite:
-        raise OutputExistsError(f"{root}: output exists and is not empty (pass --overwrite to replace it)")
-    ancestor = root.parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise DataError("is not a folder, so the output folder cannot be created there", ancestor)
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise DataError("folder is not writable", ancestor)
+    """Refuse an unwritable `root`, or an existing non-empty one unless `overwrite` may replace it (checked
+    before any work; see datasets_build.outputs)."""
+    check_output_folder(root, OUTPUT_KIND, overwrite)
 
 
 def prepare_output(root: Path, overwrite: bool) -> Path:
@@ -72,7 +64,7 @@ def prepare_output(root: Path, overwrite: bool) -> Path:
         root.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"cannot create output folder ({exc.strerror})", root.parent) from exc
-    tmp = root.parent / f".{root.name}.partial"
+    tmp = partial_folder(root)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir()
@@ -273,9 +265,7 @@ class LeRobotWriter(CommitOrAbort):
             "features": features,
         }
         (self._tmp / layout.INFO_PATH).write_text(json.dumps(info, indent=4))
-        if self.root.exists():
-            shutil.rmtree(self.root)
-        self._tmp.rename(self.root)
+        commit_folder(self._tmp, self.root, OUTPUT_KIND)
         self._closed = True
         return self.root
 

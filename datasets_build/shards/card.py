@@ -187,7 +187,7 @@ class DatasetCard:
             raise DataError("dataset card not found (unfinished build, or not a shard folder?)", target) from exc
         except OSError as exc:
             raise DataError(f"cannot read dataset card ({exc.strerror or exc})", target) from exc
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise DataError(f"invalid JSON ({exc})", target) from exc
         return cls.from_dict(raw, target)
 

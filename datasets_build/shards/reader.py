@@ -73,6 +73,8 @@ def iter_tar_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
             for member in tar:
                 if not member.isfile():
                     continue
+                if member.name.startswith("/") or ".." in member.name.split("/"):
+                    raise DataError("unsafe member name (absolute or with '..')", f"{where}:{member.name}", "name")
                 dirname, _, base = member.name.rpartition("/")
                 key, dot, suffix = base.partition(".")
                 if not dot or not key:

@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tarfile
 import tempfile
 from collections import Counter
@@ -43,6 +44,7 @@ from typing import IO, Any
 from datasets_build import faults
 from datasets_build.atomic import CommitOrAbort
 from datasets_build.errors import ConfigError, DataError, OutputExistsError
+from datasets_build.outputs import OVERWRITE_HINT, is_empty, marker_kind, write_marker
 from datasets_build.sample import (
     IMAGES_MEMBER,
     JSON_MEMBER,
@@ -61,6 +63,7 @@ DEFAULT_MAX_SAMPLES_PER_SHARD = 2000
 DEFAULT_MAX_BYTES_PER_SHARD = 256 * 1024 * 1024
 PROGRESS_NAME = ".progress.json"
 PROGRESS_VERSION = 1
+OUTPUT_KIND = "shards"  # the marker kind of a shard folder (datasets_build.outputs)
 _RECORD_KEY_RE = re.compile(r"^[A-Za-z0-9_\-]{1,80}$")  # the rule `Sample` enforces on keys
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _USTAR_NAME_MAX = 100
@@ -109,22 +112,24 @@ def _member_bytes(size: int) -> int:
 
 def prepare_output_folder(out: Path, overwrite: bool) -> None:
     """Create `out`, or check it is an empty folder; with `overwrite`, delete the build outputs in it (shards,
-    their temp files, the card, the progress file) and nothing else."""
+    their temp files, the card, the progress file) and nothing else. The folder gets the `shards` marker."""
     if out.exists() and not out.is_dir():
         raise DataError("output path exists and is not a folder", out)
     try:
-        if out.is_dir() and any(out.iterdir()):
+        if out.is_dir() and not is_empty(out):
             if not overwrite:
                 hint = (
-                    "an interrupted build: resume to continue it, or overwrite to replace it"
+                    f"an interrupted build: resume to continue it, or {OVERWRITE_HINT}"
                     if (out / PROGRESS_NAME).is_file() and not (out / CARD_NAME).exists()
-                    else "use overwrite to replace it"
+                    else OVERWRITE_HINT
                 )
                 raise OutputExistsError(f"{out}: output folder exists and is not empty ({hint})")
             for path in out.iterdir():
                 if _is_build_output(path.name):
                     path.unlink()
         out.mkdir(parents=True, exist_ok=True)
+        if marker_kind(out) is None:
+            write_marker(out, OUTPUT_KIND)
     except OSError as exc:
         if isinstance(exc, OutputExistsError):
             raise
@@ -233,6 +238,7 @@ class ShardWriter(CommitOrAbort):
         self.resumed_cursor: Any = None  # the cursor saved with the restored progress
         self.resumed_finished = False  # the interrupted run had written every sample (the card was next)
         progress = self.out_dir / PROGRESS_NAME
+        self._created = not self.out_dir.exists()
         if resume and progress.is_file():
             self._restore(progress)
         else:
@@ -286,7 +292,7 @@ class ShardWriter(CommitOrAbort):
         """Take over the completed shards of an interrupted resumable run (see the module docstring)."""
         if (self.out_dir / CARD_NAME).exists():
             raise OutputExistsError(
-                f"{self.out_dir}: holds a finished build ({CARD_NAME}); nothing to resume (use overwrite to rebuild)"
+                f"{self.out_dir}: holds a finished build ({CARD_NAME}); nothing to resume ({OVERWRITE_HINT})"
             )
         try:
             state = json.loads(progress.read_text(encoding="utf-8"))
@@ -298,7 +304,7 @@ class ShardWriter(CommitOrAbort):
             if state.get(field_name) != value:
                 raise ConfigError(
                     f"{progress}: {field_name} differs from the interrupted run's; resume with the same settings "
-                    "(or rebuild with overwrite)"
+                    f"(or {OVERWRITE_HINT})"
                 )
         try:
             shards = [ShardEntry(**entry) for entry in state["shards"]]
@@ -443,6 +449,12 @@ class ShardWriter(CommitOrAbort):
         self._skipped[reason] += count
 
     # -- ending -------------------------------------------------------------------------------
+    def _refuse_empty(self) -> None:
+        """A build whose every input was skipped (e.g. --skip-bad, all bad) fails: no empty corpus."""
+        if self.num_samples == 0 and self._skipped:
+            reasons = ", ".join(f"{k}: {v}" for k, v in sorted(self._skipped.items()))
+            raise DataError(f"every input was skipped ({reasons}); nothing left to write", self.out_dir, "skipped")
+
     def close(self) -> DatasetCard:
         """Finish the open shard and write the card; on any error, clean up as `abort` does."""
         if self._closed:
@@ -450,6 +462,7 @@ class ShardWriter(CommitOrAbort):
                 raise DataError("writer was aborted", self.out_dir)
             return self.card
         try:
+            self._refuse_empty()
             self._finish_current()
             self._write_progress(finished=True)
             faults.hit("shard.before_card")
@@ -488,6 +501,8 @@ class ShardWriter(CommitOrAbort):
             (self.out_dir / entry.name).unlink(missing_ok=True)
         self._shards = []
         (self.out_dir / PROGRESS_NAME).unlink(missing_ok=True)
+        if self._created and self.out_dir.is_dir() and is_empty(self.out_dir):
+            shutil.rmtree(self.out_dir, ignore_errors=True)  # the folder this writer made, with nothing in it
 
 
 def _expected_members(members: Mapping[str, Any], where: str) -> set[str]:

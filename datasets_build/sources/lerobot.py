@@ -8,9 +8,10 @@ that reads both the same way: one episode's rows of its data parquet (and its sp
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from datasets_build.actions import (
     gripper_from_signed,
 )
 from datasets_build.episode import Episode
-from datasets_build.errors import ConfigError, DataError
+from datasets_build.errors import ConfigError, DataError, one_line
 from datasets_build.lerobot import layout
 from datasets_build.lerobot.video import decode_video
 from datasets_build.sources.base import EpisodeLayout, EpisodeSummary, Source, register_source
@@ -99,7 +100,11 @@ def decode_image_cell(cell: dict[str, Any], where: str) -> np.ndarray:
     data = cell.get("bytes") if isinstance(cell, dict) else None
     if not data:
         raise DataError("image cell without bytes", where)
-    image: Image.Image = Image.open(io.BytesIO(data))
+    try:
+        image: Image.Image = Image.open(io.BytesIO(data))
+        image.load()
+    except (OSError, ValueError) as exc:  # not an image, or a truncated one
+        raise DataError(f"cannot decode image ({one_line(exc)})", where) from exc
     if image.mode == "I;16":
         return np.asarray(image, dtype=np.uint16)
     if image.mode not in ("RGB", "L"):
@@ -195,7 +200,7 @@ class LeRobotSource(Source):
                 raise DataError("no episode metadata (meta/episodes/chunk-*/file-*.parquet)", self.path)
             rows = []
             for file in files:
-                rows.extend(pq.read_table(file).to_pylist())
+                rows.extend(_check_row(row, file) for row in _read_parquet_rows(file))
         rows.sort(key=lambda r: int(r["episode_index"]))
         return rows
 
@@ -205,6 +210,7 @@ class LeRobotSource(Source):
         for key in ("episode_index", "length"):
             if key not in row:
                 raise DataError("missing in an episode row", where, key)
+        row = _check_row(row, where, legacy=True)
         index = int(row["episode_index"])
         chunk = index // int(self.info.raw.get("chunks_size", layout.DEFAULT_CHUNK_SIZE))
         out = dict(row)
@@ -218,15 +224,23 @@ class LeRobotSource(Source):
     def _load_tasks(self) -> dict[int, str]:
         if self.is_v21:
             rows = _read_jsonl(self.path / layout.LEGACY_TASKS_PATH)
+            where = self.path / layout.LEGACY_TASKS_PATH
             try:
-                return {int(r["task_index"]): str(r["task"]) for r in rows}
+                return {int(r["task_index"]): task_text(r["task"], where) for r in rows}
             except KeyError as exc:
-                raise DataError("missing in a task row", self.path / layout.LEGACY_TASKS_PATH, str(exc)) from exc
+                raise DataError("missing in a task row", where, str(exc)) from exc
         path = self.path / layout.TASKS_PATH
         if not path.is_file():
             raise DataError("missing tasks table", path)
-        frame = pq.read_table(path).to_pandas()
-        return {int(i): str(task) for task, i in zip(frame.index, frame["task_index"], strict=True)}
+        table = _read_parquet(path)
+        if "task_index" not in table.column_names:
+            raise DataError("missing column", path, "task_index")
+        try:
+            frame = table.to_pandas()
+            return {int(i): task_text(task, path) for task, i in zip(frame.index, frame["task_index"], strict=True)}
+        except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
+            message = f"cannot read the tasks table ({type(exc).__name__}: {one_line(exc)})"
+            raise DataError(message, path, "task_index") from exc
 
     def _file_path(self, template_key: str, row: dict[str, Any], prefix: str, video_key: str = "") -> Path:
         """Fill info.json's `data_path`/`video_path`, whichever version's placeholders it uses."""
@@ -239,10 +253,12 @@ class LeRobotSource(Source):
                 episode_index=int(row["episode_index"]),
                 video_key=video_key,
             )
-        except (KeyError, IndexError, ValueError) as exc:
+        except (KeyError, IndexError, ValueError, AttributeError) as exc:
             raise DataError(
                 f"cannot fill the path template ({exc})", self.path / layout.INFO_PATH, template_key
             ) from exc
+        if Path(relative).is_absolute() or ".." in Path(relative).parts:
+            raise DataError(f"{relative!r} leaves the dataset folder", self.path / layout.INFO_PATH, template_key)
         return self.path / relative
 
     def episode_keys(self) -> list[Any]:
@@ -251,10 +267,15 @@ class LeRobotSource(Source):
 
     def load_episode(self, key: Any) -> Episode:
         """The Episode of one `meta/episodes` row."""
-        return self.to_episode(key, self.read_frames(key))
+        with _episode_errors(self.path, key):
+            return self.to_episode(key, self.read_frames(key))
 
     def summarize_episode(self, key: Any) -> EpisodeSummary:
         """Actions, state and task without reading any image."""
+        with _episode_errors(self.path, key):
+            return self._summarize_episode(key)
+
+    def _summarize_episode(self, key: Any) -> EpisodeSummary:
         m = self.mapping
         table = self.read_frames(key, columns=[k for k in (m.action, m.state) if k and k in self.info.features])
         where = f"{self.path}:episode {key['episode_index']}"
@@ -274,6 +295,10 @@ class LeRobotSource(Source):
 
     def episode_layout(self, key: Any) -> EpisodeLayout:
         """Actions and instruction of one episode (its action column and indices only)."""
+        with _episode_errors(self.path, key):
+            return self._episode_layout(key)
+
+    def _episode_layout(self, key: Any) -> EpisodeLayout:
         m = self.mapping
         table = self.read_frames(key, columns=[m.action])
         where = f"{self.path}:episode {key['episode_index']}"
@@ -288,6 +313,10 @@ class LeRobotSource(Source):
 
     def read_image(self, key: Any, camera: str, step: int) -> np.ndarray:
         """Frame `step` of `camera`: one parquet row (image features) or one frame of the episode's video span."""
+        with _episode_errors(self.path, key):
+            return self._read_image(key, camera, step)
+
+    def _read_image(self, key: Any, camera: str, step: int) -> np.ndarray:
         feature_key = self.mapping.cameras.get(camera)
         where = f"{self.path}:episode {key['episode_index']}"
         if feature_key is None:
@@ -347,7 +376,16 @@ class LeRobotSource(Source):
             )
         column = table.column(key).to_pylist()
         if feature["dtype"] == "image":
-            return np.stack([decode_image_cell(c, f"{where}:{key}") for c in column])
+            frames = [decode_image_cell(c, f"{where}:{key}") for c in column]
+            for step, frame in enumerate(frames):
+                if frame.shape != frames[0].shape or frame.dtype != frames[0].dtype:
+                    raise DataError(
+                        f"frame {step} is {frame.dtype} {frame.shape}, frame 0 {frames[0].dtype} {frames[0].shape} "
+                        "(images of one camera share one size and mode)",
+                        where,
+                        key,
+                    )
+            return np.stack(frames)
         return np.asarray(column, dtype=np.dtype(feature["dtype"]))
 
     def to_episode(
@@ -389,6 +427,62 @@ class LeRobotSource(Source):
         return Episode(**fields)
 
 
+def task_text(task: Any, where: Path) -> str:
+    """A task string as stored: text, or UTF-8 bytes decoded (bytes that are not UTF-8 are refused, never
+    put into a prompt as "b'...'")."""
+    if isinstance(task, bytes):
+        try:
+            return task.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"task {task[:20]!r} is bytes that are not UTF-8 text", where, "task") from exc
+    if not isinstance(task, str):
+        raise DataError(f"task must be text, got {type(task).__name__}", where, "task")
+    return task
+
+
+def _read_parquet(path: Path) -> pa.Table:
+    """A parquet file as a table (DataError naming the file when it is not a readable parquet file)."""
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise DataError(f"cannot read parquet ({one_line(exc)})", path) from exc
+
+
+@contextlib.contextmanager
+def _episode_errors(root: Path, row: dict[str, Any]) -> Iterator[None]:
+    """Turn what malformed data makes pyarrow/numpy raise while reading one episode into a one-line DataError."""
+    try:
+        yield
+    except (pa.ArrowException, OSError, ValueError, TypeError, KeyError, IndexError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        text = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise DataError(
+            f"cannot read episode ({type(exc).__name__}: {text})", f"{root}:episode {row.get('episode_index')}"
+        ) from exc
+
+
+def _read_parquet_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of a metadata parquet file as dicts (DataError naming the file when it is not readable parquet)."""
+    table = _read_parquet(path)
+    try:
+        return list(table.to_pylist())
+    except (pa.ArrowException, ValueError) as exc:  # e.g. string columns that are not UTF-8
+        raise DataError(f"cannot read parquet rows ({type(exc).__name__}: {one_line(exc)})", path) from exc
+
+
+_ROW_INTS = ("episode_index", "length", "data/chunk_index", "data/file_index")
+
+
+def _check_row(row: dict[str, Any], where: Path, legacy: bool = False) -> dict[str, Any]:
+    """One episode row with the integer columns the reader uses checked (DataError naming file and column)."""
+    for key in _ROW_INTS[:2] if legacy else _ROW_INTS:
+        value = row.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise DataError(f"must be an integer >= 0, got {value!r}", f"{where}: episode row", key)
+    return row
+
+
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Rows of a JSON-lines file (DataError naming the file and line when one is not a JSON object)."""
     if not path.is_file():
@@ -399,7 +493,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
             continue
         try:
             row = json.loads(line)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise DataError(f"invalid JSON ({exc})", f"{path}:{number}") from exc
         if not isinstance(row, dict):
             raise DataError("expected a JSON object per line", f"{path}:{number}")
