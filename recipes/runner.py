@@ -703,7 +703,7 @@ def run_plan(
                 record = StageRecord.read(path)
                 tokens[stage.name] = record.token() if record else "in-cache"
                 stale = marker_path(plan, stage)  # left by a kill between the record and the marker's removal
-                if (marker := Marker.read(stale)) is not None and marker.fingerprint == decision.fingerprint:
+                if (left := Marker.read(stale)) is not None and left.fingerprint == decision.fingerprint:
                     stale.unlink()
                 print(f"{head}: cached", flush=True)
                 continue
