@@ -246,6 +246,9 @@ def _train(cfg: VLATrainConfig) -> dict[str, Any]:
         collate_fn=VLACollator(unwrapped.backbone),
         pin_memory=accelerator.device.type == "cuda",
         prefetch_factor=4 if cfg.data.num_workers > 0 else None,
+        # the iterator draws its base seed from this generator, not from the global RNG: a resumed run creates it
+        # after restoring the RNG state, and a draw there would shift every later dropout mask
+        generator=torch.Generator().manual_seed(cfg.seed),
     )
     recipe = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
     if cfg.report_to != "none":

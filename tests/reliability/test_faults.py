@@ -39,27 +39,28 @@ KOSMOS = "microsoft/kosmos-2-patch14-224"
 EVAL_TASKS = ["gripper_over_block", "move_next_to", "pick_block"]
 SHARD_RE = re.compile(r"^[\w.-]+-\d{6}\.tar$")
 
-# Per stage: (point, largest N) in chain order; each bound keeps the fault inside the work left for that process.
-PLANS: dict[str, list[tuple[str, int]]] = {
-    "build": [("shard.sample", 6), ("shard.tmp_complete", 2), ("shard.renamed", 2), ("shard.sample", 9),
-              ("shard.before_card", 1)],
-    "mix": [("shard.renamed", 2), ("shard.sample", 5), ("shard.tmp_complete", 2), ("shard.sample", 4),
-            ("shard.before_card", 1)],
-    "sft": [("sft.step", 3), ("sft.model_saved", 1), ("sft.checkpoint_saved", 1), ("sft.step", 2),
-            ("sft.before_final", 1)],
-    "vla": [("vla.step", 3), ("vla.weights_saved", 1), ("vla.state_saved", 1), ("vla.step", 2),
-            ("vla.before_summary", 1)],
-    "eval": [("eval.episode", 2), ("eval.episode", 1), ("eval.episode", 1), ("eval.episode", 1),
-             ("eval.before_summary", 1)],
-    "recipe": [("recipe.stage_started", 2), ("shard.renamed", 2), ("recipe.stage_ran", 1), ("eval.episode", 1),
-               ("recipe.stage_recorded", 1)],
+# Per stage, in chain order: (point, least N, largest N). The bounds keep each fault inside the work left to that
+# process, and steer each training chain through a resume from a middle checkpoint.
+PLANS: dict[str, list[tuple[str, int, int]]] = {
+    "build": [("shard.sample", 1, 6), ("shard.tmp_complete", 1, 2), ("shard.renamed", 1, 2), ("shard.sample", 1, 9),
+              ("shard.before_card", 1, 1)],
+    "mix": [("shard.renamed", 1, 2), ("shard.sample", 1, 5), ("shard.tmp_complete", 1, 2), ("shard.sample", 1, 4),
+            ("shard.before_card", 1, 1)],
+    "sft": [("sft.model_saved", 2, 3), ("sft.step", 1, 2), ("sft.checkpoint_saved", 1, 1), ("sft.step", 1, 1),
+            ("sft.before_final", 1, 1)],
+    "vla": [("vla.step", 3, 4), ("vla.weights_saved", 1, 1), ("vla.state_saved", 1, 1), ("vla.step", 1, 2),
+            ("vla.before_summary", 1, 1)],
+    "eval": [("eval.episode", 1, 2), ("eval.episode", 1, 1), ("eval.episode", 1, 1), ("eval.episode", 1, 1),
+             ("eval.before_summary", 1, 1)],
+    "recipe": [("recipe.stage_started", 1, 2), ("shard.renamed", 1, 2), ("recipe.stage_ran", 1, 1),
+               ("eval.episode", 1, 1), ("recipe.stage_recorded", 1, 1)],
 }  # fmt: skip
 
 
 def draw(stage: str) -> list[str]:
     """The stage's seeded faults, `POINT:N`."""
     rng = random.Random(f"{SEED}:{stage}")
-    return [f"{point}:{rng.randint(1, bound)}" for point, bound in PLANS[stage]]
+    return [f"{point}:{rng.randint(least, largest)}" for point, least, largest in PLANS[stage]]
 
 
 def cli(args: list[str], fault: str | None = None) -> subprocess.CompletedProcess[str]:
