@@ -58,6 +58,13 @@ def _numpy_global(module: str, name: str) -> Any:
     raise pickle.UnpicklingError(f"{module}.{name} not found in this numpy")
 
 
+def _fresh_dtype(spec: Any, align: bool = False, copy: bool = False) -> np.dtype[Any]:
+    """`numpy.dtype` always as a new object, so that a pickle's BUILD step (`__setstate__`, which numpy does not
+    validate fully) only ever changes this copy, never one of numpy's shared dtype instances."""
+    del copy
+    return np.dtype(spec, bool(align), True)
+
+
 _MATERIALIZED = (list, tuple, set, frozenset, dict, str, bytes, bytearray)
 
 
@@ -142,6 +149,8 @@ class RestrictedUnpickler(pickle.Unpickler):
                 return self._array_class()
             if name == "_reconstruct":
                 return self._reconstruct(found)
+            if name == "dtype":
+                return _fresh_dtype
             return found
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays and builtins are allowed")
 
@@ -157,6 +166,7 @@ def safe_loads(data: bytes, where: str | Path = "<bytes>") -> Any:
     except (
         pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
         OverflowError, MemoryError, RecursionError,
+        SystemError,  # numpy's dtype.__setstate__ on some malformed states
     ) as exc:  # fmt: skip
         raise DataError(f"cannot unpickle ({type(exc).__name__}: {exc})", where) from exc
 
