@@ -109,7 +109,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         check = self._check_shape
 
         class _CheckedArray(np.ndarray):
-            def __new__(cls, shape: Any, *args: Any, **kwargs: Any) -> np.ndarray:
+            def __new__(cls, shape: Any, *args: Any, **kwargs: Any) -> Any:  # a plain ndarray, not this class
                 check(shape)
                 return np.ndarray(shape, *args, **kwargs)
 
