@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -117,7 +118,13 @@ def main() -> None:
                 f"ratio {rate / limit:.2f} (target >= 0.5)"
             )
     if args.json:
-        results["machine"] = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "cores_used": 1}
+        results["machine"] = {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "cores_used": 1,
+            "load_average_1_5_15min": [round(v, 2) for v in os.getloadavg()],  # other jobs sharing the cores
+        }
+        results["command"] = "python benchmarks/bench_corpora.py " + " ".join(sys.argv[1:])
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))
 
