@@ -1,6 +1,7 @@
 """Corpus builds: the robo2vlm answers against ground truth, balance, determinism, verify, and the CLI."""
 
 import copy
+import hashlib
 import io
 import json
 import tarfile
@@ -332,6 +333,13 @@ def test_verify_passes_then_catches_a_tampered_answer(built, tmp_path, capsys):
                 assert len(new) == len(data)
                 data, tampered_key = new, member.name.split(".")[0]
             tar.addfile(member, io.BytesIO(data))
+    assert main(["verify", str(copy)]) == 2  # the shard no longer matches its card's sha256: refused first
+    assert "sha256" in capsys.readouterr().err
+    card = json.loads((copy / "dataset_card.json").read_text())  # a card that vouches for the tampered bytes:
+    for entry in card["shards"]:  # now only the answer check can catch it
+        if entry["name"] == tar_path.name:
+            entry["sha256"] = hashlib.sha256(tar_path.read_bytes()).hexdigest()
+    (copy / "dataset_card.json").write_text(json.dumps(card))
     assert main(["verify", str(copy)]) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["errors"] == 1
