@@ -64,7 +64,7 @@ def data_path(corpora: dict[str, Path], batch: int, repeat: int) -> dict[str, An
     from sft.config import ShardSource
     from sft.data import open_sources, sample_row, stream_dataset
 
-    processor = AutoProcessor.from_pretrained(MODELS[0])
+    processor = AutoProcessor.from_pretrained(MODELS[0], trust_remote_code=False)
     collator = SFTCollator(processor)
     sources = open_sources([ShardSource(str(p)) for p in corpora.values()])
     total = sum(len(s.shard_set) for s in sources)

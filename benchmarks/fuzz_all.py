@@ -2,13 +2,14 @@
 
 Only the toolkit's own error types (`datasets_build.errors.ToolkitError`: one line naming file and field) may
 leave a reader; anything else is an escape, listed with an example case and its traceback. Exit 1 on any escape.
-Usage: python benchmarks/fuzz_all.py [--cases 10000] [--only npz,hdf5] [--seed 0] [--json OUT]
+Usage: python benchmarks/fuzz_all.py [--cases 10000] [--only npz,hdf5] [--seed 0] [--memory-gb 8] [--json OUT]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only", default="", help="comma-separated target names: " + ", ".join(t.name for t in TARGETS)
     )
     parser.add_argument("--seed", type=int, default=0, help="hypothesis seed (default 0)")
+    parser.add_argument("--memory-gb", type=int, default=8, help="address-space limit of this process (default 8)")
     parser.add_argument("--json", default="", help="also write the results as JSON to this file")
     args = parser.parse_args(argv)
     if args.cases < 1:
@@ -33,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(filter(None, args.only.split(","))) - {t.name for t in TARGETS}
     if unknown:
         parser.error(f"--only: unknown target(s) {sorted(unknown)}")
+    # a case that makes a reader allocate without bound shows up as a MemoryError escape, not as the OOM killer
+    resource.setrlimit(resource.RLIMIT_AS, (args.memory_gb << 30, args.memory_gb << 30))
     rows = []
     print(f"{'target':<20}{'cases':>8}{'refused':>9}{'escapes':>9}{'seconds':>9}", flush=True)
     with fixtures_in() as fx:

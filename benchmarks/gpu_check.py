@@ -275,7 +275,7 @@ def sft_section(tokenizer: Path, corpus: Path, root: Path, device: torch.device,
     _free(device)
     folder = _folder(SFT_MODEL, root / "sft_model", args.cpu)
     with torch.device(device):
-        model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(folder))
+        model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(folder, trust_remote_code=False))
     loaded = LoadedModel(model, load_processor(str(folder)), PAPER_BACKBONES[SFT_MODEL])
     fields = {
         "model": str(folder),

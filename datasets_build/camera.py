@@ -6,6 +6,7 @@ pixel (u, v) = (column, row); depth maps hold metres along the camera z axis.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -104,6 +105,25 @@ class CameraModel:
         c2w = self.camera_to_world
         return cam @ c2w[:3, :3].T + c2w[:3, 3]
 
+    def unproject_flat(self, depth: np.ndarray, flat: np.ndarray) -> np.ndarray:
+        """`unproject` at the centres of the pixels `flat` (row-major indices into `depth`), float for float.
+
+        The per-column and per-row ray factors ((u - cx) / fx, (v - cy) / fy) are what `unproject` computes for
+        each pixel, taken from a table made once per intrinsics and image size; the rest is the same arithmetic.
+        """
+        depth = np.asarray(depth)
+        h, w = depth.shape
+        flat = np.asarray(flat)
+        rows = flat // w
+        cols = flat - rows * w
+        across, down = _ray_factors(self.intrinsics.tobytes(), w, h)
+        columns = np.empty((3, len(flat)))  # cam = columns.T, (N, 3) in column-major order
+        z = columns[2]
+        z[:] = depth.reshape(-1)[flat]  # float64 where read
+        np.multiply(across[cols], z, out=columns[0])
+        np.multiply(down[rows], z, out=columns[1])
+        return transform_rows(columns.T, self.camera_to_world)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (lists of floats)."""
         return {
@@ -119,3 +139,33 @@ class CameraModel:
         return cls(
             np.asarray(data["intrinsics"]), np.asarray(data["extrinsics"]), int(data["width"]), int(data["height"])
         )
+
+
+@functools.lru_cache(maxsize=64)
+def _ray_factors(intrinsics: bytes, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """((u - cx) / fx per column, (v - cy) / fy per row) at the pixel centres, read-only (see `unproject_flat`)."""
+    k = np.frombuffer(intrinsics, dtype=np.float64).reshape(3, 3)
+    across = (np.arange(width) + 0.5 - k[0, 2]) / k[0, 0]
+    down = (np.arange(height) + 0.5 - k[1, 2]) / k[1, 1]
+    across.flags.writeable = False
+    down.flags.writeable = False
+    return across, down
+
+
+def transform_rows(points: np.ndarray, transform: np.ndarray) -> np.ndarray:
+    """`points @ transform[:3, :3].T + transform[:3, 3]` for (N, 3) float64 points, float for float.
+
+    From 2 rows on, the rotation goes to the matrix product as a C-contiguous copy: BLAS multiplies the same
+    numbers in the same order whatever the operands' memory order (tests/test_geometry_exact.py checks it),
+    several times faster; many rows get the translation column by column (the same sums, in long loops). A
+    single row keeps the plain expression (numpy hands it to a vector product).
+    """
+    if len(points) < 2:
+        return points @ transform[:3, :3].T + transform[:3, 3]
+    out = points @ np.ascontiguousarray(transform[:3, :3].T)
+    if len(out) < 1024:
+        out += transform[:3, 3]
+    else:
+        for i in range(3):
+            out[:, i] += transform[i, 3]
+    return out

@@ -46,7 +46,7 @@ def _plan(cfg: DemoEpisodesConfig) -> list[tuple[str, int]]:
     return [(tasks[i % len(tasks)], cfg.seed + i) for i in range(cfg.episodes)]
 
 
-_WORKER_ENV: Any = None
+_WORKER_ENV: Any = None  # (sim config, env) of this process
 
 
 def _sim_config(cfg: DemoEpisodesConfig) -> Any:
@@ -63,10 +63,13 @@ def _record_one(args: tuple[DemoEpisodesConfig, str, int]) -> Episode:
     from datasets_build.sim import TabletopEnv, rollout_expert
 
     cfg, task, seed = args
-    if _WORKER_ENV is None:
-        _WORKER_ENV = TabletopEnv(_sim_config(cfg))
+    sim = _sim_config(cfg)
+    if _WORKER_ENV is None or _WORKER_ENV[0] != sim:  # another recording in this process: its own sim settings
+        if _WORKER_ENV is not None:
+            _WORKER_ENV[1].close()
+        _WORKER_ENV = (sim, TabletopEnv(sim))
     kwargs: dict[str, Any] = {} if cfg.noise is None else {"noise": cfg.noise}
-    return rollout_expert(_WORKER_ENV, task, seed, **kwargs)
+    return rollout_expert(_WORKER_ENV[1], task, seed, **kwargs)
 
 
 def iter_expert_episodes(cfg: DemoEpisodesConfig) -> Iterator[Episode]:

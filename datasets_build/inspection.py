@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from datasets_build.errors import DataError
 from datasets_build.sources.base import Source
 from datasets_build.stats import RunningStats
 
@@ -38,6 +39,9 @@ def inspect_source(
         geometry.update(dict.fromkeys(summary.geometry))
         if max_episodes is not None and len(lengths) >= max_episodes:
             break
+    if not lengths and source.skipped:
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(source.skipped.items()))
+        raise DataError(f"every episode was skipped ({reasons}); nothing left to inspect", source.path, "skipped")
     result: dict[str, Any] = {
         "source": source.name,
         "path": str(source.path),

@@ -33,6 +33,12 @@ def protected_folders() -> set[Path]:
     return {Path("/"), Path.home().resolve(), cwd, *cwd.parents, *Path.home().resolve().parents}
 
 
+def refuse_protected(folder: Path, what: str = "delete") -> None:
+    """ConfigError when `folder` is one no command may delete or replace (see `protected_folders`)."""
+    if folder.resolve() in protected_folders():
+        raise ConfigError(f"{folder}: refusing to {what} the root, home, working folder or a folder above it")
+
+
 def marker_kind(folder: Path) -> str | None:
     """The kind recorded in `folder`'s marker file, or None (no marker, or an unreadable one)."""
     try:
@@ -55,9 +61,7 @@ def is_empty(folder: Path) -> bool:
 
 def remove_output(folder: Path, kind: str) -> None:
     """Delete `folder` for `overwrite`: only a folder marked by a command of `kind`, never a protected one."""
-    target = folder.resolve()
-    if target in protected_folders():
-        raise ConfigError(f"{folder}: refusing to delete the root, home, working folder or a folder above it")
+    refuse_protected(folder)
     found = marker_kind(folder)
     if found != kind:
         what = f"was written by `{found}`" if found else f"has no {MARKER_FILE}, so this command did not write it"
@@ -75,8 +79,7 @@ def check_output_folder(folder: str | Path, kind: str, overwrite: bool, *, resum
             return folder
         if not overwrite:
             raise OutputExistsError(f"{folder}: output folder exists and is not empty ({OVERWRITE_HINT})")
-        if folder.resolve() in protected_folders():
-            raise ConfigError(f"{folder}: refusing to replace the root, home, working folder or a folder above it")
+        refuse_protected(folder, "replace")
         found = marker_kind(folder)
         if found != kind:
             what = f"was written by `{found}`" if found else f"has no {MARKER_FILE}, so this command did not write it"
@@ -106,18 +109,25 @@ def prepare_output_folder(folder: str | Path, kind: str, overwrite: bool, *, res
 
 
 @contextmanager
-def claim_output_folder(folder: str | Path, kind: str, overwrite: bool, *, resume: bool = False) -> Iterator[Path]:
-    """`prepare_output_folder` for the block; on an exception, a folder this call created is removed again
-    when nothing but its marker and lock is in it (bad arguments never leave an empty output folder)."""
+def cleaned_if_unused(folder: str | Path) -> Iterator[None]:
+    """On an exception in the block, remove `folder` when it did not exist before and holds nothing but its
+    marker and lock (a command that failed before writing anything leaves no empty output folder)."""
     folder = Path(folder)
     existed = folder.exists()
-    created = prepare_output_folder(folder, kind, overwrite, resume=resume)
     try:
-        yield created
+        yield
     except BaseException:
-        if not existed and created.is_dir() and is_empty(created):
-            shutil.rmtree(created, ignore_errors=True)
+        if not existed and folder.is_dir() and is_empty(folder):
+            shutil.rmtree(folder, ignore_errors=True)
         raise
+
+
+@contextmanager
+def claim_output_folder(folder: str | Path, kind: str, overwrite: bool, *, resume: bool = False) -> Iterator[Path]:
+    """`prepare_output_folder` for the block, removed again by `cleaned_if_unused` when the block fails
+    before writing anything into it."""
+    with cleaned_if_unused(folder):
+        yield prepare_output_folder(folder, kind, overwrite, resume=resume)
 
 
 def partial_folder(folder: Path) -> Path:

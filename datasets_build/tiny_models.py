@@ -69,6 +69,7 @@ from transformers import (
 from transformers.tokenization_utils_base import AddedToken
 
 from datasets_build.errors import ConfigError, OutputExistsError
+from datasets_build.outputs import staged_output_folder
 from datasets_build.vlm_families import (
     DEFAULT_ID,
     FAMILIES,
@@ -577,7 +578,6 @@ def build_tiny_model(family: str, out: str | Path, seed: int = 0, repo_id: str |
     folder = Path(out)
     if folder.exists() and any(folder.iterdir()):
         raise OutputExistsError(f"{folder}: refusing to build a tiny model into a non-empty folder")
-    folder.mkdir(parents=True, exist_ok=True)
     processor = _processor(family)
     config = _tiny_config(family, processor, layout)
     with torch.random.fork_rng(devices=[]):
@@ -586,10 +586,11 @@ def build_tiny_model(family: str, out: str | Path, seed: int = 0, repo_id: str |
     model.to(getattr(torch, layout.dtype))  # stored as the release stores it; config.json records the dtype
     model.generation_config = _generation_config(family, processor)
     model.eval()
-    processor.save_pretrained(folder)
-    model.save_pretrained(folder, safe_serialization=True)
-    marker = tiny_marker(family, seed, repo_id)
-    (folder / TINY_MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    with staged_output_folder(folder, "tiny-models", overwrite=False) as staging:  # complete, or not there
+        processor.save_pretrained(staging)
+        model.save_pretrained(staging, safe_serialization=True)
+        marker = tiny_marker(family, seed, repo_id)
+        (staging / TINY_MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return folder
 
 

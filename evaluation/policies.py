@@ -9,12 +9,15 @@ Every policy is seen as `vla.api.PolicyLike`.
 from __future__ import annotations
 
 import importlib
+import traceback
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
 from datasets_build.actions import ACTION_DIM, GRIPPER, GRIPPER_OPEN
-from datasets_build.errors import ConfigError
+from datasets_build.crash_log import first_line, write_traceback
+from datasets_build.errors import ConfigError, ToolkitError
 from evaluation.ws_policy import WebsocketPolicy, is_server_url
 from vla.api import PolicyLike
 
@@ -92,10 +95,12 @@ class ReplayPolicy:
         return np.stack([self.act(imgs, text) for imgs, text in zip(images, instructions, strict=True)])
 
 
-def load_policy(spec: str, api_key_env: str = "") -> PolicyLike:
+def load_policy(spec: str, api_key_env: str = "", log_dir: str | Path | None = None) -> PolicyLike:
     """The policy named by `spec` ("zero", "replay:DIR", "ws://HOST:PORT", or a checkpoint folder / Hub id).
 
-    `api_key_env` names the environment variable holding a policy server's API key. Errors are one line.
+    `api_key_env` names the environment variable holding a policy server's API key. Errors are one line; an
+    unexpected one (a model bug, an OOM) keeps its traceback in `log_dir/logs/` (a temp folder without one) and
+    names that file.
     """
     if spec == "zero":
         return ConstantPolicy()
@@ -109,7 +114,9 @@ def load_policy(spec: str, api_key_env: str = "") -> PolicyLike:
         raise ConfigError(f"policy {spec!r}: vla.Policy is not available in this install ({exc})") from exc
     try:
         policy: PolicyLike = policy_class.from_pretrained(spec)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"policy {spec!r}: cannot load checkpoint ({type(exc).__name__}: {first})") from exc
+    except ToolkitError as exc:  # expected (not a checkpoint, a Hub id not found): one line, no log
+        raise ConfigError(f"policy {spec!r}: cannot load checkpoint ({first_line(exc)})") from exc
+    except Exception as exc:  # anything from the model code: one line here, the traceback in the log it names
+        log = write_traceback(log_dir, "policy-load", traceback.format_exc())
+        raise ConfigError(f"policy {spec!r}: cannot load checkpoint ({first_line(exc)}); traceback: {log}") from exc
     return policy

@@ -26,6 +26,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
+from datasets_build.crash_log import write_traceback
 from datasets_build.errors import ConfigError, ToolkitError
 from evaluation.protocol import EpisodeRecord
 from evaluation.sims import Trial
@@ -69,6 +70,7 @@ class WorkerConnection:
 
     def __init__(self, name: str, reader: IO[bytes], writer: IO[bytes], log: Path | None = None) -> None:
         self.name, self.log = name, log
+        self.crash_dir: Path | None = None  # where a connected worker's reported traceback is kept (no log file)
         self._reader, self._writer = reader, writer
         self._messages = iter(wire.stream_unpacker(reader))
         self.process: subprocess.Popen[bytes] | None = None
@@ -145,7 +147,10 @@ class WorkerConnection:
         if not isinstance(reply, dict) or ("ok" not in reply and "error" not in reply):
             raise WorkerError(f"simulator worker {self.name}: malformed reply to {command!r}")
         if "error" in reply:
-            raise WorkerError(f"simulator worker {self.name}: {reply['error']}{self._where()}")
+            where = self._where()
+            if self.log is None and isinstance(reply.get("traceback"), str):
+                where = f"; traceback: {write_traceback(self.crash_dir, f'worker-{self.name}', reply['traceback'])}"
+            raise WorkerError(f"simulator worker {self.name}: {reply['error']}{where}")
         return reply["ok"]
 
     def close(self) -> None:
@@ -214,6 +219,8 @@ class WorkerFleet:
                     self.workers.append(WorkerConnection.start(str(i), str(python), log, env))
             else:
                 self.workers = [WorkerConnection.connect(str(i), a) for i, a in enumerate(addresses)]
+                for worker in self.workers:
+                    worker.crash_dir = out
             worker_key = os.environ.get(LISTEN_KEY_ENV) if addresses else None  # listening workers ask for it
             for worker in self.workers:  # open them all before waiting: simulators load in parallel
                 worker.send("open", args=opened, key=worker_key)

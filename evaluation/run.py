@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import time
+import traceback
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -28,6 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from datasets_build import faults
+from datasets_build.crash_log import first_line, write_traceback
 from datasets_build.errors import ConfigError, DataError, ToolkitError
 from datasets_build.locking import output_lock
 from evaluation.policies import load_policy
@@ -89,11 +91,19 @@ def _serve(adapter: SimAdapter, command: str, argument: Any) -> Any:
     return result
 
 
+def _failure(exc: Exception) -> tuple[str, str | None]:
+    """A worker's error reply: its one line, and its traceback unless it is an expected (toolkit) error."""
+    if isinstance(exc, ToolkitError):
+        return str(exc), None
+    return first_line(exc), traceback.format_exc()
+
+
 def _worker_main(conn: Connection, sim: str, options: dict[str, Any]) -> None:
+    """A simulator in a worker process; a failure goes back as (one line, full traceback) for the parent's log."""
     try:
         adapter = make_sim(sim, **options)
     except Exception as exc:
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        conn.send(("error", _failure(exc)))
         return
     conn.send(("ok", (adapter.action_dim, adapter.max_steps)))
     try:
@@ -104,7 +114,7 @@ def _worker_main(conn: Connection, sim: str, options: dict[str, Any]) -> None:
             try:
                 conn.send(("ok", _serve(adapter, command, argument)))
             except Exception as exc:
-                conn.send(("error", f"{type(exc).__name__}: {exc}"))
+                conn.send(("error", _failure(exc)))
     except (EOFError, KeyboardInterrupt):
         pass
     finally:
@@ -114,7 +124,8 @@ def _worker_main(conn: Connection, sim: str, options: dict[str, Any]) -> None:
 class _Slot:
     """One environment: in this process or in a worker; `send` then `recv` so workers step in parallel."""
 
-    def __init__(self, sim: str, options: dict[str, Any], remote: bool) -> None:
+    def __init__(self, sim: str, options: dict[str, Any], remote: bool, log_dir: Path | None = None) -> None:
+        self.log_dir = log_dir  # where a worker's traceback is kept (the run's output folder)
         self.trial: Trial | None = None
         self.queue: deque[np.ndarray] = deque()
         self.observation: Observation | None = None
@@ -135,11 +146,14 @@ class _Slot:
             self._adapter = make_sim(sim, **options)
             self.action_dim, self.max_steps = self._adapter.action_dim, self._adapter.max_steps
 
-    @staticmethod
-    def _unwrap(reply: tuple[str, Any]) -> Any:
+    def _unwrap(self, reply: tuple[str, Any]) -> Any:
         status, value = reply
         if status != "ok":
-            raise ToolkitError(f"simulator worker: {value}")
+            line, trace = value
+            if trace is None:
+                raise ToolkitError(f"simulator worker: {line}")
+            log = write_traceback(self.log_dir, "sim-worker", trace)
+            raise ToolkitError(f"simulator worker: {line}; traceback: {log}")
         return value
 
     def send(self, command: str, argument: Any) -> None:
@@ -333,7 +347,9 @@ def run(cfg: RunConfig, policy: PolicyLike | None = None) -> dict[str, Any]:
     if not external:
         require_package(cfg.sim)
     out = Path(cfg.out)
-    policy = policy if policy is not None else load_policy(cfg.policy, cfg.api_key_env)  # before touching `out`
+    policy = (
+        policy if policy is not None else load_policy(cfg.policy, cfg.api_key_env, out)
+    )  # `out` untouched unless it crashes
     from_policy = {k: v for k, v in policy_sim_options(policy, cfg.sim).items() if k not in cfg.sim_options}
     cfg = replace(cfg, sim_options={**from_policy, **cfg.sim_options})
     started = time.perf_counter()
@@ -361,7 +377,7 @@ def _open_slots(cfg: RunConfig, options: dict[str, Any]) -> list[_Slot]:
     slots: list[_Slot] = []
     try:
         for _ in range(cfg.workers):
-            slots.append(_Slot(cfg.sim, dict(options), remote=cfg.workers > 1))  # noqa: PERF401 (one by one: close the started ones on failure)
+            slots.append(_Slot(cfg.sim, dict(options), remote=cfg.workers > 1, log_dir=Path(cfg.out)))  # noqa: PERF401 (one by one: close the started ones on failure)
     except BaseException:
         for slot in slots:
             slot.close()

@@ -149,11 +149,18 @@ def load_recipe(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if parents is None:
         return raw
     merged: dict[str, Any] = {}
-    for parent in [parents] if isinstance(parents, str) else list(parents):
-        parent_path = (path.parent / str(parent)).resolve()
+    names = [parents] if isinstance(parents, str) else parents
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"{path}: extends: must be a template file name or a list of them, got {parents!r}"[:300])
+    for parent in names:
+        try:
+            parent_path = (path.parent / parent).resolve()
+            found = parent_path.is_file()
+        except (OSError, ValueError) as exc:  # a name too long, or with a NUL byte
+            raise ConfigError(f"{path}: extends: {parent[:80]!r}: not a usable file name ({exc})") from exc
         if parent_path in seen or parent_path == path.resolve():
             raise ConfigError(f"{path}: extends: {parent} includes itself")
-        if not parent_path.is_file():
+        if not found:
             raise ConfigError(f"{path}: extends: {parent}: no such template beside the recipe")
         merged = _merge(merged, load_recipe(parent_path, (*seen, path.resolve())))
     return _merge(merged, raw)

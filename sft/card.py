@@ -16,6 +16,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from transformers import PreTrainedModel, ProcessorMixin
 
 from datasets_build.checkpoint import CARD_FILE, RECIPE_FILE, CheckpointFolder
+from datasets_build.outputs import refuse_protected
 from datasets_build.precision import save_pretrained_as
 
 
@@ -100,6 +101,7 @@ def save_checkpoint_folder(
             extra(tmp)
         CheckpointFolder.inspect(tmp)
         if out.exists():
+            refuse_protected(out, "replace")
             old = out.parent / f".{out.name}.old-{os.getpid()}"
             out.rename(old)
             tmp.rename(out)

@@ -124,7 +124,9 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     processor = load_processor(cfg.checkpoint)
     try:
         # generation runs on the CPU here: fp32 weights there, whatever dtype the folder stores (precision rule)
-        model = AutoModelForImageTextToText.from_pretrained(cfg.checkpoint, dtype=inference_dtype("cpu"))
+        model = AutoModelForImageTextToText.from_pretrained(
+            cfg.checkpoint, dtype=inference_dtype("cpu"), trust_remote_code=False
+        )
     except OSError as exc:
         raise ConfigError(f"evaluate: cannot load {cfg.checkpoint!r} ({str(exc).splitlines()[0]})") from exc
     model.eval()

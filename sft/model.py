@@ -28,7 +28,7 @@ class LoadedModel:
 def load_processor(name_or_path: str, revision: str | None = None) -> ProcessorMixin:
     """The processor of `name_or_path`; ConfigError when it has no chat template (SFT needs one)."""
     try:
-        processor = AutoProcessor.from_pretrained(name_or_path, revision=revision)
+        processor = AutoProcessor.from_pretrained(name_or_path, revision=revision, trust_remote_code=False)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"model: cannot load a processor from {name_or_path!r} ({_first_line(exc)})") from exc
     template = getattr(processor, "chat_template", None) or getattr(processor.tokenizer, "chat_template", None)
@@ -44,7 +44,7 @@ def load_model(name_or_path: str, revision: str | None = None, attn_implementati
     keeps fp32 masters of what it trains, `datasets_build.precision.cast_parameters`); ConfigError names what is
     wrong."""
     try:
-        config = AutoConfig.from_pretrained(name_or_path, revision=revision)
+        config = AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=False)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"model: cannot load {name_or_path!r} ({_first_line(exc)})") from exc
     family = family_of(config)
@@ -52,7 +52,9 @@ def load_model(name_or_path: str, revision: str | None = None, attn_implementati
         raise ConfigError(f"model: SFT supports the families {', '.join(SFT_FAMILIES)}; {name_or_path!r} is {family}")
     processor = load_processor(name_or_path, revision)
     attention = DEFAULT_ATTENTION[family] if attn_implementation == "auto" else attn_implementation
-    model = AutoModelForImageTextToText.from_pretrained(name_or_path, revision=revision, attn_implementation=attention)
+    model = AutoModelForImageTextToText.from_pretrained(
+        name_or_path, revision=revision, attn_implementation=attention, trust_remote_code=False
+    )
     return LoadedModel(model, processor, family)
 
 

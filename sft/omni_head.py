@@ -262,8 +262,8 @@ def sample_to_png(
     if kind not in (*KINDS, "future_frame"):
         raise ConfigError(f"kind: must be one of {', '.join((*KINDS, 'future_frame'))}, got {kind!r}")
     root = Path(checkpoint)
-    processor = AutoProcessor.from_pretrained(root)
-    model = AutoModelForImageTextToText.from_pretrained(root).eval()
+    processor = AutoProcessor.from_pretrained(root, trust_remote_code=False)
+    model = AutoModelForImageTextToText.from_pretrained(root, trust_remote_code=False).eval()
     head = OmniGenerationHead.from_pretrained(root / HEAD_DIR, processor.tokenizer).eval()
     try:
         picture = Image.open(image).convert("RGB")

@@ -28,7 +28,7 @@ from datasets_build.configs import config_to_dict
 from datasets_build.errors import ConfigError
 from datasets_build.fast import FastTokenizer
 from datasets_build.launch import check_launch, frozen_dtype_name, launched_engine
-from datasets_build.outputs import prepare_output_folder
+from datasets_build.outputs import cleaned_if_unused, prepare_output_folder
 from datasets_build.parameter_groups import GroupRow, backbone_prefixes, format_parameter_table, parameter_groups
 from datasets_build.precision import cast_parameters, dtype_name, parse_dtype
 from datasets_build.shards import CARD_NAME, fingerprint_path, sha256_file
@@ -306,6 +306,12 @@ def finish(run: TrainingRun, metrics: dict[str, Any]) -> Path:
 
 def train(cfg: SFTTrainConfig) -> dict[str, Any]:
     """Run one SFT stage; returns a summary {checkpoint, steps, metrics, frozen}."""
+    with cleaned_if_unused(cfg.output_dir):  # a run that fails before writing anything leaves no empty folder
+        return _train(cfg)
+
+
+def _train(cfg: SFTTrainConfig) -> dict[str, Any]:
+    """One SFT stage; returns a summary {checkpoint, steps, metrics, frozen}."""
     run = build_trainer(cfg)
     if run.resume_from is not None and run.trainer.is_world_process_zero():
         print(f"resumed from {run.resume_from}", flush=True)

@@ -1,7 +1,8 @@
 """The fast paths of the geometry that corpus builders take give bit for bit what the plain computations give:
 pixel counts without a geometry, the support-only geometry, boxes from pixel lists, the cached world->canonical
-transform and camera inverse, depth converted where read, and vica's support area (so the corpora's bytes did
-not change when they got faster)."""
+transform and camera inverse, depth converted where read, back-projection of flat pixel indices, the shared
+canonical camera, the robust bounds (np.percentile's formula) and vica's support area (so the corpora's bytes
+did not change when they got faster)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,22 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from datasets_build.camera import CameraModel
+from datasets_build.camera import CameraModel, transform_rows
 from datasets_build.corpora.vica import support_area
 from datasets_build.geometry.ground_truth import (
     ground_truth_geometry,
     ground_truth_pixel_counts,
     ground_truth_support,
 )
-from datasets_build.geometry.scene import _world_to_canonical, canonical_from_world, flat_box, mask_box
+from datasets_build.geometry.scene import (
+    _world_to_canonical,
+    apply,
+    canonical_camera,
+    canonical_from_world,
+    flat_box,
+    mask_box,
+    robust_bounds,
+)
 from tests.helpers import synthetic_episode
 
 
@@ -115,3 +124,85 @@ def test_support_geometry_falls_back_when_objects_change_the_support(segmented: 
         assert support.objects == {}  # the objects' point clouds were skipped
     else:
         assert set(support.objects) == set(full.objects)  # the full geometry, taken as is
+
+
+def _random_camera(rng: np.random.Generator, w: int, h: int) -> CameraModel:
+    eye = rng.normal(size=3) + np.array([0.0, 0.0, rng.uniform(0.5, 3)])
+    return CameraModel.from_look_at(eye, rng.normal(size=3) * 0.3, [0, 0, 1], rng.uniform(15, 110), w, h)
+
+
+def test_unproject_flat_is_unproject_at_pixel_centres() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        h, w = (int(v) for v in rng.integers(1, 120, 2))
+        camera = _random_camera(rng, w, h)
+        depth = rng.uniform(0.05, 4.0, (h, w)).astype(np.float32 if rng.integers(2) else np.float64)
+        flat = np.sort(rng.choice(h * w, size=int(rng.integers(1, h * w + 1)), replace=False))
+        rows, cols = np.divmod(flat, w)
+        plain = camera.unproject(depth, np.stack([cols + 0.5, rows + 0.5], axis=1))
+        assert np.array_equal(camera.unproject_flat(depth, flat), plain)
+
+
+def test_canonical_camera_is_the_plain_product_and_shared() -> None:
+    rng = np.random.default_rng(4)
+    for _ in range(50):
+        camera = _random_camera(rng, 64, 48)
+        w2c = canonical_from_world(camera)
+        plain = CameraModel(camera.intrinsics, camera.extrinsics @ np.linalg.inv(w2c), 64, 48)
+        shared = canonical_camera(camera, w2c)
+        assert np.array_equal(shared.extrinsics, plain.extrinsics)
+        assert np.array_equal(shared.intrinsics, plain.intrinsics)
+        assert shared is canonical_camera(camera, w2c)
+        assert not shared.extrinsics.flags.writeable
+
+
+def test_robust_bounds_are_numpys_percentiles() -> None:
+    rng = np.random.default_rng(5)
+    for i in range(3000):
+        n = int(rng.integers(1, 60)) if i % 3 == 0 else int(rng.integers(1, 3000))
+        points = rng.normal(size=(n, 3)) * rng.uniform(1e-3, 10)
+        if i % 5 == 0:
+            points = np.round(points, 1)  # ties
+        if i % 11 == 0 and n:
+            points[int(rng.integers(n)), int(rng.integers(3))] = np.nan
+        points = points.astype(np.float32 if i % 4 else np.float64)
+        with np.errstate(invalid="ignore"):
+            expected = np.percentile(points, [2, 98], axis=0)
+            got = robust_bounds(points)
+        assert got.dtype == expected.dtype
+        assert np.array_equal(got, expected, equal_nan=True)
+
+
+def test_object_clouds_and_bounds_match_the_plain_computation(demo_episodes) -> None:
+    for episode in demo_episodes[:3]:
+        model = episode.camera["static"]
+        w2c = canonical_from_world(model)
+        for step in range(0, len(episode), 2):
+            geometry = ground_truth_geometry(episode, "static", step)
+            assert not isinstance(geometry, str)
+            depth = np.asarray(episode.depth["static"][step])
+            for obj in geometry.objects.values():
+                flat = np.flatnonzero(obj.mask)
+                if len(flat) > 2048:
+                    flat = flat[np.linspace(0, len(flat) - 1, 2048).astype(int)]
+                rows, cols = np.divmod(flat, depth.shape[1])
+                world = model.unproject(depth, np.stack([cols + 0.5, rows + 0.5], axis=1))
+                plain = (world @ w2c[:3, :3].T + w2c[:3, 3]).astype(np.float32)
+                assert np.array_equal(obj.points, plain)
+                assert np.array_equal(np.stack([obj.lower, obj.upper]), np.percentile(plain, [2, 98], axis=0))
+                assert obj.pixels == int(np.count_nonzero(obj.mask))
+
+
+def test_rigid_transforms_of_rows_are_the_plain_expression() -> None:
+    rng = np.random.default_rng(6)
+    for i in range(1000):
+        transform = np.eye(4)
+        transform[:3] = rng.normal(size=(3, 4)) * rng.uniform(0.1, 10)
+        n = int(rng.integers(0, 40)) if i % 2 else int(rng.integers(40, 10000))
+        points = rng.normal(size=(n, 3)) * rng.uniform(1e-3, 100)
+        plain = points @ transform[:3, :3].T + transform[:3, 3]
+        assert np.array_equal(transform_rows(points, transform), plain)
+        assert np.array_equal(transform_rows(np.asfortranarray(points), transform), plain)
+        single = points.astype(np.float32)
+        plain_single = single.astype(np.float64) @ transform[:3, :3].T + transform[:3, 3]
+        assert np.array_equal(apply(transform, single), plain_single)

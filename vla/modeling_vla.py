@@ -20,12 +20,13 @@ from torch import nn
 
 from datasets_build.actions import ACTION_DIM
 from datasets_build.checkpoint import CARD_FILE, RECIPE_FILE
-from datasets_build.errors import DataError, one_line
+from datasets_build.errors import DataError, OutputExistsError, one_line
+from datasets_build.outputs import refuse_protected
 from datasets_build.parameter_groups import GroupRow, backbone_prefixes, parameter_groups
 from datasets_build.precision import MASTER_DTYPE, cast_parameters, save_pretrained_as
 from vla.action_query import ActionQuery
 from vla.backbones import Backbone, load_backbone
-from vla.configuration_vla import VLAConfig
+from vla.configuration_vla import VLA_CONFIG_FILE, VLAConfig
 from vla.head import bound_arm, build_head
 from vla.loss import action_loss
 from vla.normalization import ActionNormalizer
@@ -170,6 +171,10 @@ class VLAPolicyModel(nn.Module):
         (None: as held; config.json records it). `atomic`: into a temporary folder renamed when complete
         (otherwise straight into `folder`, for callers that stage it)."""
         folder = Path(folder)
+        if atomic and folder.exists():  # replaced below: only a checkpoint, never a protected folder
+            refuse_protected(folder, "replace")
+            if folder.is_dir() and any(folder.iterdir()) and not (folder / VLA_CONFIG_FILE).is_file():
+                raise OutputExistsError(f"{folder}: not a VLA checkpoint folder ({VLA_CONFIG_FILE}); not replaced")
         folder.parent.mkdir(parents=True, exist_ok=True)
         if atomic:
             staging = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=folder.parent))

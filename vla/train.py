@@ -37,7 +37,7 @@ from datasets_build import faults
 from datasets_build.configs import config_to_dict
 from datasets_build.errors import ConfigError, DataError
 from datasets_build.launch import frozen_dtype_name
-from datasets_build.outputs import prepare_output_folder
+from datasets_build.outputs import cleaned_if_unused, prepare_output_folder
 from datasets_build.parameter_groups import format_parameter_table
 from datasets_build.precision import compute_dtype, dtype_name, parse_dtype
 from datasets_build.vlm_families import LAYER_CLASSES, family_of
@@ -133,7 +133,13 @@ def train_step(
 
 
 def train(cfg: VLATrainConfig) -> dict[str, Any]:
-    """Run one training job; returns a summary (steps, checkpoints, last logged metrics, world size, parameter
+    """Run one training job (see `_train`); an `out` it created and left empty is removed when it fails."""
+    with cleaned_if_unused(cfg.out):  # a run that fails before writing anything leaves no empty folder
+        return _train(cfg)
+
+
+def _train(cfg: VLATrainConfig) -> dict[str, Any]:
+    """One training job; returns a summary (steps, checkpoints, last logged metrics, world size, parameter
     groups) and writes it, with the history of every logged step, to `out/train_summary.json`."""
     precision = cfg.mixed_precision
     if precision == "auto":

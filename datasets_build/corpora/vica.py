@@ -217,32 +217,58 @@ def support_area(mask: np.ndarray, camera: CameraModel, height: float) -> float:
 
     `camera` maps canonical points to pixels. Each pixel's footprint is the quadrilateral where the rays
     through its four corners meet the plane; pixels whose corners miss the plane (at or above the
-    horizon) are left out.
+    horizon) are left out. The corner rays come from a table made once per camera (`_corner_rays`); the
+    rest is computed over the mask's bounding rows and columns only, in buffers reused step by step.
     """
     mask = np.asarray(mask, dtype=bool)
-    if not mask.any():
-        return 0.0
     rows = np.flatnonzero(mask.any(axis=1))
-    r0, r1 = int(rows[0]), int(rows[-1]) + 1
-    w = mask.shape[1]
-    k = camera.intrinsics
-    rays = np.empty((r1 - r0 + 1, w + 1, 3))  # the corner rays (x, y, 1) of rows r0..r1, column by column
-    rays[..., 0] = (np.arange(0, w + 1, dtype=np.float64) - k[0, 2]) / k[0, 0]
-    rays[..., 1] = ((np.arange(r0, r1 + 1, dtype=np.float64) - k[1, 2]) / k[1, 1])[:, None]
-    rays[..., 2] = 1.0
-    rotation, translation = camera.extrinsics[:3, :3], camera.extrinsics[:3, 3]
-    rays = rays @ rotation  # camera -> canonical directions (R^T d, row-wise)
-    centre = -rotation.T @ translation
+    if not len(rows):
+        return 0.0
+    cols = np.flatnonzero(mask[rows[0] : rows[-1] + 1].any(axis=0))
+    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    h, w = mask.shape
+    rays_x, rays_y, rays_z, centre = _corner_rays(camera.intrinsics.tobytes(), camera.extrinsics.tobytes(), w, h)
+    window = (slice(r0, r1 + 1), slice(c0, c1 + 1))  # the corners of the pixels [r0, r1) x [c0, c1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        t = (height - centre[2]) / rays[..., 2]
-    hit = np.isfinite(t) & (t > 0)
-    t = np.where(hit, t, 0.0)
-    x, y = centre[0] + t * rays[..., 0], centre[1] + t * rays[..., 1]  # where each corner ray meets the plane
+        t = np.divide(height - centre[2], rays_z[window])
+    hit = np.isfinite(t)
+    hit &= t > 0
+    np.copyto(t, 0.0, where=~hit)
+    x = np.multiply(t, rays_x[window])  # where each corner ray meets the plane
+    x += centre[0]
+    y = np.multiply(t, rays_y[window], out=t)
+    y += centre[1]
     d1x, d1y = x[1:, 1:] - x[:-1, :-1], y[1:, 1:] - y[:-1, :-1]  # the quad's diagonals
     d2x, d2y = x[1:, :-1] - x[:-1, 1:], y[1:, :-1] - y[:-1, 1:]
-    quad = 0.5 * np.abs(d1x * d2y - d1y * d2x)
-    ok = hit[:-1, :-1] & hit[:-1, 1:] & hit[1:, :-1] & hit[1:, 1:] & mask[r0:r1]
+    quad = np.multiply(d1x, d2y, out=d1x)
+    quad -= np.multiply(d1y, d2x, out=d1y)
+    np.abs(quad, out=quad)
+    quad *= 0.5
+    ok = hit[:-1, :-1] & hit[:-1, 1:]
+    ok &= hit[1:, :-1]
+    ok &= hit[1:, 1:]
+    ok &= mask[r0:r1, c0:c1]
     return float(quad[ok].sum())
+
+
+@functools.lru_cache(maxsize=16)
+def _corner_rays(
+    intrinsics: bytes, extrinsics: bytes, width: int, height: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The canonical directions (x, y, z parts, each (height + 1, width + 1)) of the rays through every pixel
+    corner of a camera, and its centre: what `support_area` computes per mask, made once per camera."""
+    k = np.frombuffer(intrinsics, dtype=np.float64).reshape(3, 3)
+    e = np.frombuffer(extrinsics, dtype=np.float64).reshape(4, 4)
+    rays = np.empty((height + 1, width + 1, 3))  # the corner rays (x, y, 1), row by row, column by column
+    rays[..., 0] = (np.arange(0, width + 1, dtype=np.float64) - k[0, 2]) / k[0, 0]
+    rays[..., 1] = ((np.arange(0, height + 1, dtype=np.float64) - k[1, 2]) / k[1, 1])[:, None]
+    rays[..., 2] = 1.0
+    rotation, translation = e[:3, :3], e[:3, 3]
+    rays = rays @ rotation  # camera -> canonical directions (R^T d, row-wise)
+    out = (*(np.ascontiguousarray(rays[..., i]) for i in range(3)), -rotation.T @ translation)
+    for array in out:
+        array.flags.writeable = False
+    return out  # type: ignore[return-value]
 
 
 def clip_steps(length: int, num_frames: int, start: int = 0) -> list[int]:

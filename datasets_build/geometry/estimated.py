@@ -227,25 +227,29 @@ class GeometryEstimator:
         )
 
         opts = self.options
-        detector_type = AutoConfig.from_pretrained(opts.detector).model_type
+        detector_type = AutoConfig.from_pretrained(opts.detector, trust_remote_code=False).model_type
         if detector_type not in DETECTOR_TYPES:
             raise ConfigError(
                 f"geometry.estimated.detector: {opts.detector!r} is a {detector_type!r} model; "
                 f"supported: {', '.join(DETECTOR_TYPES)}"
             )
-        depth_config = AutoConfig.from_pretrained(opts.depth)
+        depth_config = AutoConfig.from_pretrained(opts.depth, trust_remote_code=False)
         if getattr(depth_config, "depth_estimation_type", "metric") != "metric":
             raise ConfigError(
                 f"geometry.estimated.depth: {opts.depth!r} predicts relative depth; a metric model is needed"
             )
         return _Models(
-            detector=_on_device(AutoModelForZeroShotObjectDetection.from_pretrained(opts.detector), opts.device),
-            detector_processor=AutoProcessor.from_pretrained(opts.detector),
+            detector=_on_device(
+                AutoModelForZeroShotObjectDetection.from_pretrained(opts.detector, trust_remote_code=False), opts.device
+            ),
+            detector_processor=AutoProcessor.from_pretrained(opts.detector, trust_remote_code=False),
             detector_type=detector_type,
             segmenter=_on_device(SamModel.from_pretrained(opts.segmenter), opts.device),
             segmenter_processor=SamProcessor.from_pretrained(opts.segmenter),
-            depth=_on_device(AutoModelForDepthEstimation.from_pretrained(opts.depth), opts.device),
-            depth_processor=AutoImageProcessor.from_pretrained(opts.depth),
+            depth=_on_device(
+                AutoModelForDepthEstimation.from_pretrained(opts.depth, trust_remote_code=False), opts.device
+            ),
+            depth_processor=AutoImageProcessor.from_pretrained(opts.depth, trust_remote_code=False),
         )
 
     # ---- stages -----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from datasets_build.geometry.scene import (
     FrameGeometry,
     ObjectGeometry,
     apply,
+    canonical_camera,
     canonical_from_world,
     flat_box,
     subsample,
@@ -195,8 +196,7 @@ def ground_truth_geometry(
     def canonical_at(flat: np.ndarray) -> np.ndarray:
         if canonical is not None:
             return canonical[flat]
-        rows, cols = np.divmod(flat, w)
-        return apply(w2c, model.unproject(depth, np.stack([cols + 0.5, rows + 0.5], axis=1)))
+        return apply(w2c, model.unproject_flat(depth, flat))
 
     objects: dict[str, ObjectGeometry] = {}
     for name in wanted:
@@ -246,14 +246,12 @@ def ground_truth_geometry(
             support = ((np.abs(canonical[:, 2] - support_height) <= opts.support_tolerance) & valid & ~taken).reshape(
                 h, w
             )
-    # the camera that maps canonical points to pixels: canonical -> camera = extrinsics @ inv(w2c)
-    canon_camera = CameraModel(model.intrinsics, model.extrinsics @ np.linalg.inv(w2c), w, h)
     return FrameGeometry(
         episode_id=episode.episode_id,
         step=step,
         camera_name=camera,
         image=image,
-        camera=canon_camera,
+        camera=canonical_camera(model, w2c),
         objects=objects,
         world_to_canonical=w2c,
         support=support,

@@ -16,13 +16,14 @@ image instead, opposite its horizontal viewing direction; corpora ask directiona
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 
-from datasets_build.camera import CameraModel
+from datasets_build.camera import CameraModel, transform_rows
 
 
 def canonical_from_camera(up: np.ndarray) -> np.ndarray:
@@ -67,10 +68,35 @@ def _cached_world_to_canonical(extrinsics: bytes, up: tuple[float, ...]) -> np.n
     return out
 
 
+def canonical_camera(model: CameraModel, world_to_canonical: np.ndarray) -> CameraModel:
+    """The camera that maps canonical points to `model`'s pixels: extrinsics @ inv(world_to_canonical).
+
+    A pure function of the two matrices: a static camera's is made once (read-only arrays) and shared.
+    """
+    if not (model.extrinsics.flags.c_contiguous and world_to_canonical.flags.c_contiguous):
+        return CameraModel(
+            model.intrinsics, model.extrinsics @ np.linalg.inv(world_to_canonical), model.width, model.height
+        )
+    return _cached_canonical_camera(
+        model.intrinsics.tobytes(), model.extrinsics.tobytes(), world_to_canonical.tobytes(), model.width, model.height
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_canonical_camera(intrinsics: bytes, extrinsics: bytes, w2c: bytes, width: int, height: int) -> CameraModel:
+    matrices = [
+        np.frombuffer(m, dtype=np.float64).reshape(shape)
+        for m, shape in ((intrinsics, (3, 3)), (extrinsics, (4, 4)), (w2c, (4, 4)))
+    ]
+    out = CameraModel(matrices[0].copy(), matrices[1] @ np.linalg.inv(matrices[2]), width, height)
+    out.intrinsics.flags.writeable = False
+    out.extrinsics.flags.writeable = False
+    return out
+
+
 def apply(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Apply a 4x4 rigid transform to (N, 3) points."""
-    pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
-    return pts @ transform[:3, :3].T + transform[:3, 3]
+    return transform_rows(np.asarray(points, dtype=np.float64).reshape(-1, 3), transform)
 
 
 @dataclass
@@ -94,7 +120,7 @@ class ObjectGeometry:
 
     @cached_property
     def _bounds(self) -> np.ndarray:
-        return np.percentile(self.points, [2, 98], axis=0)
+        return robust_bounds(self.points)
 
     @cached_property
     def pixels(self) -> int:
@@ -120,9 +146,9 @@ class ObjectGeometry:
         """JSON-serialisable facts a sample's `meta` records and `verify` re-derives answers from."""
         return {
             "name": self.name,
-            "centroid": [round(float(v), 5) for v in self.centroid],
-            "lower": [round(float(v), 5) for v in self.lower],
-            "upper": [round(float(v), 5) for v in self.upper],
+            "centroid": [round(v, 5) for v in self.centroid.tolist()],
+            "lower": [round(v, 5) for v in self.lower.tolist()],
+            "upper": [round(v, 5) for v in self.upper.tolist()],
             "box": [int(v) for v in self.box],
             "pixels": self.pixels,
             "score": round(float(self.score), 4),
@@ -184,6 +210,42 @@ class FrameGeometry:
                 objects if objects is not None else {name: obj.facts() for name, obj in sorted(self.objects.items())}
             ),
         }
+
+
+_BOUNDS_Q = (2 / 100, 98 / 100)  # the quantiles of `robust_bounds`, as np.percentile(.., [2, 98]) divides them
+
+
+def robust_bounds(points: np.ndarray) -> np.ndarray:
+    """`np.percentile(points, [2, 98], axis=0)` (linear method) float for float: (2, D) float64.
+
+    The columns are sorted and the two order statistics around each quantile are interpolated
+    with numpy's own formula (gamma from the virtual index (n - 1) * q; `b - (b - a) * (1 - gamma)` from
+    gamma 0.5 up) and dtypes (the difference in the input's dtype, the rest in float64); a cloud with fewer
+    than 2 points or with NaNs takes np.percentile itself.
+    """
+    n = len(points)
+    if n < 2 or points.ndim != 2:
+        return np.percentile(points, [2, 98], axis=0)
+    lows, gamma = _bounds_weights(n)
+    ordered = np.sort(points, axis=0)  # NaNs sort last
+    if np.isnan(ordered[-1]).any():
+        return np.percentile(points, [2, 98], axis=0)
+    previous, following = ordered[lows], ordered[lows + 1]
+    diff = following - previous
+    out = np.add(previous, diff * gamma)
+    np.subtract(following, diff * (1 - gamma), out=out, where=gamma >= 0.5, casting="unsafe", dtype=out.dtype.type)
+    return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _bounds_weights(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the lower neighbours' indices (2,), gamma (2, 1)) of `robust_bounds` for `n` >= 2 points: numpy's virtual
+    index (n - 1) * q, its floor (below n - 1, so both neighbours exist) and the fraction."""
+    lows = np.array([math.floor((n - 1) * q) for q in _BOUNDS_Q])
+    gamma = np.array([(n - 1) * q - int(i) for q, i in zip(_BOUNDS_Q, lows, strict=True)]).reshape(2, 1)
+    lows.flags.writeable = False
+    gamma.flags.writeable = False
+    return lows, gamma
 
 
 def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:

@@ -419,6 +419,9 @@ class CalvinSource(Source):
         """Members `keys` of frames [start, stop), stacked along a new first axis."""
         out: dict[str, np.ndarray] = {}
         length = stop - start
+        last = self.frame_path(stop - 1)
+        if length > 0 and not last.is_file():  # before allocating `length` frames (a corrupt range can be huge)
+            raise DataError("frame file missing", last, "npz")
         for t in range(length):
             path, archive = self._open(start + t)
             with archive:

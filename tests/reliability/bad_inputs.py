@@ -397,6 +397,20 @@ def _(kit: Kit, d: Path) -> list[str]:
     return [*argv, "--skip-bad"]
 
 
+@case(
+    "inspect-skip-bad-nothing-left",
+    "sources",
+    "`inspect --skip-bad` when every episode is bad",
+    "inspect demo ds --skip-bad",
+    "skipped",
+)
+def _(kit: Kit, d: Path) -> list[str]:
+    ds = kit.copy("episodes", d / "ds")
+    for path in (ds / "data").rglob("*.parquet"):
+        truncate(path)
+    return ["datasets_build", "inspect", "demo", "ds", "--skip-bad"]
+
+
 # -- shards and cards ---------------------------------------------------------------------------------
 def _shard(corpus: Path) -> Path:
     return first(corpus, "*.tar")
@@ -773,6 +787,20 @@ def _(kit: Kit, d: Path) -> list[str]:
     (d / "keep.txt").write_text("mine")
     (d / "sft.yaml").write_text("model: Qwen/Qwen2.5-VL-3B-Instruct\ndata:\n  - {path: corpus, weight: 1.0}\n")
     return ["sft", "train", "sft.yaml", "output_dir=.", "overwrite=true"]
+
+
+@case(
+    "sft-data-missing",
+    "cli",
+    "`sft train` on a shard folder that does not exist",
+    "sft train sft.yaml",
+    "nowhere",
+    absent=("run",),
+)
+def _(kit: Kit, d: Path) -> list[str]:
+    text = "model: Qwen/Qwen2.5-VL-3B-Instruct\ndata:\n  - {path: nowhere, weight: 1.0}\noutput_dir: run\n"
+    (d / "sft.yaml").write_text(text)
+    return ["sft", "train", "sft.yaml"]
 
 
 # -- recipes ------------------------------------------------------------------------------------------

@@ -278,6 +278,11 @@ _EVIL = (
     b"cnumpy\nload\n(S'/etc/passwd'\ntR.",
     b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x8c\x06system\x93.",
     b"(P0\ntR.",
+    b"cbuiltins\nbytes\n(I10000000000\ntR.",  # allocation bombs: a few bytes asking for gigabytes
+    b"cbuiltins\nlist\n(cbuiltins\nrange\n(I10000000000\ntRtR.",
+    b"cnumpy._core.multiarray\n_reconstruct\n(cnumpy\nndarray\n(I10000000000\ntcnumpy\ndtype\n(S'O8'\nI0\nI1\ntRtR.",
+    b"cnumpy\nndarray\n((I10000000000\ntS'O'\ntR.",
+    b"c_codecs\nencode\n(S'abc'\nS'zlib_codec'\ntR.",
 )
 
 

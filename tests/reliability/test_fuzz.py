@@ -53,3 +53,18 @@ def test_forbidden_pickle_globals_are_refused_before_any_call(tmp_path) -> None:
     with pytest.raises(DataError, match=r"refusing to load os\.system"):
         safe_loads(payload, "evil.npy")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"cbuiltins\nbytes\n(I1000000000\ntR.",
+        b"cbuiltins\nlist\n(cbuiltins\nrange\n(I1000000000\ntRtR.",
+        b"cnumpy._core.multiarray\n_reconstruct\n(cnumpy\nndarray\n(I1000000000\ntcnumpy\ndtype\n(S'O8'\nI0\nI1\ntRtR.",
+        b"cnumpy\nndarray\n((I1000000000\ntS'O'\ntR.",
+    ],
+    ids=["bytes", "list-of-range", "reconstruct", "ndarray"],
+)
+def test_allocation_bombs_are_refused_before_allocating(payload: bytes) -> None:
+    with pytest.raises(DataError, match=r"refusing|more elements than the pickle has bytes"):
+        safe_loads(payload, "bomb.npy")

@@ -37,7 +37,7 @@ def _first_line(exc: BaseException) -> str:
 def load_backbone_config(name_or_path: str, revision: str | None = None) -> PretrainedConfig:
     """The model config of a Hub id (through the HF cache) or folder; ConfigError (one line) if unreadable."""
     try:
-        return AutoConfig.from_pretrained(name_or_path, revision=revision)
+        return AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as exc:
         raise ConfigError(f"cannot load backbone {name_or_path!r}: {_first_line(exc)}") from exc
 
@@ -61,7 +61,7 @@ def load_backbone(
     family = family_of(config)
     attention = DEFAULT_ATTENTION[family] if attn_implementation == "auto" else attn_implementation
     try:
-        processor = AutoProcessor.from_pretrained(name_or_path, revision=revision)
+        processor = AutoProcessor.from_pretrained(name_or_path, revision=revision, trust_remote_code=False)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load the processor of {name_or_path!r}: {_first_line(exc)}") from exc
     token_id = add_action_query_token(processor)
@@ -70,7 +70,7 @@ def load_backbone(
             model = AutoModelForImageTextToText.from_config(config, dtype=dtype, attn_implementation=attention)
         else:
             model = AutoModelForImageTextToText.from_pretrained(
-                name_or_path, revision=revision, dtype=dtype, attn_implementation=attention
+                name_or_path, revision=revision, dtype=dtype, attn_implementation=attention, trust_remote_code=False
             )
     except ValueError as exc:
         if "attention" not in str(exc) and "attn" not in str(exc):
