@@ -1,9 +1,9 @@
 """The fault-injection hook's contract (every point named in the code is declared, and each declared one is placed;
-a malformed variable is one line) and the SFT resume choice it exposed: only checkpoints marked complete count."""
+a malformed variable is one line), and SFT checkpoints written before the completion marker still resume (the
+marked case: tests/reliability/test_safeguards.py)."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -16,7 +16,7 @@ import pytest
 from datasets_build import faults
 from datasets_build.checkpoint import CARD_FILE, RECIPE_FILE
 from datasets_build.errors import ConfigError
-from sft.checkpoints import COMPLETE_FILE, TRAINER_STATE, mark_complete, resume_checkpoint
+from sft.checkpoints import TRAINER_STATE, resume_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("datasets_build", "sft", "vla", "evaluation", "recipes")
@@ -56,25 +56,13 @@ def _checkpoint(root: Path, step: int, *files: str) -> Path:
     return folder
 
 
-def test_sft_resumes_from_the_newest_marked_checkpoint_and_drops_the_partial_ones(tmp_path: Path) -> None:
-    two = _checkpoint(tmp_path, 2, "model.safetensors", TRAINER_STATE)
-    mark_complete(two, 2)
-    four = _checkpoint(tmp_path, 4, "model.safetensors", TRAINER_STATE)  # killed before its card and marker
-    six = _checkpoint(tmp_path, 6, "model.safetensors")  # killed between the weights and the optimizer
-    assert resume_checkpoint(tmp_path, delete=False) == two
-    assert four.is_dir()
-    assert six.is_dir()
-    assert resume_checkpoint(tmp_path) == two
-    assert not four.exists()
-    assert not six.exists()
-    assert json.loads((two / COMPLETE_FILE).read_text()) == {"step": 2}
-
-
 def test_sft_checkpoints_from_before_the_marker_still_resume(tmp_path: Path) -> None:
     old = _checkpoint(tmp_path, 2, "model.safetensors", TRAINER_STATE, CARD_FILE, RECIPE_FILE)
-    carded = _checkpoint(tmp_path, 4, "model.safetensors", TRAINER_STATE)  # the Trainer's part only: unfinished
+    uncarded = _checkpoint(tmp_path, 4, "model.safetensors", TRAINER_STATE)  # the Trainer's part only: unfinished
     partial = _checkpoint(tmp_path, 6, "model.safetensors")
-    assert resume_checkpoint(tmp_path) == old  # no marker anywhere: the Trainer's state and the card decide
-    assert not carded.exists()
+    assert resume_checkpoint(tmp_path, delete=False) == old  # no marker anywhere: the Trainer's state and the card
+    assert uncarded.is_dir()  # a process other than the main one deletes nothing
+    assert resume_checkpoint(tmp_path) == old
+    assert not uncarded.exists()
     assert not partial.exists()
     assert resume_checkpoint(tmp_path / "none") is None

@@ -102,6 +102,7 @@ def stats(paths: list[Path]) -> dict[str, tuple[int, int]]:
 
 
 def untouched(before: dict[str, tuple[int, int]]) -> None:
+    """Each file of the snapshot is still there, neither replaced nor rewritten."""
     for path, stat in before.items():
         assert Path(path).exists(), f"{path}: a complete unit was deleted by the rerun"
         assert (Path(path).stat().st_ino, Path(path).stat().st_mtime_ns) == stat, f"{path}: rewritten by the rerun"
@@ -117,6 +118,7 @@ def files(folder: Path, run_dir: Path | None = None, reference: Path | None = No
 
 
 def tensors_equal(a: Path, b: Path) -> None:
+    """Two safetensors files hold the same tensors, bit for bit."""
     left, right = load_file(a), load_file(b)
     assert left.keys() == right.keys()
     assert all(torch.equal(left[k], right[k]) for k in left), f"{a} and {b} differ"
