@@ -10,17 +10,20 @@ renders them); state = ee_pos (3) + ee_ori (3, axis-angle as LIBERO stores it) +
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import h5py
 import numpy as np
 
 from datasets_build.actions import ARM, GRIPPER, gripper_from_libero
+from datasets_build.crash_log import first_line
 from datasets_build.episode import Episode
-from datasets_build.errors import ConfigError, DataError
+from datasets_build.errors import ConfigError, DataError, ToolkitError
 from datasets_build.sources.base import EpisodeLayout, EpisodeSummary, Source, register_source
 
 # Episode camera name -> dataset under `data/demo_i/obs`.
@@ -30,6 +33,26 @@ FPS = 20.0  # LIBERO records at robosuite's control frequency, 20 Hz
 NOOP_THRESHOLD = 1e-4  # arm-action norm under which OpenVLA's regeneration treats a step as a no-op
 _SCENE_PREFIX = re.compile(r"^(?:[A-Z]+_)*SCENE\d+_")
 _HDF5_SUFFIXES = (".hdf5", ".h5")
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _hdf5_errors(method: _Method) -> _Method:
+    """What h5py raises on a corrupt file (OSError, RuntimeError, KeyError, TypeError...) while reading, as a one-line
+    DataError naming the file and demo."""
+
+    @functools.wraps(method)
+    def reading(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except ToolkitError:
+            raise
+        except (OSError, RuntimeError, KeyError, TypeError, ValueError, IndexError) as exc:
+            where = f"{args[0][0]}:{args[0][1]}" if args and isinstance(args[0], tuple | list) else str(self.path)
+            raise DataError(f"cannot read hdf5 ({first_line(exc)})", where, "hdf5") from exc
+
+    return reading  # type: ignore[return-value]
 
 
 class LiberoKey(NamedTuple):
@@ -192,6 +215,7 @@ class LiberoSource(Source):
 
     # --- Source API --------------------------------------------------------------------------------
 
+    @_hdf5_errors
     def episode_keys(self) -> list[Any]:
         """(file, demo) pairs: files by name, demos numerically (demo_2 before demo_10)."""
         if self._keys is None:
@@ -209,6 +233,7 @@ class LiberoSource(Source):
             self._keys = keys
         return list(self._keys)
 
+    @_hdf5_errors
     def load_episode(self, key: Any) -> Episode:
         """The Episode of one demo (images read in full, rotated upright as views)."""
         file, demo_name = LiberoKey(*key)
@@ -239,6 +264,7 @@ class LiberoSource(Source):
             },
         )
 
+    @_hdf5_errors
     def summarize_episode(self, key: Any) -> EpisodeSummary:
         """Actions, state and image shapes of one demo without reading any image."""
         file, demo_name = LiberoKey(*key)
@@ -261,6 +287,7 @@ class LiberoSource(Source):
             cameras=cameras,
         )
 
+    @_hdf5_errors
     def episode_layout(self, key: Any) -> EpisodeLayout:
         """Actions and instruction of one demo (no image read)."""
         file, demo_name = LiberoKey(*key)
@@ -271,6 +298,7 @@ class LiberoSource(Source):
         self._kept[(file, demo_name)] = np.arange(len(raw)) if keep is None else np.flatnonzero(keep)
         return EpisodeLayout(f"{info.task}/{demo_name}", actions, info.instruction, [], self.cameras)
 
+    @_hdf5_errors
     def read_image(self, key: Any, camera: str, step: int) -> np.ndarray:
         """One upright frame of `camera` (step counts kept steps with `filter_noops`), read as one hdf5 row."""
         file, demo_name = LiberoKey(*key)
@@ -303,6 +331,8 @@ class LiberoSource(Source):
         if not isinstance(dataset, h5py.Dataset):
             raise DataError("missing", where, "actions")
         raw = np.asarray(dataset[()])
+        if not np.issubdtype(raw.dtype, np.number) or np.issubdtype(raw.dtype, np.complexfloating):
+            raise DataError(f"expected real numbers, got {raw.dtype}", where, "actions")
         if raw.ndim != 2 or raw.shape[1] != 7:
             raise DataError(f"expected (T, 7), got {raw.shape}", where, "actions")
         if len(raw) == 0:
