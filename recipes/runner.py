@@ -37,6 +37,8 @@ import yaml
 RECIPES_DIR = Path(__file__).resolve().parent
 if str(RECIPES_DIR) not in sys.path:
     sys.path.insert(0, str(RECIPES_DIR))
+if str(RECIPES_DIR.parent) not in sys.path:  # the toolkit of this checkout, as launched stages get it (_child_env)
+    sys.path.insert(1, str(RECIPES_DIR.parent))
 
 from recipe_cache import (  # noqa: E402
     RECORD_NAME,

@@ -41,7 +41,7 @@ class DemoSim(SimAdapter):
         self.seed = seed
         self.camera = camera
         self.max_steps = max_steps
-        self.env = TabletopEnv(TabletopConfig(max_steps=max_steps, image_size=image_size))
+        self.env = TabletopEnv(TabletopConfig(max_steps=max_steps, image_size=image_size, cameras=(camera,)))
         self._instruction = ""
 
     def trials(self, per_task: int | None = None) -> list[Trial]:
