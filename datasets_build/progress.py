@@ -9,6 +9,7 @@ that say nothing to a user of the toolkit.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
@@ -69,6 +70,7 @@ class LineProgress(tqdm):  # type: ignore[type-arg]
     def close(self) -> None:
         """Close without a final line (the command's summary says how it ended)."""
         self._closing = True
+        self.fp = io.StringIO()  # tqdm ends a bar with a newline on its file: not ours
         super().close()
 
 
