@@ -293,6 +293,9 @@ def _add_source_args(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every datasets_build command."""
+    from datasets_build.corpora.base import available_corpora
+    from datasets_build.sources import available_sources
+
     parser = argparse.ArgumentParser(prog="python -m datasets_build", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -395,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fit the FAST tokenizer on windows of --horizon actions and save tokenizer.json + "
         "fast_config.json; prints tokens per chunk and the round-trip error.",
     )
-    ff.add_argument("source", help="source format (demo, calvin, libero, lerobot, rlds, ...)")
+    ff.add_argument("source", choices=available_sources(), help="source format")
     ff.add_argument("path", help="dataset folder or file")
     ff.add_argument("--horizon", type=int, required=True, help="actions per chunk")
     ff.add_argument("--out", required=True, help="output tokenizer folder")
@@ -416,8 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Stream episodes from a source through a corpus builder into shards with a dataset card. "
         "Same inputs and seed give byte-identical shards, whatever --workers.",
     )
-    bd.add_argument("name", help="corpus name (e.g. robo2vlm)")
-    bd.add_argument("--source", required=True, help="source format (demo, calvin, libero, lerobot, rlds, ...)")
+    bd.add_argument("name", choices=available_corpora(), help="corpus name")
+    bd.add_argument("--source", required=True, choices=available_sources(), help="source format")
     bd.add_argument("--input", required=True, help="dataset folder or file")
     bd.add_argument("--out", required=True, help="output shard folder (must not exist or be empty)")
     bd.add_argument("--max-samples", type=int, help="stop after this many samples")

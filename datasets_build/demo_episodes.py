@@ -8,12 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from datasets_build.episode import Episode
 from datasets_build.errors import ConfigError
 from datasets_build.lerobot import LeRobotWriter
 from datasets_build.lerobot.writer import check_output
+from datasets_build.progress import progress_bar
 from datasets_build.sources.demo import demo_features, episode_to_columns
 
 
@@ -35,7 +34,7 @@ class DemoEpisodesConfig:
 
 
 def _plan(cfg: DemoEpisodesConfig) -> list[tuple[str, int]]:
-    from datasets_build.sim import TASK_FAMILIES
+    from datasets_build.sim import EVALUATION_SEED_BASE, TASK_FAMILIES
 
     tasks = cfg.tasks or sorted(TASK_FAMILIES)
     unknown = [t for t in tasks if t not in TASK_FAMILIES]
@@ -43,6 +42,11 @@ def _plan(cfg: DemoEpisodesConfig) -> list[tuple[str, int]]:
         raise ConfigError(f"tasks: unknown task families {unknown}; available: {sorted(TASK_FAMILIES)}")
     if cfg.episodes < 1:
         raise ConfigError(f"episodes: must be >= 1, got {cfg.episodes}")
+    if cfg.seed < 0 or cfg.seed + cfg.episodes > EVALUATION_SEED_BASE:
+        raise ConfigError(
+            f"seed: episodes use layout seeds {cfg.seed}..{cfg.seed + cfg.episodes - 1}; recordings must stay in "
+            f"[0, {EVALUATION_SEED_BASE:,}) (from there on the layouts are the demo sim evaluation's)"
+        )
     return [(tasks[i % len(tasks)], cfg.seed + i) for i in range(cfg.episodes)]
 
 
@@ -89,7 +93,7 @@ def record_demo_episodes(cfg: DemoEpisodesConfig) -> dict[str, Any]:
     writer: LeRobotWriter | None = None
     summary: dict[str, Any] = {"out": cfg.out, "episodes": 0, "steps": 0, "successes": 0, "per_task": {}}
     try:
-        for episode in tqdm(iter_expert_episodes(cfg), total=len(plan), desc="demo episodes", unit="ep"):
+        for episode in progress_bar(iter_expert_episodes(cfg), total=len(plan), desc="demo episodes", unit="ep"):
             if writer is None:
                 sizes = {cam: (int(f.shape[1]), int(f.shape[2])) for cam, f in episode.frames.items()}
                 writer = LeRobotWriter(

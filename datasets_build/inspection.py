@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from datasets_build.errors import DataError
+from datasets_build.progress import progress_bar
 from datasets_build.sources.base import Source
 from datasets_build.stats import RunningStats
 
@@ -30,7 +30,7 @@ def inspect_source(
     actions = RunningStats(7, reservoir=1)
     total = len(source) if max_episodes is None else min(len(source), max_episodes)
     summaries = source.summaries(num_shards, shard_index)
-    for summary in tqdm(summaries, total=total, desc="inspect", unit="ep", disable=not progress):
+    for summary in progress_bar(summaries, total=total, desc="inspect", unit="ep", enabled=progress):
         lengths.append(summary.length)
         actions.update(summary.actions)
         for name, shape in summary.cameras.items():
@@ -64,8 +64,8 @@ def source_stats(source: Source, num_shards: int = 1, shard_index: int = 0, prog
     """Per-dimension statistics of actions (and state) in LeRobot's meta/stats.json layout."""
     actions = RunningStats(7)
     state: RunningStats | None = None
-    for summary in tqdm(
-        source.summaries(num_shards, shard_index), total=len(source), desc="stats", unit="ep", disable=not progress
+    for summary in progress_bar(
+        source.summaries(num_shards, shard_index), total=len(source), desc="stats", unit="ep", enabled=progress
     ):
         actions.update(summary.actions)
         if summary.state is not None:

@@ -31,6 +31,7 @@ from datasets_build.errors import ConfigError, DataError
 from datasets_build.outputs import staged_output_folder
 from evaluation.paper import FIGURE3_FITS, PaperTable, paper_table
 from evaluation.protocol import headline
+from evaluation.readme import write_readme
 from evaluation.results import SUMMARY_FILE, load_results, read_json
 
 BENCHMARK_NAMES: dict[str, str] = {
@@ -63,6 +64,10 @@ class ReportConfig:
     caption: str = ""  # printed under the table (e.g. which simulator stood in for which)
     from_step: int = 0  # box plots use checkpoints from this step on (the paper's Fig. 4: 10k..30k)
     paper_sim: str | None = None  # the benchmark a stand-in simulator's results are compared with (tiny profiles)
+    compared: str = ""  # README.md: what the rows are and how they differ (a sentence or two)
+    chance: float | None = None  # README.md: success (%) of a policy that does nothing useful, for scale
+    chance_why: str = ""  # README.md: why that is the chance level
+    sft: list[str] = field(default_factory=list)  # `sft evaluate` out folders (NAME=PATH): per-task scores
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -363,6 +368,7 @@ def box_plots(table: dict[str, dict[str, Cell]], out: Path, from_step: int = 0) 
         ax.boxplot(data, showmeans=True)
         ax.set_xticks(range(1, len(names) + 1), names, rotation=30, ha="right")
         ax.set_ylabel("Avg. Len." if metric == "chain" else "Success rate (%)")
+        ax.set_ylim(0, 5 if metric == "chain" else 100)  # the metric's whole range, not the data's
         ax.set_title(BENCHMARK_NAMES.get(sim, sim))
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -525,6 +531,7 @@ def _write_report(
     if cfg.layout == "rows":
         written += box_plots(table, out, cfg.from_step)
         written += figure4(table, out, cfg.from_step)
+    written += write_readme(out, cfg.title, table, markdown, cfg.compared, cfg.chance, cfg.chance_why, cfg.sft)
     if capability is not None:
         paths, fits = capability_plots(table, capability, out)
         written += paths

@@ -32,6 +32,7 @@ from datasets_build import faults
 from datasets_build.crash_log import first_line, write_traceback
 from datasets_build.errors import ConfigError, DataError, ToolkitError
 from datasets_build.locking import output_lock
+from datasets_build.progress import progress_bar
 from evaluation.policies import load_policy
 from evaluation.protocol import CHUNK_MODES, EpisodeRecord, steps_per_chunk, summarize
 from evaluation.results import (
@@ -402,12 +403,12 @@ def _rollout_all(
         pending = deque(t for t in mine if t.key not in done)
         policy.reset()
         rollouts = slots[0].rollouts(log) if external else _Rollouts(cfg, policy, slots, log, out)
-        with tqdm(
+        with progress_bar(
             total=len(mine),
             initial=len(mine) - len(pending),
             desc=f"{cfg.sim} episodes",
             unit="ep",
-            disable=not cfg.progress,
+            enabled=cfg.progress,
         ) as bar:
             rollouts.run(pending, bar)
     finally:

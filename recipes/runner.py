@@ -19,6 +19,7 @@ What each stage kind writes, reads and calls complete is in `recipe_kinds`; how 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -29,13 +30,15 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import yaml
 
 RECIPES_DIR = Path(__file__).resolve().parent
 if str(RECIPES_DIR) not in sys.path:
     sys.path.insert(0, str(RECIPES_DIR))
+if str(RECIPES_DIR.parent) not in sys.path:  # the toolkit of this checkout, as launched stages get it (_child_env)
+    sys.path.insert(1, str(RECIPES_DIR.parent))
 
 from recipe_cache import (  # noqa: E402
     RECORD_NAME,
@@ -71,6 +74,7 @@ from datasets_build.errors import (  # noqa: E402
     ToolkitError,
     one_line,
 )
+from datasets_build.progress import quiet_third_party  # noqa: E402
 
 TOP_LEVEL_KEYS = {"description", "extends", "env", "vars", "launch", "profiles", "stages", "state_dir"}
 STAGE_META_KEYS = ("uses", "launch", "after")
@@ -469,6 +473,16 @@ def record_path(plan: Plan, stage: PlannedStage) -> Path:
     return plan.state_dir / "stages" / f"{stage.name}.json"
 
 
+def stage_log_path(plan: Plan, stage: PlannedStage) -> Path:
+    """Where a stage's own console output goes (without --verbose): `.recipe/logs/STAGE.log` of the run."""
+    return plan.state_dir / "logs" / f"{stage.name}.log"
+
+
+def _open_log(path: Path) -> TextIO:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.open("w", encoding="utf-8", buffering=1)
+
+
 def marker_path(plan: Plan, stage: PlannedStage) -> Path:
     """The started-but-unfinished marker of a stage: beside its output folder (so another recipe sharing that
     output, e.g. a baseline run, resumes it too), or in the state folder for stages that write none."""
@@ -637,10 +651,14 @@ def _prepare(stage: PlannedStage, decision: Decision) -> Any:
     return config
 
 
-def _execute(plan: Plan, stage: PlannedStage, config: Any, verbose: bool) -> Any:
-    """Run the stage: in this process, or as a child under its launch block for training stages."""
+def _execute(plan: Plan, stage: PlannedStage, config: Any, verbose: bool, log: TextIO | None = None) -> Any:
+    """Run the stage: in this process, or as a child under its launch block for training stages. `log`: where the
+    stage's own printing (stdout: tables, training log lines) goes instead of the console."""
     if stage.launch is None or stage.launch.launcher == "inline":
-        return stage.spec.run_function()(config)
+        if log is None:
+            return stage.spec.run_function()(config)
+        with contextlib.redirect_stdout(log):
+            return stage.spec.run_function()(config)
     work = plan.state_dir / "launch" / stage.name
     work.mkdir(parents=True, exist_ok=True)
     config_json, result_json = work / "config.json", work / "result.json"
@@ -649,12 +667,12 @@ def _execute(plan: Plan, stage: PlannedStage, config: Any, verbose: bool) -> Any
         stale.unlink(missing_ok=True)
     write_json(config_json, config_to_dict(config))
     command = launch_command(stage.launch, stage.spec.config, stage.spec.run, config_json, result_json)
-    print(f"{PREFIX} {stage.name}: {describe(stage.launch)}", flush=True)
+    print(f"{PREFIX} {stage.name}: {describe(stage.launch)}", file=log or sys.stdout, flush=True)
     if verbose:
         print(f"{PREFIX} {stage.name}: {' '.join(command)}", flush=True)
     import subprocess
 
-    code = subprocess.call(command, env=_child_env())
+    code = subprocess.call(command, env=_child_env(), stdout=log)
     if code != 0:
         message = error_file.read_text(encoding="utf-8").strip() if error_file.is_file() else ""
         raise ToolkitError(message or f"stage {stage.name}: the launched process exited with status {code}")
@@ -693,6 +711,8 @@ def run_plan(
     if followers:
         return _run_follower(plan, decisions)
     os.environ.update(plan.env)
+    if not verbose:
+        quiet_third_party()  # before any stage imports transformers; launched stages inherit the environment
     total = len(plan.stages)
     with state_lock(plan.state_dir):
         tokens: dict[str, str] = {}
@@ -730,7 +750,15 @@ def run_plan(
             config = _prepare(stage, decision)
             faults.hit("recipe.stage_started")
             started = time.time()
-            result = _execute(plan, stage, config, verbose)
+            log_file = stage_log_path(plan, stage)
+            with contextlib.ExitStack() as stack:
+                log = None if verbose else stack.enter_context(_open_log(log_file))
+                try:
+                    result = _execute(plan, stage, config, verbose, log)
+                except BaseException:
+                    if log is not None and log.tell():
+                        print(f"{head}: failed; what it printed: {log_file}", file=sys.stderr, flush=True)
+                    raise
             seconds = time.time() - started
             faults.hit("recipe.stage_ran")
             record = StageRecord(
@@ -933,7 +961,12 @@ def build_parser() -> argparse.ArgumentParser:
         "reads its output, replacing finished outputs ('all' for every stage; repeatable)",
     )  # fmt: skip
     parser.add_argument("--profile", default=None, help="same as profile=NAME")
-    parser.add_argument("--verbose", action="store_true", help="print each stage's full JSON result and commands")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print what each stage prints (tables, training log lines), its full JSON result and commands "
+        "(otherwise these go to .recipe/logs/STAGE.log and the result file)",
+    )
     return parser
 
 

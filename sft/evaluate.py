@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 import yaml
-from tqdm import tqdm
 from transformers import AutoModelForImageTextToText
 from trl.data_utils import prepare_multimodal_messages
 
@@ -29,6 +28,7 @@ from datasets_build.fast.vocab import FastVocabMapping, answer_text
 from datasets_build.locking import output_lock
 from datasets_build.outputs import write_text_atomic
 from datasets_build.precision import inference_dtype
+from datasets_build.progress import progress_bar
 from datasets_build.sample import Sample
 from datasets_build.shards import ShardSet
 from sft.config import EvaluateConfig
@@ -145,7 +145,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         return tokenizers[index]
 
     samples = ((i, sample) for i, s in enumerate(sets) for sample in s)
-    for index, sample in tqdm(samples, total=limit, desc="evaluate", unit="sample"):
+    for index, sample in progress_bar(samples, total=limit, desc="evaluate", unit="sample"):
         if len(rows) >= limit:
             break
         prompt, reference = split_turns(sample)

@@ -31,6 +31,7 @@ from datasets_build.launch import check_launch, frozen_dtype_name, launched_engi
 from datasets_build.outputs import cleaned_if_unused, prepare_output_folder
 from datasets_build.parameter_groups import GroupRow, backbone_prefixes, format_parameter_table, parameter_groups
 from datasets_build.precision import cast_parameters, dtype_name, parse_dtype
+from datasets_build.progress import on_terminal
 from datasets_build.shards import CARD_NAME, fingerprint_path, sha256_file
 from datasets_build.vlm_families import LAYER_CLASSES, MODULE_PATHS
 from sft.action_tokens import FastSetup, prepare_fast
@@ -103,7 +104,7 @@ def sft_arguments(cfg: SFTTrainConfig, checkpoints: Path) -> SFTConfig:
         assistant_only_loss=True,
         max_length=None,
         remove_unused_columns=False,
-        disable_tqdm=False,
+        disable_tqdm=not on_terminal(),  # off a terminal the log lines stay (PrinterCallback), the bar goes
     )
 
 

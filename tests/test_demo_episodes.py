@@ -83,5 +83,29 @@ def test_expert_eval_cli_json(capsys):
     results = json.loads(capsys.readouterr().out)
     assert code == 0
     assert results["push_block"]["episodes"] == 2
+    assert isinstance(results["push_block"]["successes"], int)  # counts print as 2, not 2.0
     assert results["push_block"]["success_rate"] == pytest.approx(results["push_block"]["successes"] / 2)
     assert np.isfinite(results["push_block"]["mean_steps"])
+
+
+def test_recordings_and_evaluation_never_share_a_layout_seed(tmp_path, capsys):
+    """The demo sim's evaluation trials start at EVALUATION_SEED_BASE by default; recordings must stay below it."""
+    from datasets_build.demo_episodes import DemoEpisodesConfig, _plan
+    from datasets_build.sim import EVALUATION_SEED_BASE
+    from evaluation.sims.demo import DemoSim
+
+    recorded = {(task, seed) for task, seed in _plan(DemoEpisodesConfig(episodes=60))}
+    sim = DemoSim(tasks=["gripper_over_block"], max_steps=2, image_size=32)
+    try:
+        trials = sim.trials(20)
+        assert not recorded & {(t.task, t.seed) for t in trials}
+        assert min(t.seed for t in trials) == EVALUATION_SEED_BASE
+        first = sim.reset(trials[0]).instruction
+    finally:
+        sim.close()
+    assert first  # the evaluation layout builds
+    last_allowed = EVALUATION_SEED_BASE - 5
+    assert len(_plan(DemoEpisodesConfig(episodes=5, seed=last_allowed))) == 5
+    args = ["demo-episodes", "--out", str(tmp_path / "x"), "--episodes", "6", "--seed", str(last_allowed)]
+    assert main(args) == 2
+    assert "evaluation" in capsys.readouterr().err

@@ -191,3 +191,46 @@ def test_headline_recipe_tiny_end_to_end_then_cached(tmp_path, monkeypatch, caps
     out = capsys.readouterr().out
     assert out.count(": cached") == 15
     assert second < 10, (first, second)
+
+
+@pytest.mark.slow
+def test_demo_recipe_learns_and_explains_itself_in_few_lines(tmp_path):
+    """`bash recipes/run.sh demo` as a newcomer runs it, output to a log (not a terminal): the VLA learns its task
+    family on layouts no recording used, the report explains what was compared, and the console stays short."""
+    import json
+
+    from datasets_build.sim import EVALUATION_SEED_BASE
+
+    run_dir = tmp_path / "demo"
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HOME", "HF_HUB_CACHE")}
+    out = subprocess.run(
+        [sys.executable, "recipes/runner.py", "demo", f"run_dir={run_dir}"],
+        cwd=ROOT, capture_output=True, text=True, check=False, env=env,
+    )  # fmt: skip
+    console = out.stdout + out.stderr
+    assert out.returncode == 0, console[-3000:]
+    lines = console.splitlines()  # a carriage-return progress bar counts once per redraw
+    assert len(lines) <= 150, len(lines)
+    for noise in ("Loading weights", "Writing model shards", "Removed shared tensor", "it/s]"):
+        assert noise not in console
+    assert sum(": running" in line for line in lines) == 31  # one line when a stage starts, one when it ends
+
+    rates = {}
+    for name in ("base", "sft"):
+        summary = json.loads((run_dir / "eval" / name / "summary.json").read_text())
+        assert summary["metrics"]["per_task"]["gripper_over_block"]["episodes"] == 20
+        rates[name] = summary["metrics"]["per_task"]["gripper_over_block"]["success_rate"]
+        episodes = [json.loads(x) for x in (run_dir / "eval" / name / "episodes.jsonl").read_text().splitlines()]
+        assert min(e["seed"] for e in episodes) >= EVALUATION_SEED_BASE  # never a recorded layout
+    assert rates["base"] >= 0.5, rates  # fails when the demo policy stops learning (chance: 0)
+
+    report = run_dir / "report"
+    for name in ("README.md", "success_per_task.png", "table.md", "checkpoints_boxplot.png"):
+        assert (report / name).is_file(), name
+    readme = (report / "README.md").read_text()
+    assert "VLA on the base backbone" in readme
+    assert "VLA on the SFT backbone" in readme
+    assert "Chance is 0 %" in readme
+    assert "standard error" in readme
+    assert f"{round(100 * rates['base'])} % ±" in readme
+    assert "robo2vlm/" in readme  # the SFT stage's per-task scores on the held-out corpus

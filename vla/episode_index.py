@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from datasets_build.episode import LanguageWindow
 from datasets_build.errors import DataError
 from datasets_build.inspection import ACTION_KEY
+from datasets_build.progress import progress_bar
 from datasets_build.sources.base import EpisodeLayout, Source
 from datasets_build.stats import RunningStats
 
@@ -33,7 +33,7 @@ def read_layouts(source: Source, progress: bool = True) -> list[EpisodeLayout]:
     keys = source.episode_keys()
     return [
         _layout_or_skip(source, key, i)
-        for i, key in enumerate(tqdm(keys, desc="index", unit="ep", disable=not progress))
+        for i, key in enumerate(progress_bar(keys, desc="index", unit="ep", enabled=progress))
     ]
 
 

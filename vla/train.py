@@ -30,7 +30,6 @@ from accelerate.accelerator import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from datasets_build import faults
@@ -40,6 +39,7 @@ from datasets_build.launch import frozen_dtype_name
 from datasets_build.outputs import cleaned_if_unused, prepare_output_folder
 from datasets_build.parameter_groups import format_parameter_table
 from datasets_build.precision import compute_dtype, dtype_name, parse_dtype
+from datasets_build.progress import progress_bar
 from datasets_build.vlm_families import LAYER_CLASSES, family_of
 from vla.backbones import load_backbone_config
 from vla.card import vla_card_text
@@ -292,11 +292,12 @@ def _train(cfg: VLATrainConfig) -> dict[str, Any]:
     samples_per_step = cfg.batch_size
     window_start, window_steps = time.perf_counter(), 0
     max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf  # measure the norm even when not clipping
-    bar = tqdm(
+    bar = progress_bar(
         total=schedule.steps,
         initial=start,
         desc="vla train",
-        disable=not (cfg.progress and accelerator.is_main_process),
+        unit="step",
+        enabled=cfg.progress and accelerator.is_main_process,
     )
     for step in range(start + 1, schedule.steps + 1):
         metrics, grad_norm = train_step(

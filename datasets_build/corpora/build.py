@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from datasets_build.configs import config_to_dict
 from datasets_build.corpora.base import (
     CorpusBuilder,
@@ -37,6 +35,7 @@ from datasets_build.corpora.base import (
 from datasets_build.episode import Episode
 from datasets_build.errors import ConfigError, DataError
 from datasets_build.outputs import OVERWRITE_HINT
+from datasets_build.progress import progress_bar
 from datasets_build.sample import Sample
 from datasets_build.shards import DEFAULT_MAX_BYTES_PER_SHARD, DEFAULT_MAX_SAMPLES_PER_SHARD, ShardSet, ShardWriter
 from datasets_build.sources import open_source
@@ -144,6 +143,16 @@ def _partition(source: Source, cfg: BuildConfig) -> Iterator[tuple[int, Any]]:
             yield i, key
 
 
+def _bar_counts(source: Source, cfg: BuildConfig, start: int) -> dict[str, int]:
+    """The progress bar's total (this partition's episodes) and initial count (those before the resume point)."""
+    try:
+        episodes = len(source)
+    except TypeError:  # a source that cannot count its episodes without reading them
+        return {}
+    total = len(range(cfg.shard_index, episodes, cfg.num_shards))
+    return {"total": total, "initial": len(range(cfg.shard_index, max(start, 0), cfg.num_shards))}
+
+
 def _summary_instructions(source: Source, key: Any, skip_bad: bool) -> list[str] | str:
     """The instructions of one episode from its summary, or the skip reason (skip_bad)."""
     try:
@@ -239,7 +248,10 @@ def _stream_into(
     else:
         results = _local_results(builder, source, cfg, max(start, 0))
     try:
-        bar = tqdm(results, desc=f"build {cfg.name}", unit="ep")
+        counts = _bar_counts(source, cfg, start)
+        bar = progress_bar(
+            results, desc=f"build {cfg.name}", unit="ep", total=counts.get("total"), initial=counts.get("initial", 0)
+        )
         for index, result in bar:
             resumed_episode = index == start
             if isinstance(result, str):  # a bad episode skipped (skip_bad)

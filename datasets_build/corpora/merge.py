@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from datasets_build.errors import ConfigError, DataError
+from datasets_build.progress import progress_bar
 from datasets_build.shards.card import CARD_NAME, DatasetCard, ShardEntry
 from datasets_build.shards.writer import prepare_output_folder, shard_file_name, tar_keys
 
@@ -155,7 +154,9 @@ def merge_corpus(cfg: MergeConfig) -> dict[str, Any]:
     entries: list[ShardEntry] = []
     jobs = [(part, entry) for part in parts for entry in part.card.shards]
     try:
-        for number, (part, entry) in enumerate(tqdm(jobs, desc=f"merge {name}", unit="tar", disable=not cfg.progress)):
+        for number, (part, entry) in enumerate(
+            progress_bar(jobs, desc=f"merge {name}", unit="tar", enabled=cfg.progress)
+        ):
             final = out / shard_file_name(name, number)
             tmp = out / f".{final.name}.tmp"
             written.append(tmp)

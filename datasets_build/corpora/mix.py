@@ -43,11 +43,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tqdm import tqdm
-
 from datasets_build.configs import build_config, load_yaml
 from datasets_build.errors import ConfigError, DataError
 from datasets_build.outputs import OVERWRITE_HINT
+from datasets_build.progress import progress_bar
 from datasets_build.sample import JSON_MEMBER, key_part, meta_text, record_json, upgrade_record
 from datasets_build.shards import CARD_NAME, ShardSet, ShardWriter
 from datasets_build.shards.writer import DEFAULT_MAX_BYTES_PER_SHARD, DEFAULT_MAX_SAMPLES_PER_SHARD, tar_keys
@@ -401,7 +400,7 @@ def mix_shards(cfg: MixConfig) -> dict[str, Any]:
         resume=cfg.resume,
     ) as writer:
         resumed = writer.resumed_from
-        bar = tqdm(total=total, initial=resumed, desc=f"mix {cfg.name}", unit="sample", disable=not cfg.progress)
+        bar = progress_bar(total=total, initial=resumed, desc=f"mix {cfg.name}", unit="sample", enabled=cfg.progress)
         with bar:
             for step, (index, key, record) in enumerate(mix_stream(plans, cfg.seed)):
                 written[index] += 1

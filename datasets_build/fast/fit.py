@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from datasets_build.errors import ConfigError, DataError
 from datasets_build.fast.tokenizer import FastTokenizer, action_chunks
 from datasets_build.outputs import check_output_folder, staged_output_folder
+from datasets_build.progress import progress_bar
 from datasets_build.sources import open_source
 from datasets_build.stats import RunningStats
 
@@ -60,7 +60,7 @@ def fit_fast(cfg: FitFastConfig) -> dict[str, Any]:
     short = 0
     episodes = 0
     running: RunningStats | None = None
-    for summary in tqdm(source.summaries(cfg.num_shards, cfg.shard_index), desc="fit-fast: read", unit="ep"):
+    for summary in progress_bar(source.summaries(cfg.num_shards, cfg.shard_index), desc="fit-fast: read", unit="ep"):
         episodes += 1
         actions = np.asarray(summary.actions, dtype=np.float64)
         if running is None:

@@ -36,11 +36,19 @@ from datasets_build.sim.scene import (
     Layout,
     SceneConfig,
 )
-from datasets_build.sim.tasks import TASK_FAMILIES, TaskFamily, TaskInstance, WorldState, get_family
+from datasets_build.sim.tasks import (
+    EVALUATION_SEED_BASE,
+    TASK_FAMILIES,
+    TaskFamily,
+    TaskInstance,
+    WorldState,
+    get_family,
+)
 
 __all__ = [
     "BACKGROUND_ID",
     "DEFAULT_NOISE",
+    "EVALUATION_SEED_BASE",
     "FIRST_OBJECT_ID",
     "PALETTE",
     "ROBOT_ID",

@@ -53,6 +53,7 @@ class TabletopConfig:
     image_size: int = 224  # static camera, square
     wrist_size: int = 128  # wrist camera, square (see WristCameraConfig for why 128)
     render: bool = True  # False: observations hold only `state` (fast, for expert statistics)
+    cameras: tuple[str, ...] = CAMERAS  # the cameras rendered (an evaluation that shows the policy one renders one)
     control_hz: int = 10
     physics_hz: int = 240
     max_steps: int = 100  # truncation
@@ -68,6 +69,9 @@ class TabletopConfig:
     def __post_init__(self) -> None:
         if self.control_hz <= 0 or self.physics_hz % self.control_hz:
             raise ConfigError(f"physics_hz ({self.physics_hz}) must be a multiple of control_hz ({self.control_hz})")
+        unknown = [c for c in self.cameras if c not in CAMERAS]
+        if unknown or not self.cameras:
+            raise ConfigError(f"cameras must name some of {list(CAMERAS)}, got {list(self.cameras)}")
         if min(self.image_size, self.wrist_size, self.max_steps) <= 0:
             raise ConfigError("image_size, wrist_size and max_steps must be positive")
         get_family(self.task)
@@ -119,6 +123,8 @@ class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
         }
         if cfg.render:
             for name, size in (("static", cfg.image_size), ("wrist", cfg.wrist_size)):
+                if name not in cfg.cameras:
+                    continue
                 obs[f"rgb_{name}"] = spaces.Box(0, 255, shape=(size, size, 3), dtype=np.uint8)
                 obs[f"depth_{name}"] = spaces.Box(0.0, far, shape=(size, size), dtype=np.float32)
                 obs[f"seg_{name}"] = spaces.Box(0, 255, shape=(size, size), dtype=np.int32)
@@ -274,7 +280,8 @@ class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
         if self.config.render:
             started = time.perf_counter()
             scene = self._require_scene()
-            self._frames = {"static": self._static.render(scene), "wrist": self._wrist.render(scene)}
+            cameras: dict[str, StaticCamera | WristCamera] = {"static": self._static, "wrist": self._wrist}
+            self._frames = {name: cameras[name].render(scene) for name in self.config.cameras}
             self.timings["render_s"] = time.perf_counter() - started
             for name, frame in self._frames.items():
                 obs[f"rgb_{name}"] = frame.rgb

@@ -9,9 +9,8 @@ import multiprocessing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from tqdm import tqdm
-
 from datasets_build.errors import ConfigError
+from datasets_build.progress import progress_bar
 from datasets_build.sim.env import TabletopConfig, TabletopEnv
 from datasets_build.sim.expert import DEFAULT_NOISE, ExpertResult, play_expert
 from datasets_build.sim.tasks import TASK_FAMILIES, get_family
@@ -72,14 +71,16 @@ def _play_all(cfg: ExpertEvalConfig, jobs: list[tuple[str, int, float]]) -> Iter
 def evaluate_expert(cfg: ExpertEvalConfig, progress: bool = True) -> dict[str, dict[str, float]]:
     """Per family: episodes, successes, success_rate and mean_steps (a progress bar on stderr unless disabled)."""
     jobs = [(task, cfg.seed + i, cfg.noise) for task in cfg.tasks for i in range(cfg.episodes_per_task)]
-    results = list(tqdm(_play_all(cfg, jobs), total=len(jobs), desc="expert episodes", unit="ep", disable=not progress))
+    results = list(
+        progress_bar(_play_all(cfg, jobs), total=len(jobs), desc="expert episodes", unit="ep", enabled=progress)
+    )
     summary: dict[str, dict[str, float]] = {}
     for task in cfg.tasks:
         mine = [r for r in results if r.task == task]
         successes = sum(r.success for r in mine)
         summary[task] = {
-            "episodes": float(len(mine)),
-            "successes": float(successes),
+            "episodes": len(mine),  # counts stay ints (JSON 10, not 10.0)
+            "successes": successes,
             "success_rate": successes / len(mine),
             "mean_steps": sum(r.steps for r in mine) / len(mine),
         }

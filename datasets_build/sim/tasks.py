@@ -20,6 +20,9 @@ from datasets_build.sim.scene import HOME_TCP, PALETTE, TABLE_TOP_Z, BlockSpec, 
 WORKSPACE_X = (0.36, 0.64)  # where blocks may start (metres, world frame; the robot base is at x=0)
 WORKSPACE_Y = (-0.22, 0.22)
 MIN_BLOCK_GAP = 0.09  # centre distance between any two blocks at the start
+# Layout seeds are split: recordings (`demo-episodes`) draw theirs below this number, the evaluation adapter
+# (`evaluation.sims.demo`) from it on by default, so a policy is never scored on a layout it was trained on.
+EVALUATION_SEED_BASE = 1_000_000
 
 
 @dataclass(frozen=True)

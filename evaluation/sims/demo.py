@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from datasets_build.sim import TASK_FAMILIES, TabletopConfig, TabletopEnv, get_family
+from datasets_build.sim import EVALUATION_SEED_BASE, TASK_FAMILIES, TabletopConfig, TabletopEnv, get_family
 from evaluation.sims.base import Observation, SimAdapter, StepResult, Trial
 from evaluation.sims.provenance import package_versions
 
@@ -19,14 +19,16 @@ DEFAULT_TRIALS = 10
 
 
 class DemoSim(SimAdapter):
-    """`TabletopEnv` with trial i of a task family on layout seed `seed + i` (as the expert evaluation does)."""
+    """`TabletopEnv` with trial i of a task family on layout seed `seed + i`. The default `seed` is the start of the
+    evaluation's seed range (`EVALUATION_SEED_BASE`), which recordings never use: no trial replays a training
+    layout unless `seed` is set to one."""
 
     name = "demo"
 
     def __init__(
         self,
         tasks: Sequence[str] | None = None,
-        seed: int = 0,
+        seed: int = EVALUATION_SEED_BASE,
         max_steps: int = 100,
         image_size: int = 224,
         camera: str = "static",
@@ -39,7 +41,7 @@ class DemoSim(SimAdapter):
         self.seed = seed
         self.camera = camera
         self.max_steps = max_steps
-        self.env = TabletopEnv(TabletopConfig(max_steps=max_steps, image_size=image_size))
+        self.env = TabletopEnv(TabletopConfig(max_steps=max_steps, image_size=image_size, cameras=(camera,)))
         self._instruction = ""
 
     def trials(self, per_task: int | None = None) -> list[Trial]:

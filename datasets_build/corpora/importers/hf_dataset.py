@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
-from tqdm import tqdm
 
 from datasets_build.corpora.importers.llava_json import CORPUS, ROLE_ALIASES, cap_image, chat_messages
 from datasets_build.errors import ConfigError, DataError
+from datasets_build.progress import progress_bar
 from datasets_build.sample import Sample, key_part
 from datasets_build.shards import ShardWriter
 
@@ -145,7 +145,7 @@ def iter_hf_dataset(
         if column is not None and column not in columns:
             raise DataError(f"no column {column!r} (has {columns})", f"{name_or_path}[{split}]", column)
     name = key_part(dataset or Path(name_or_path.rstrip("/")).name, 40, "hf")
-    for row, record in enumerate(tqdm(rows, desc=f"import {name}", unit="row", disable=not progress)):
+    for row, record in enumerate(progress_bar(rows, desc=f"import {name}", unit="row", enabled=progress)):
         where = f"{name_or_path}[{split}]:row {row}"
         try:
             images = [] if images_column is None else _images(record[images_column], where, images_column, image_size)

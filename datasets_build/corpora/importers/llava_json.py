@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from datasets_build.corpora.base import frame_image
 from datasets_build.corpora.importers.records import read_records
 from datasets_build.errors import ConfigError, DataError
+from datasets_build.progress import progress_bar
 from datasets_build.sample import Sample, key_part
 from datasets_build.shards import ShardWriter
 
@@ -157,7 +157,7 @@ def iter_llava_json(
     path = Path(json_path)
     name = key_part(dataset or path.stem, 40, "llava")
     records = read_records(path)
-    for row, record in enumerate(tqdm(records, desc=f"import {name}", unit="rec", disable=not progress)):
+    for row, record in enumerate(progress_bar(records, desc=f"import {name}", unit="rec", enabled=progress)):
         where = f"{path}:record {row}"
         try:
             yield record_sample(record, row, where, Path(image_root), name, path.name, image_size)
