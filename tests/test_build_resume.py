@@ -16,6 +16,7 @@ from datasets_build.cli import main
 from datasets_build.corpora.build import EXECUTION_ONLY, BuildConfig, build_corpus, build_record
 from datasets_build.corpora.merge import MergeConfig, merge_corpus
 from datasets_build.errors import ConfigError, DataError, OutputExistsError
+from datasets_build.outputs import MARKER_FILE
 from datasets_build.shards import CARD_NAME, DatasetCard, ShardSet, ShardWriter
 from datasets_build.shards.writer import PROGRESS_NAME
 
@@ -99,7 +100,12 @@ def test_resume_with_workers_and_after_an_interrupt(demo_dir: Path, full: Path, 
         patch.setattr(ShardWriter, "write", write)
         with pytest.raises(KeyboardInterrupt):
             build_corpus(_cfg(demo_dir, out, resume=True))
-    assert sorted(p.name for p in out.iterdir()) == [PROGRESS_NAME, "robo2vlm-000000.tar", "robo2vlm-000001.tar"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        PROGRESS_NAME,
+        MARKER_FILE,
+        "robo2vlm-000000.tar",
+        "robo2vlm-000001.tar",
+    ]  # interrupted: the finished shards, the resume state and the folder's output marker, no partial shard
     with pytest.raises(ConfigError, match="build_config differs"):
         build_corpus(BuildConfig(**{**_cfg(demo_dir, out, resume=True).__dict__, "seed": 4}))
     assert build_corpus(_cfg(demo_dir, out, resume=True, workers=2))["resumed_from"] == 2 * PER_SHARD

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from datasets_build.errors import ConfigError, DataError
+from datasets_build.outputs import cleaned_if_unused
 from datasets_build.progress import progress_bar
 from datasets_build.shards.card import CARD_NAME, DatasetCard, ShardEntry
 from datasets_build.shards.writer import prepare_output_folder, shard_file_name, tar_keys
@@ -148,28 +149,29 @@ def merge_corpus(cfg: MergeConfig) -> dict[str, Any]:
                 if key in keys:
                     raise DataError(f"key {key} is also in {keys[key]}", part.path / entry.name, "__key__")
                 keys[key] = part.path / entry.name
-    prepare_output_folder(out, cfg.overwrite)
-    name = parts[0].card.name
-    written: list[Path] = []
-    entries: list[ShardEntry] = []
-    jobs = [(part, entry) for part in parts for entry in part.card.shards]
-    try:
-        for number, (part, entry) in enumerate(
-            progress_bar(jobs, desc=f"merge {name}", unit="tar", enabled=cfg.progress)
-        ):
-            final = out / shard_file_name(name, number)
-            tmp = out / f".{final.name}.tmp"
-            written.append(tmp)
-            _copy_checked(part.path / entry.name, tmp, entry)
-            os.replace(tmp, final)
-            written.append(final)
-            entries.append(ShardEntry(final.name, entry.num_samples, entry.bytes, entry.sha256))
-        card = _merged_card(parts, entries)
-        card.write(out / CARD_NAME)
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
+    with cleaned_if_unused(out):  # refused mid-way: no output folder left holding only its marker
+        prepare_output_folder(out, cfg.overwrite)
+        name = parts[0].card.name
+        written: list[Path] = []
+        entries: list[ShardEntry] = []
+        jobs = [(part, entry) for part in parts for entry in part.card.shards]
+        try:
+            for number, (part, entry) in enumerate(
+                progress_bar(jobs, desc=f"merge {name}", unit="tar", enabled=cfg.progress)
+            ):
+                final = out / shard_file_name(name, number)
+                tmp = out / f".{final.name}.tmp"
+                written.append(tmp)
+                _copy_checked(part.path / entry.name, tmp, entry)
+                os.replace(tmp, final)
+                written.append(final)
+                entries.append(ShardEntry(final.name, entry.num_samples, entry.bytes, entry.sha256))
+            card = _merged_card(parts, entries)
+            card.write(out / CARD_NAME)
+        except BaseException:
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
     return {
         "name": name,
         "out": str(out),
