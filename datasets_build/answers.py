@@ -371,12 +371,12 @@ def score_answer(
     if kind == "fast":
         scores = _score_text(prediction, reference, meta)
         if fast_tokenizer is not None and "actions" in meta:
-            scores.update(score_fast_answer(prediction, meta["actions"], fast_tokenizer))  # checked there
+            scores.update(score_fast_answer(prediction, meta["actions"], fast_tokenizer))
         return scores
     return SCORERS[kind](prediction, reference, meta)
 
 
-def score_fast_answer(prediction: str, actions: np.ndarray, tokenizer: Any) -> dict[str, float]:
+def score_fast_answer(prediction: str, actions: Any, tokenizer: Any) -> dict[str, float]:
     """One FAST-token answer decoded through `tokenizer`: `fast_invalid` (1 when it does not decode to a chunk)
     and, when valid, `fast_l1`, the mean absolute error against the reference (T, D) `actions`."""
     decoded = tokenizer.decode(parse_answer(prediction))
