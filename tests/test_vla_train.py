@@ -94,6 +94,19 @@ def test_stream_splits_episodes_over_ranks(demo_dir: Path, normalizer: ActionNor
     assert [s.instruction for s in first] == [s.instruction for s in again]  # seeded
 
 
+def test_a_small_dataset_is_not_read_again_to_fill_the_shuffle_buffer(
+    demo_dir: Path, normalizer: ActionNormalizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A buffer larger than the whole dataset starts drawing after one pass, not after re-reading it to fill up."""
+    stream = VLASampleStream(source="demo", path=str(demo_dir), chunk=2, normalizer=normalizer, shuffle_buffer=10**6)
+    opened: list[Any] = []
+    episode = VLASampleStream._episode
+    monkeypatch.setattr(VLASampleStream, "_episode", lambda self, key: (opened.append(key), episode(self, key))[1])
+    first = next(iter(stream))
+    assert first.instruction
+    assert len(opened) <= 2 * len(stream.keys)  # at most the first pass and the interleave of the second
+
+
 @pytest.mark.slow  # ~10 s on an idle 2-core machine, 40 s when shared
 def test_loss_decreases_on_a_tiny_overfit_set(samples: list[Any]) -> None:
     torch.manual_seed(0)

@@ -274,13 +274,17 @@ class VLASampleStream(_SourceDataset):
         rng = random.Random(seed)
         augment_rng = np.random.default_rng([self.seed, seed])
         capacity = math.ceil(self.shuffle_buffer / workers)
-        width = math.ceil(self.interleave / workers)
+        width = min(math.ceil(self.interleave / workers), max(1, len(keys)))  # never one episode twice at once
         buffer: list[_Pending] = []
         order: list[Any] = []
         open_episodes: list[Iterator[_Pending]] = []
+        passes = 0
         while True:
             while len(open_episodes) < width:
                 if not order:
+                    if passes and len(buffer) < capacity:  # every episode opened once: a bigger buffer would only
+                        capacity = max(1, len(buffer))  # hold repeats of a small dataset (and delay the first sample)
+                    passes += 1
                     order = list(keys)
                     rng.shuffle(order)
                 open_episodes.append(self._episode(order.pop()))
