@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from datasets_build.errors import ConfigError, DataError
-from datasets_build.outputs import is_empty, marker_kind, write_marker
+from datasets_build.outputs import is_empty, make_marked_folder
 
 LOCK_FILE = ".lock"
 
@@ -37,12 +37,7 @@ def output_lock(folder: str | Path, what: str) -> Iterator[Path]:
     if folder.exists() and not folder.is_dir():
         raise DataError("output path exists and is not a folder", folder)
     created = not folder.exists()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        if marker_kind(folder) is None:
-            write_marker(folder, what)
-    except OSError as exc:
-        raise DataError(f"cannot create output folder ({exc.strerror or exc})", folder) from exc
+    make_marked_folder(folder, what)
     path = folder / LOCK_FILE
     handle = path.open("a+", encoding="utf-8")
     try:

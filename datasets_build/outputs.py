@@ -84,14 +84,19 @@ def check_output_folder(folder: str | Path, kind: str, overwrite: bool, *, resum
         if found != kind:
             what = f"was written by `{found}`" if found else f"has no {MARKER_FILE}, so this command did not write it"
             raise OutputExistsError(f"{folder}: not replaced: it {what}; choose another output folder")
-    ancestor = folder.parent
+    _check_writable_ancestor(folder, "output folder")
+    return folder
+
+
+def _check_writable_ancestor(path: Path, what: str) -> None:
+    """The nearest existing folder above `path` must be a writable folder (DataError naming it otherwise)."""
+    ancestor = path.parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise DataError("is not a folder, so the output folder cannot be created there", ancestor)
+        raise DataError(f"is not a folder, so the {what} cannot be created there", ancestor)
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise DataError("folder is not writable", ancestor)
-    return folder
 
 
 def prepare_output_folder(folder: str | Path, kind: str, overwrite: bool, *, resume: bool = False) -> Path:
@@ -99,6 +104,11 @@ def prepare_output_folder(folder: str | Path, kind: str, overwrite: bool, *, res
     folder = check_output_folder(folder, kind, overwrite, resume=resume)
     if folder.is_dir() and not is_empty(folder) and not (resume and marker_kind(folder) in (kind, None)):
         remove_output(folder, kind)
+    return make_marked_folder(folder, kind)
+
+
+def make_marked_folder(folder: Path, kind: str) -> Path:
+    """Create `folder` (and parents) and give it the marker of `kind` unless it has one (DataError on OS errors)."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         if marker_kind(folder) is None:
@@ -172,13 +182,7 @@ def check_output_file(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         raise DataError("output path is a folder, not a file", path)
-    ancestor = path.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise DataError("is not a folder, so the output file cannot be written there", ancestor)
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise DataError("folder is not writable", ancestor)
+    _check_writable_ancestor(path, "output file")
     return path
 
 
