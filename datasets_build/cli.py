@@ -419,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Stream episodes from a source through a corpus builder into shards with a dataset card. "
         "Same inputs and seed give byte-identical shards, whatever --workers.",
     )
-    bd.add_argument("name", choices=available_corpora(), help="corpus name")
+    bd.add_argument("name", metavar="NAME", help=f"corpus name: {', '.join(available_corpora())}")
     bd.add_argument("--source", required=True, choices=available_sources(), help="source format")
     bd.add_argument("--input", required=True, help="dataset folder or file")
     bd.add_argument("--out", required=True, help="output shard folder (must not exist or be empty)")

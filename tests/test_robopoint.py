@@ -11,6 +11,7 @@ from datasets_build.cli import main
 from datasets_build.corpora import BuildConfig, EpisodeContext, build_corpus, episode_rng, make_builder, verify_corpus
 from datasets_build.corpora import build as build_module
 from datasets_build.corpora.robopoint import format_points, parse_points, parse_tuples
+from datasets_build.errors import DataError
 from datasets_build.masks import point_pixel, rle_decode, rle_encode
 from datasets_build.shards import ShardSet
 from datasets_build.sim.scene import TABLE_ID
@@ -160,9 +161,9 @@ def test_episodes_without_geometry_are_skipped_and_counted(tmp_path, monkeypatch
     monkeypatch.setattr(build_module, "open_source", lambda *a, **k: Stub())
     out = tmp_path / "c"
     options = {"geometry": {"mode": "ground_truth"}}
-    summary = build_corpus(BuildConfig(name="robopoint", input=str(tmp_path), out=str(out), options=options))
-    assert summary["samples"] == 0
-    assert ShardSet(out).card.skipped == {"no_masks": 1, "no_depth": 3}
+    with pytest.raises(DataError, match=r"every input was skipped \(no_depth: 3, no_masks: 1\)"):
+        build_corpus(BuildConfig(name="robopoint", input=str(tmp_path), out=str(out), options=options))
+    assert not out.exists()  # an empty corpus is refused, with the skip counts, and nothing is left behind
 
 
 def test_parse_points_formats():

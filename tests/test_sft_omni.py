@@ -10,6 +10,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from datasets_build.corpora import EpisodeContext, episode_rng, make_builder
 from datasets_build.tiny_models import install_tiny_backbones
+from sft.checkpoints import COMPLETE_FILE
 from sft.omni_head import (
     OmniGenerationHead,
     OmniHeadConfig,
@@ -176,10 +177,10 @@ def test_sft_train_with_the_omni_head_and_sample_command(demo_dir, tmp_path, cap
     assert (final / "omni_head" / "omni_config.json").is_file()
     periodic = tmp_path / "run" / "checkpoints" / "checkpoint-2"
     assert (periodic / "omni_head" / "omni_config.json").is_file()
-    # the head is on disk before trainer_state.json, which marks the checkpoint complete (a crash between
+    # the head is on disk before checkpoint_complete.json, which marks the checkpoint complete (a crash between
     # the two leaves a checkpoint resume skips, never one it fails on)
     head_written = max(p.stat().st_mtime_ns for p in (periodic / "omni_head").rglob("*") if p.is_file())
-    assert head_written <= (periodic / "trainer_state.json").stat().st_mtime_ns
+    assert head_written <= (periodic / COMPLETE_FILE).stat().st_mtime_ns
     resumed = train(
         build_config(SFTTrainConfig, {**config_to_dict(cfg), "resume": True}, {"trainer": {"max_steps": 3}})
     )
