@@ -231,7 +231,7 @@ def test_demo_recipe_explains_itself_in_few_lines(demo_run: tuple[Path, str]) ->
     assert sum(": running" in line for line in lines) == 31  # one line when a stage starts, one when it ends
     for name in ("base", "sft"):
         summary = json.loads((run_dir / "eval" / name / "summary.json").read_text())
-        assert summary["metrics"]["per_task"]["gripper_over_block"]["episodes"] == 10
+        assert summary["metrics"]["per_task"]["gripper_over_block"]["episodes"] == 20
         episodes = [json.loads(x) for x in (run_dir / "eval" / name / "episodes.jsonl").read_text().splitlines()]
         assert min(e["seed"] for e in episodes) >= EVALUATION_SEED_BASE  # never a recorded layout
     rates = _demo_rates(run_dir)
@@ -248,7 +248,10 @@ def test_demo_recipe_explains_itself_in_few_lines(demo_run: tuple[Path, str]) ->
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 18 open: no demo VLA setting found yet that learns within the budget")
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 18 open: the demo VLAs learn (head_input_norm batch) but stay far below 50 % on held-out layouts",
+)
 def test_demo_policy_learns_its_task_family(demo_run: tuple[Path, str]) -> None:
     """Issue 18's bar: >= 50 % success on held-out layouts (chance 0). Strict: it fails loudly once it passes."""
     rates = _demo_rates(demo_run[0])

@@ -275,3 +275,72 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "normalization" in err
     with pytest.raises(ConfigError):
         build_config(VLATrainConfig, {"out": ""})
+
+
+def test_standardised_head_input_learns_where_the_plain_head_barely_moves(samples: list[Any]) -> None:
+    """A random tiny backbone's query state is nearly the same vector for every input: the paper's head fits an
+    8-sample set slowly; with `head_input_norm: batch` it sees the varying part at unit scale and fits it."""
+    final = {}
+    for norm in ("none", "batch"):
+        torch.manual_seed(0)
+        model = VLAPolicyModel.build(VLAConfig(backbone=QWEN, chunk_size=4, image_size=112, head_input_norm=norm))
+        batch = _batch(model, samples)
+        states = model.query_states({k: v for k, v in batch.items() if k not in ("actions", "action_mask")})
+        spread = (states.std(0).norm() / states.norm(dim=-1).mean()).item()
+        assert spread < 0.2  # the premise: most of the query state is shared
+        final[norm] = _fit(model, batch, 40, lr=3e-4)[-1]
+    assert final["batch"] < 0.5 * final["none"]
+
+
+def test_standardised_head_statistics_refresh_save_and_reload(
+    tmp_path: Path, samples: list[Any], normalizer: ActionNormalizer
+) -> None:
+    from vla.head import StandardizedInputHead, refresh_input_statistics
+
+    model = VLAPolicyModel.build(VLAConfig(backbone=QWEN, chunk_size=4, image_size=112, head_input_norm="batch"))
+    assert isinstance(model.head, StandardizedInputHead)
+    batch = _batch(model, samples)
+    inputs = {k: v for k, v in batch.items() if k not in ("actions", "action_mask")}
+    with torch.no_grad():
+        states = model.query_states(inputs)
+    assert refresh_input_statistics(model.head, [states[:4], states[4:]])
+    norm = model.head.norm
+    torch.testing.assert_close(norm.running_mean, states.mean(0), rtol=1e-5, atol=1e-6)
+    # the plain average of the two batches' unbiased variances, as BatchNorm's cumulative mode keeps them
+    expected_var = (states[:4].var(0) + states[4:].var(0)) / 2
+    torch.testing.assert_close(norm.running_var, expected_var, rtol=1e-4, atol=1e-7)
+    assert norm.momentum == 0.1 and norm.training
+    model.eval()
+    with torch.no_grad():
+        raw = model.predict(inputs).numpy()
+    folder = model.save_pretrained(tmp_path / "ckpt", normalizer)
+    reloaded = VLAPolicyModel.from_checkpoint(folder).eval()
+    assert VLAConfig.load(folder).head_input_norm == "batch"
+    with torch.no_grad():
+        np.testing.assert_allclose(reloaded.predict(inputs).numpy(), raw, rtol=1e-5, atol=1e-5)
+    plain = VLAPolicyModel.build(VLAConfig(backbone=QWEN, chunk_size=4))
+    assert not refresh_input_statistics(plain.head, [states])
+    with pytest.raises(ConfigError, match="head_input_norm"):
+        VLAConfig(head_input_norm="layer")
+
+
+def test_train_with_a_standardised_head_refreshes_before_saving(tmp_path: Path, demo_dir: Path) -> None:
+    flags = {
+        "out": str(tmp_path / "run"),
+        "steps": 2,
+        "batch_size": 4,
+        "lr": 1e-3,
+        "save_every": 2,
+        "progress": False,
+        "model": {"backbone": QWEN, "chunk_size": 2, "image_size": 112, "head_input_norm": "batch"},
+        "data": {"source": "demo", "path": str(demo_dir), "num_workers": 0},
+    }
+    train(build_config(VLATrainConfig, flags))
+    ckpt = tmp_path / "run" / "checkpoint-000002"
+    model = VLAPolicyModel.from_checkpoint(ckpt)
+    norm = model.head.norm
+    assert int(norm.num_batches_tracked) > 0  # the refresh pass ran (not a fresh BatchNorm)
+    assert float(norm.running_var.min()) > 0.0
+    assert Policy.from_pretrained(ckpt).act([np.zeros((64, 64, 3), np.uint8)], "open the drawer").shape == (2, 7)
+    with pytest.raises(ConfigError, match="head_input_norm batch needs >= 2"):
+        train(build_config(VLATrainConfig, flags, {"out": str(tmp_path / "one"), "batch_size": 1}))

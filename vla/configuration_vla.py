@@ -26,6 +26,7 @@ BASE_IMAGE_SIZE = 224  # paper A.2: every image is first made 224x224
 PROMPT_SCHEMES = ("full", "short")  # Qwen: Scheme 1 (chat format) and Scheme 2 (short), paper A.2.3
 HEAD_TYPES = ("mlp", "fc_decoder")
 ARM_ACTIVATIONS = ("linear", "tanh")
+HEAD_INPUT_NORMS = ("none", "batch")
 
 
 @dataclass
@@ -43,6 +44,10 @@ class VLAConfig:
     head_type: str = "mlp"  # "mlp" (Table 9 layers + a final Linear) or "fc_decoder" (VLM4VLA's released head)
     arm_activation: str = "linear"  # or "tanh": arm outputs bounded to +-arm_scale
     arm_scale: float = 1.0  # the tanh bound, in normalised units
+    # "batch": the head's input is standardised per feature (BatchNorm, no affine; running statistics at inference,
+    # refreshed before each checkpoint). Not in the paper: for backbones whose query state barely varies with the
+    # input (tiny random ones: the demo), where a plain head learns too slowly. "none" = the paper's head.
+    head_input_norm: str = "none"
     huber_delta: float = 1.0
     arm_loss_weight: float = 1.0
     gripper_loss_weight: float = 1.0  # VLM4VLA's arm_gripper_loss_ratio is 0.01
@@ -66,6 +71,8 @@ class VLAConfig:
             raise ConfigError(f"action_clip must be >= 0 (0 = the mode's own clipping), got {self.action_clip}")
         if self.head_type not in HEAD_TYPES:
             raise ConfigError(f"head_type must be one of {HEAD_TYPES}, got {self.head_type!r}")
+        if self.head_input_norm not in HEAD_INPUT_NORMS:
+            raise ConfigError(f"head_input_norm must be one of {HEAD_INPUT_NORMS}, got {self.head_input_norm!r}")
         if self.arm_activation not in ARM_ACTIVATIONS:
             raise ConfigError(f"arm_activation must be one of {ARM_ACTIVATIONS}, got {self.arm_activation!r}")
         if self.arm_scale <= 0:

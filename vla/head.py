@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from datasets_build.actions import ACTION_DIM
-from vla.configuration_vla import ARM_ACTIVATIONS, HEAD_TYPES
+from vla.configuration_vla import ARM_ACTIVATIONS, HEAD_INPUT_NORMS, HEAD_TYPES
 
 HEAD_OUT_WIDTH = 1024  # second layer's output in every Table 9 row
 HEAD_MIN_WIDTH = 1024
@@ -107,13 +107,52 @@ class FCDecoderHead(nn.Module):
         return sum(p.numel() for layer in (self.mlp[0], self.mlp[2]) for p in layer.parameters())
 
 
-def build_head(head_type: str, hidden_size: int, chunk_size: int, width: int | None = None) -> nn.Module:
-    """The head named by `VLAConfig.head_type`."""
+class StandardizedInputHead(nn.Module):
+    """`head` on the input standardised per feature (BatchNorm1d without affine): batch statistics in training,
+    running ones at inference. A random tiny backbone's query state is ~95% the same vector for every input; the
+    head then sees the part that varies at unit scale instead of a few percent of it."""
+
+    def __init__(self, head: nn.Module, hidden_size: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(hidden_size, affine=False)
+        self.head = head
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        """(B, hidden) -> the wrapped head's output."""
+        return self.head(self.norm(state))
+
+
+def build_head(
+    head_type: str, hidden_size: int, chunk_size: int, width: int | None = None, input_norm: str = "none"
+) -> nn.Module:
+    """The head named by `VLAConfig.head_type`, behind a `StandardizedInputHead` when `input_norm` is "batch"."""
+    if input_norm not in HEAD_INPUT_NORMS:
+        raise ValueError(f"unknown head input norm {input_norm!r}; known: {HEAD_INPUT_NORMS}")
     if head_type == "fc_decoder":
-        return FCDecoderHead(hidden_size, chunk_size, width)
-    if head_type == "mlp":
-        return ActionHead(hidden_size, chunk_size, width)
-    raise ValueError(f"unknown head type {head_type!r}; known: {HEAD_TYPES}")
+        head: nn.Module = FCDecoderHead(hidden_size, chunk_size, width)
+    elif head_type == "mlp":
+        head = ActionHead(hidden_size, chunk_size, width)
+    else:
+        raise ValueError(f"unknown head type {head_type!r}; known: {HEAD_TYPES}")
+    return StandardizedInputHead(head, hidden_size) if input_norm == "batch" else head
+
+
+def refresh_input_statistics(head: nn.Module, states: list[torch.Tensor]) -> bool:
+    """Recompute a `StandardizedInputHead`'s running statistics as the plain average over `states` (query states
+    of training batches); False (nothing done) for a head without one."""
+    if not isinstance(head, StandardizedInputHead):
+        return False
+    norm = head.norm
+    momentum, training = norm.momentum, norm.training
+    norm.reset_running_stats()
+    norm.momentum = None  # cumulative average
+    norm.train()
+    with torch.no_grad():
+        for state in states:
+            norm(state.float())
+    norm.momentum = momentum
+    norm.train(training)
+    return True
 
 
 def bound_arm(chunk: torch.Tensor, activation: str, scale: float = 1.0) -> torch.Tensor:

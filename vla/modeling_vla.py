@@ -49,7 +49,13 @@ class VLAPolicyModel(nn.Module):
         self.query = ActionQuery(query_id, init)
         self.query.attach(embeddings)
         self._tied = getattr(backbone.module("lm_head"), "weight", None) is embeddings.weight
-        self.head = build_head(config.head_type, backbone.hidden_size, config.chunk_size, config.head_width or None)
+        self.head = build_head(
+            config.head_type,
+            backbone.hidden_size,
+            config.chunk_size,
+            config.head_width or None,
+            config.head_input_norm,
+        )
         # FSDP units when accelerate wraps this module by its own policy (vla.engines shards by the same classes)
         self._no_split_modules = list(backbone.layer_classes)
 
@@ -130,12 +136,15 @@ class VLAPolicyModel(nn.Module):
         return parameter_groups(self, prefixes, compute)
 
     # --- forward ---------------------------------------------------------------------------------------------
-    def predict(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Encoded inputs -> (B, chunk, 7): normalised arm dims and a gripper logit per step."""
+    def query_states(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Encoded inputs -> (B, hidden): the `<ActionQuery>` token's last hidden state, in the head's dtype."""
         hidden = self.backbone.hidden_states(inputs)
         rows = torch.arange(hidden.shape[0], device=hidden.device)
-        query_state = hidden[rows, self.query.positions(inputs["input_ids"])]
-        out = self.head(query_state.to(next(self.head.parameters()).dtype))
+        return hidden[rows, self.query.positions(inputs["input_ids"])].to(next(self.head.parameters()).dtype)
+
+    def predict(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Encoded inputs -> (B, chunk, 7): normalised arm dims and a gripper logit per step."""
+        out = self.head(self.query_states(inputs))
         chunk = out.view(-1, self.config.chunk_size, ACTION_DIM)
         return bound_arm(chunk, self.config.arm_activation, self.config.arm_scale)
 

@@ -46,6 +46,7 @@ from vla.card import vla_card_text
 from vla.configuration_vla import VLATrainConfig
 from vla.data import VLACollator
 from vla.engines import Engine, check_engine, launched_engine, make_engine
+from vla.head import StandardizedInputHead, refresh_input_statistics
 from vla.modeling_vla import VLAPolicyModel
 from vla.sampling import ResumeState
 from vla.train_data import image_size_check, prepare_training_data, resolve_schedule, training_record
@@ -55,6 +56,7 @@ TRAIN_STATE = "train_state"
 STEP_FILE = "step.json"
 SUMMARY_FILE = "train_summary.json"
 OUTPUT_KIND = "vla train"  # the marker kind of its run folders (datasets_build.outputs)
+HEAD_STATISTICS_BATCHES = 16  # batches a standardised head input's running statistics are recomputed from
 
 
 def checkpoint_dirs(out: str | Path) -> list[Path]:
@@ -98,6 +100,28 @@ def _stop_if_diverged(
     bad = torch.tensor(0.0 if math.isfinite(float(value)) else 1.0, device=accelerator.device)
     if accelerator.reduce(bad, reduction="sum").item() > 0:
         raise DataError(f"training diverged: non-finite {what} at step {step}; nothing was saved for it", out)
+
+
+def refresh_head_statistics(
+    accelerator: Accelerator, policy: VLAPolicyModel, dataset: Any, collate: VLACollator, batch_size: int
+) -> None:
+    """Before a checkpoint: a `head_input_norm: batch` head's running statistics become the plain average over the
+    first HEAD_STATISTICS_BATCHES batches of this process's sample order, taken with the current weights (the
+    momentum average lags a backbone that is still learning). A fresh pass over the dataset: the training stream
+    is not touched, so a resumed run trains bit-identically. Every rank runs it (sharded engines gather weights
+    in the forward pass)."""
+    if not isinstance(policy.head, StandardizedInputHead):
+        return
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=0, collate_fn=collate)
+    states = []
+    was_training = policy.training
+    policy.eval()
+    with torch.no_grad(), accelerator.autocast():
+        for _, batch in zip(range(HEAD_STATISTICS_BATCHES), loader, strict=False):
+            inputs = {k: v.to(accelerator.device) for k, v in batch.items() if k not in ("actions", "action_mask")}
+            states.append(policy.query_states(inputs).float())
+    refresh_input_statistics(policy.head, states)
+    policy.train(was_training)
 
 
 def train_step(
@@ -172,6 +196,8 @@ def _train(cfg: VLATrainConfig) -> dict[str, Any]:
             f"batch_size {cfg.batch_size} is not divisible by {world} processes x "
             f"{cfg.gradient_accumulation_steps} accumulation steps"
         )
+    if cfg.model.head_input_norm == "batch" and per_device < 2:
+        raise ConfigError(f"model.head_input_norm batch needs >= 2 samples per process and step, got {per_device}")
     out = _prepare_out(cfg) if accelerator.is_main_process else Path(cfg.out)
     accelerator.wait_for_everyone()
     out.mkdir(parents=True, exist_ok=True)
@@ -239,11 +265,12 @@ def _train(cfg: VLATrainConfig) -> dict[str, Any]:
             print(f"resumed from {existing[-1]} at step {start}", flush=True)
     # a run killed after its last checkpoint trains no step on resume, but still writes its summary below
 
+    collate = VLACollator(unwrapped.backbone)
     loader = DataLoader(
         data.dataset,
         batch_size=per_device,
         num_workers=cfg.data.num_workers,
-        collate_fn=VLACollator(unwrapped.backbone),
+        collate_fn=collate,
         pin_memory=accelerator.device.type == "cuda",
         prefetch_factor=4 if cfg.data.num_workers > 0 else None,
         # the iterator draws its base seed from this generator, not from the global RNG: a resumed run creates it
@@ -258,6 +285,7 @@ def _train(cfg: VLATrainConfig) -> dict[str, Any]:
     def save(step: int) -> Path:
         final = out / f"checkpoint-{step:06d}"
         staging = out / f".tmp-checkpoint-{step:06d}"
+        refresh_head_statistics(accelerator, unwrapped, data.dataset, collate, per_device)
         weights = engine.full_state_dict()  # collective: gathers FSDP / ZeRO-3 shards to the main process
         if accelerator.is_main_process:
             shutil.rmtree(staging, ignore_errors=True)
