@@ -520,11 +520,26 @@ def run_cli(func: Callable[[argparse.Namespace], int], args: argparse.Namespace)
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m datasets_build`."""
-    parser = build_parser()
+    args = parse_args(build_parser(), argv)
+    return run_cli(args.func, args)
+
+
+LIST_FLAGS = ("tasks",)  # nargs="*" flags whose values never hold "=": a key=value after them is an override
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse `argv`, taking key=value tokens as the command's overrides wherever they stand: between or after flags,
+    or right after a list flag such as `--tasks a b` that would otherwise swallow them as values."""
     args, extra = parser.parse_known_args(argv)
     keyed = next((name for name in ("options", "overrides") if hasattr(args, name)), None)
+    if keyed:
+        for flag in LIST_FLAGS:
+            values = getattr(args, flag, None)
+            if values and any("=" in v for v in values):
+                setattr(args, flag, [v for v in values if "=" not in v] or None)
+                extra = [*extra, *(v for v in values if "=" in v)]
     if extra and keyed and all("=" in e and not e.startswith("-") for e in extra):
-        setattr(args, keyed, [*getattr(args, keyed), *extra])  # key=value given between or after flags
+        setattr(args, keyed, [*getattr(args, keyed), *extra])
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    return run_cli(args.func, args)
+    return args

@@ -109,3 +109,16 @@ def test_recordings_and_evaluation_never_share_a_layout_seed(tmp_path, capsys):
     args = ["demo-episodes", "--out", str(tmp_path / "x"), "--episodes", "6", "--seed", str(last_allowed)]
     assert main(args) == 2
     assert "evaluation" in capsys.readouterr().err
+
+
+def test_key_value_overrides_are_not_swallowed_by_the_tasks_list() -> None:
+    """`--tasks a b image_size=112`: the override is the config's, not a task family named "image_size=112"."""
+    from datasets_build.cli import build_parser, parse_args
+
+    argv = ["demo-episodes", "--out", "x", "--tasks", "pick_block", "image_size=112", "workers=2"]
+    args = parse_args(build_parser(), argv)
+    assert args.tasks == ["pick_block"]
+    assert args.overrides == ["image_size=112", "workers=2"]
+    args = parse_args(build_parser(), ["expert-eval", "--tasks", "seed=3"])
+    assert args.tasks is None
+    assert args.overrides == ["seed=3"]
