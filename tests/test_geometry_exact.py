@@ -26,6 +26,7 @@ from datasets_build.geometry.scene import (
     flat_box,
     mask_box,
     robust_bounds,
+    subsample,
 )
 from tests.helpers import synthetic_episode
 
@@ -206,3 +207,13 @@ def test_rigid_transforms_of_rows_are_the_plain_expression() -> None:
         single = points.astype(np.float32)
         plain_single = single.astype(np.float64) @ transform[:3, :3].T + transform[:3, 3]
         assert np.array_equal(apply(transform, single), plain_single)
+
+
+def test_strided_subsample_is_the_plain_linspace() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        n, limit = (int(v) for v in rng.integers(1, 20000, 2))
+        points = np.arange(n)
+        expected = points if n <= limit else points[np.linspace(0, n - 1, limit).astype(int)]
+        assert np.array_equal(subsample(points, limit), expected)
+        assert np.array_equal(subsample(points, limit), expected)  # cached indices, same answer

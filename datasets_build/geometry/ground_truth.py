@@ -214,13 +214,15 @@ def ground_truth_geometry(
             continue
         mask2d = mask.reshape(h, w)
         kept = subsample(flat, opts.max_points)  # evenly strided pixel indices
-        objects[name] = ObjectGeometry(
+        obj = ObjectGeometry(
             name=name,
             mask=mask2d,
             points=canonical_at(kept).astype(np.float32) if points else np.zeros((0, 3), np.float32),
             box=flat_box(flat, w),
             category=info.category,
         )
+        vars(obj)["pixels"] = len(flat)  # the cached `pixels`: the mask's count, known here
+        objects[name] = obj
     maskable = [o for o in episode.objects.values() if o.size is not None or o.segmentation_id is not None]
     if not objects and (not maskable or (seg_frame is None and all(o.size is None for o in maskable))):
         return "no_masks"

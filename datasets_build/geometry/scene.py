@@ -267,5 +267,13 @@ def subsample(points: np.ndarray, limit: int, rng: np.random.Generator | None = 
     if len(points) <= limit:
         return points
     if rng is None:
-        return points[np.linspace(0, len(points) - 1, limit).astype(int)]
+        return points[_strided(len(points), limit)]
     return points[np.sort(rng.choice(len(points), size=limit, replace=False))]
+
+
+@functools.lru_cache(maxsize=1024)
+def _strided(n: int, limit: int) -> np.ndarray:
+    """The `limit` evenly strided indices of `subsample` among `n` rows (read-only; made once per pair)."""
+    out = np.linspace(0, n - 1, limit).astype(int)
+    out.flags.writeable = False
+    return out
