@@ -22,6 +22,7 @@ from datasets_build.geometry.scene import (
     canonical_camera,
     canonical_from_world,
     flat_box,
+    median,
     subsample,
 )
 
@@ -236,7 +237,7 @@ def ground_truth_geometry(
         if len(support_pixels):
             support = support_flat.reshape(h, w)
             sample = subsample(support_pixels, _SUPPORT_SAMPLE)
-            support_height = float(np.median(canonical_at(sample)[:, 2]))
+            support_height = median(canonical_at(sample)[:, 2])
     if support is None and points:
         if canonical is None:
             canonical = apply(w2c, model.unproject(depth))
