@@ -108,20 +108,18 @@ class CameraModel:
     def unproject_flat(self, depth: np.ndarray, flat: np.ndarray) -> np.ndarray:
         """`unproject` at the centres of the pixels `flat` (row-major indices into `depth`), float for float.
 
-        The per-column and per-row ray factors ((u - cx) / fx, (v - cy) / fy) are what `unproject` computes for
-        each pixel, taken from a table made once per intrinsics and image size; the rest is the same arithmetic.
+        The per-pixel ray factors ((u - cx) / fx, (v - cy) / fy) are what `unproject` computes for each pixel,
+        taken from tables made once per intrinsics and image size; the rest is the same arithmetic.
         """
         depth = np.asarray(depth)
         h, w = depth.shape
         flat = np.asarray(flat)
-        rows = flat // w
-        cols = flat - rows * w
-        across, down = _ray_factors(self.intrinsics.tobytes(), w, h)
+        across, down = _pixel_rays(self.intrinsics.tobytes(), w, h)
         columns = np.empty((3, len(flat)))  # cam = columns.T, (N, 3) in column-major order
         z = columns[2]
         z[:] = depth.reshape(-1)[flat]  # float64 where read
-        np.multiply(across[cols], z, out=columns[0])
-        np.multiply(down[rows], z, out=columns[1])
+        np.multiply(across[flat], z, out=columns[0])
+        np.multiply(down[flat], z, out=columns[1])
         return transform_rows(columns.T, self.camera_to_world)
 
     def to_dict(self) -> dict[str, Any]:
@@ -152,20 +150,44 @@ def _ray_factors(intrinsics: bytes, width: int, height: int) -> tuple[np.ndarray
     return across, down
 
 
+@functools.lru_cache(maxsize=16)
+def _pixel_rays(intrinsics: bytes, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """`_ray_factors` per pixel, row-major (height * width,): the column's factor and the row's, read-only."""
+    across, down = _ray_factors(intrinsics, width, height)
+    per_pixel = np.tile(across, height), np.repeat(down, width)
+    for table in per_pixel:
+        table.flags.writeable = False
+    return per_pixel
+
+
 def transform_rows(points: np.ndarray, transform: np.ndarray) -> np.ndarray:
     """`points @ transform[:3, :3].T + transform[:3, 3]` for (N, 3) float64 points, float for float.
 
     From 2 rows on, the rotation goes to the matrix product as a C-contiguous copy: BLAS multiplies the same
     numbers in the same order whatever the operands' memory order (tests/test_geometry_exact.py checks it),
-    several times faster; many rows get the translation column by column (the same sums, in long loops). A
-    single row keeps the plain expression (numpy hands it to a vector product).
+    several times faster; the translation is then added to the flat result from a tiled copy (the same sums
+    in one contiguous loop). A single row keeps the plain expression (numpy hands it to a vector product).
     """
     if len(points) < 2:
         return points @ transform[:3, :3].T + transform[:3, 3]
     out = points @ np.ascontiguousarray(transform[:3, :3].T)
-    if len(out) < 1024:
-        out += transform[:3, 3]
-    else:
-        for i in range(3):
-            out[:, i] += transform[i, 3]
+    flat = out.reshape(-1)
+    np.add(flat, _tiled_translation(transform, len(out)), out=flat)
     return out
+
+
+_TILES: dict[bytes, np.ndarray] = {}  # translation (24 bytes) -> the translation repeated, read-only
+
+
+def _tiled_translation(transform: np.ndarray, rows: int) -> np.ndarray:
+    """`transform[:3, 3]` repeated `rows` times, (3 * rows,): a view of a table kept per translation."""
+    translation = np.ascontiguousarray(transform[:3, 3], dtype=np.float64)
+    key = translation.tobytes()
+    tile = _TILES.get(key)
+    if tile is None or len(tile) < 3 * rows:
+        if len(_TILES) >= 64:
+            _TILES.clear()
+        tile = np.tile(translation, max(rows, 4096))
+        tile.flags.writeable = False
+        _TILES[key] = tile
+    return tile[: 3 * rows]

@@ -1,8 +1,8 @@
 """The fast paths of the geometry that corpus builders take give bit for bit what the plain computations give:
 pixel counts without a geometry, the support-only geometry, boxes from pixel lists, the cached world->canonical
 transform and camera inverse, depth converted where read, back-projection of flat pixel indices, the shared
-canonical camera, the robust bounds (np.percentile's formula) and vica's support area (so the corpora's bytes
-did not change when they got faster)."""
+canonical camera, the robust bounds (np.percentile's formula), the column means, the median, the strided subsample
+and vica's support area (so the corpora's bytes did not change when they got faster)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,10 @@ from datasets_build.geometry.scene import (
     canonical_from_world,
     flat_box,
     mask_box,
+    mean_rows,
+    median,
     robust_bounds,
+    subsample,
 )
 from tests.helpers import synthetic_episode
 
@@ -206,3 +209,40 @@ def test_rigid_transforms_of_rows_are_the_plain_expression() -> None:
         single = points.astype(np.float32)
         plain_single = single.astype(np.float64) @ transform[:3, :3].T + transform[:3, 3]
         assert np.array_equal(apply(transform, single), plain_single)
+
+
+def test_strided_subsample_is_the_plain_linspace() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        n, limit = (int(v) for v in rng.integers(1, 20000, 2))
+        points = np.arange(n)
+        expected = points if n <= limit else points[np.linspace(0, n - 1, limit).astype(int)]
+        assert np.array_equal(subsample(points, limit), expected)
+        assert np.array_equal(subsample(points, limit), expected)  # cached indices, same answer
+
+
+def test_median_is_numpys_median() -> None:
+    rng = np.random.default_rng(8)
+    for i in range(600):
+        n = int(rng.integers(1, 40)) if i % 3 == 0 else int(rng.integers(1, 10000))
+        values = rng.normal(size=n) * rng.uniform(1e-3, 10)
+        if i % 4 == 0:
+            values = np.round(values, 1)  # ties, and zeros of both signs
+        if i % 7 == 0:
+            values[rng.integers(n, size=int(rng.integers(1, 3)))] = -0.0
+        if i % 11 == 0:
+            values[int(rng.integers(n))] = np.nan
+        subject = values[::2] if i % 5 == 0 else values  # strided views too
+        with np.errstate(invalid="ignore"):
+            expected = float(np.median(subject))
+        assert repr(median(subject)) == repr(expected)  # the sign of a zero and NaN included
+
+
+def test_column_means_are_numpys_means() -> None:
+    rng = np.random.default_rng(9)
+    for i in range(1000):
+        n = int(rng.integers(1, 5000))
+        points = (rng.normal(size=(n, 3)) * rng.uniform(1e-3, 10)).astype(np.float32 if i % 2 else np.float64)
+        got, expected = mean_rows(points), points.mean(axis=0)
+        assert got.dtype == expected.dtype
+        assert np.array_equal(got, expected)

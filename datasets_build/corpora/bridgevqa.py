@@ -221,7 +221,11 @@ def quantity(qtype: str, facts: list[dict[str, Any]]) -> float:
 
 def separated(qtype: str, a: dict[str, Any], b: dict[str, Any], min_separation: float, min_ratio: float) -> bool:
     """Whether two objects differ enough in `qtype`'s key to be compared without ambiguity."""
-    ka, kb = comparative_key(qtype, a), comparative_key(qtype, b)
+    return keys_separated(qtype, comparative_key(qtype, a), comparative_key(qtype, b), min_separation, min_ratio)
+
+
+def keys_separated(qtype: str, ka: float, kb: float, min_separation: float, min_ratio: float) -> bool:
+    """`separated` given the two objects' `comparative_key`s."""
     if qtype == "bigger_smaller":
         low, high = sorted((ka, kb))
         return 0 < low < high and high >= min_ratio * low
@@ -372,8 +376,11 @@ class BridgeVQABuilder(CorpusBuilder):
     ) -> _Turn | None:
         cfg = self.config
         names = sorted(pool)
+        keys = {name: comparative_key(qtype, pool[name]) for name in names}  # each object's once
         pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
-        clear = [p for p in pairs if separated(qtype, pool[p[0]], pool[p[1]], cfg.min_separation, cfg.min_volume_ratio)]
+        clear = [
+            p for p in pairs if keys_separated(qtype, keys[p[0]], keys[p[1]], cfg.min_separation, cfg.min_volume_ratio)
+        ]
         skipped.extend([f"{qtype}:ambiguous"] * (len(pairs) - len(clear)))
         if not clear:
             return None
@@ -382,7 +389,7 @@ class BridgeVQABuilder(CorpusBuilder):
         word = words[int(rng.integers(len(words)))]
         rel, more, high_holds = RELATIONS[qtype][word]
         # the object for which `word` holds against the other one
-        first_high = comparative_key(qtype, pool[first]) > comparative_key(qtype, pool[second])
+        first_high = keys[first] > keys[second]
         holder, other = (first, second) if first_high == high_holds else (second, first)
         form = "yesno" if rng.integers(2) == 0 else "choice"
         labels = ("yes", "no") if form == "yesno" else ("first", "second")
@@ -407,7 +414,7 @@ class BridgeVQABuilder(CorpusBuilder):
             "objects": [a, b],
             "word": word,
             "answer": want if form == "yesno" else holder,
-            "value": round(comparative_key(qtype, pool[a]) - comparative_key(qtype, pool[b]), 6),
+            "value": round(keys[a] - keys[b], 6),
         }
         return _Turn(question, answer, meta)
 

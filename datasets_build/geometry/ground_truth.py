@@ -22,6 +22,7 @@ from datasets_build.geometry.scene import (
     canonical_camera,
     canonical_from_world,
     flat_box,
+    median,
     subsample,
 )
 
@@ -214,13 +215,15 @@ def ground_truth_geometry(
             continue
         mask2d = mask.reshape(h, w)
         kept = subsample(flat, opts.max_points)  # evenly strided pixel indices
-        objects[name] = ObjectGeometry(
+        obj = ObjectGeometry(
             name=name,
             mask=mask2d,
             points=canonical_at(kept).astype(np.float32) if points else np.zeros((0, 3), np.float32),
             box=flat_box(flat, w),
             category=info.category,
         )
+        vars(obj)["pixels"] = len(flat)  # the cached `pixels`: the mask's count, known here
+        objects[name] = obj
     maskable = [o for o in episode.objects.values() if o.size is not None or o.segmentation_id is not None]
     if not objects and (not maskable or (seg_frame is None and all(o.size is None for o in maskable))):
         return "no_masks"
@@ -234,7 +237,7 @@ def ground_truth_geometry(
         if len(support_pixels):
             support = support_flat.reshape(h, w)
             sample = subsample(support_pixels, _SUPPORT_SAMPLE)
-            support_height = float(np.median(canonical_at(sample)[:, 2]))
+            support_height = median(canonical_at(sample)[:, 2])
     if support is None and points:
         if canonical is None:
             canonical = apply(w2c, model.unproject(depth))

@@ -116,7 +116,7 @@ class ObjectGeometry:
     @cached_property
     def centroid(self) -> np.ndarray:
         """Mean of the point cloud (3,), canonical metres."""
-        return self.points.mean(axis=0)
+        return mean_rows(self.points)
 
     @cached_property
     def _bounds(self) -> np.ndarray:
@@ -220,32 +220,67 @@ def robust_bounds(points: np.ndarray) -> np.ndarray:
 
     The columns are sorted and the two order statistics around each quantile are interpolated
     with numpy's own formula (gamma from the virtual index (n - 1) * q; `b - (b - a) * (1 - gamma)` from
-    gamma 0.5 up) and dtypes (the difference in the input's dtype, the rest in float64); a cloud with fewer
-    than 2 points or with NaNs takes np.percentile itself.
+    gamma 0.5 up) and dtypes (the difference in the input's dtype, the rest in float64, which Python's
+    floats are); a cloud with fewer than 2 points, with NaNs or of another dtype takes np.percentile itself.
     """
     n = len(points)
-    if n < 2 or points.ndim != 2:
+    if n < 2 or points.ndim != 2 or points.dtype not in (np.float32, np.float64):
         return np.percentile(points, [2, 98], axis=0)
-    lows, gamma = _bounds_weights(n)
+    rows, gammas = _bounds_weights(n)
     ordered = np.sort(points, axis=0)  # NaNs sort last
-    if np.isnan(ordered[-1]).any():
+    if any(math.isnan(v) for v in ordered[-1].tolist()):
         return np.percentile(points, [2, 98], axis=0)
-    previous, following = ordered[lows], ordered[lows + 1]
-    diff = following - previous
-    out = np.add(previous, diff * gamma)
-    np.subtract(following, diff * (1 - gamma), out=out, where=gamma >= 0.5, casting="unsafe", dtype=out.dtype.type)
-    return out
+    around = ordered[rows]  # the order statistics below each quantile, then those above
+    below, above = around[:2], around[2:]
+    diffs = (above - below).tolist()  # in the input's dtype, as numpy's interpolation takes it
+    out = [
+        [b - d * (1 - g) for b, d in zip(high, diff, strict=True)]
+        if g >= 0.5
+        else [a + d * g for a, d in zip(low, diff, strict=True)]
+        for low, high, diff, g in zip(below.tolist(), above.tolist(), diffs, gammas, strict=True)
+    ]
+    return np.array(out, dtype=np.float64)
+
+
+def mean_rows(points: np.ndarray) -> np.ndarray:
+    """`points.mean(axis=0)` of (N, D) float32/float64 points, float for float: the same column sums (add.reduce
+    along axis 0) divided by the same count (an intp, unsafely cast back), without np.mean's bookkeeping."""
+    if points.ndim != 2 or not len(points) or points.dtype not in (np.float32, np.float64):
+        return points.mean(axis=0)
+    sums = np.add.reduce(points, 0)
+    return np.true_divide(sums, np.intp(len(points)), out=sums, casting="unsafe")
+
+
+def median(values: np.ndarray) -> float:
+    """`float(np.median(values))` of 1-D float64 values, value for value, by one partition instead of three.
+
+    np.median averages the two middle order statistics ((a + b) / 2 in float64; the middle one for an odd
+    count); here the upper one comes from a single selection and the lower one is the largest below it.
+    Values with a NaN, fewer than 2 values, other dtypes and a zero median (whose sign depends on which
+    zeros a selection keeps) take np.median itself.
+    """
+    n = len(values)
+    if n < 2 or values.ndim != 1 or values.dtype != np.float64:
+        return float(np.median(values))
+    half = n // 2
+    part = np.partition(values, half)
+    upper = float(part[half])
+    if math.isnan(float(part[half:].max())):  # NaNs sort last: one is there or nowhere
+        return float(np.median(values))
+    found = upper if n % 2 else (float(part[:half].max()) + upper) / 2
+    return found if found != 0 else float(np.median(values))
 
 
 @functools.lru_cache(maxsize=4096)
-def _bounds_weights(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(the lower neighbours' indices (2,), gamma (2, 1)) of `robust_bounds` for `n` >= 2 points: numpy's virtual
-    index (n - 1) * q, its floor (below n - 1, so both neighbours exist) and the fraction."""
-    lows = np.array([math.floor((n - 1) * q) for q in _BOUNDS_Q])
-    gamma = np.array([(n - 1) * q - int(i) for q, i in zip(_BOUNDS_Q, lows, strict=True)]).reshape(2, 1)
-    lows.flags.writeable = False
-    gamma.flags.writeable = False
-    return lows, gamma
+def _bounds_weights(n: int) -> tuple[np.ndarray, tuple[float, float]]:
+    """(row indices (4,): the lower neighbour of each quantile, then the upper one; gamma per quantile) of
+    `robust_bounds` for `n` >= 2 points: numpy's virtual index (n - 1) * q, its floor (below n - 1, so both
+    neighbours exist) and the fraction."""
+    lows = [math.floor((n - 1) * q) for q in _BOUNDS_Q]
+    rows = np.array(lows + [i + 1 for i in lows])
+    rows.flags.writeable = False
+    gamma = tuple((n - 1) * q - i for q, i in zip(_BOUNDS_Q, lows, strict=True))
+    return rows, (gamma[0], gamma[1])
 
 
 def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
@@ -267,5 +302,13 @@ def subsample(points: np.ndarray, limit: int, rng: np.random.Generator | None = 
     if len(points) <= limit:
         return points
     if rng is None:
-        return points[np.linspace(0, len(points) - 1, limit).astype(int)]
+        return points[_strided(len(points), limit)]
     return points[np.sort(rng.choice(len(points), size=limit, replace=False))]
+
+
+@functools.lru_cache(maxsize=1024)
+def _strided(n: int, limit: int) -> np.ndarray:
+    """The `limit` evenly strided indices of `subsample` among `n` rows (read-only; made once per pair)."""
+    out = np.linspace(0, n - 1, limit).astype(int)
+    out.flags.writeable = False
+    return out
