@@ -285,6 +285,8 @@ def make_plan(path: Path, overrides: list[str], profile: str | None = None) -> P
     if not isinstance(raw.get("stages"), dict) or not raw["stages"]:
         raise ConfigError(f"{where}: stages: must be a non-empty mapping of stage name -> config")
     raw["stages"] = _expand_like(raw["stages"], where)
+    if not isinstance(raw.get("vars") or {}, dict):
+        raise ConfigError(f"{where}: vars: must be a mapping of names to values, got {type(raw['vars']).__name__}")
     raw["vars"] = {"recipe": path.stem, **(raw.get("vars") or {})}  # ${vars.recipe}: this recipe's name
     try:
         merged = OmegaConf.merge(OmegaConf.create(raw), OmegaConf.create(_route_overrides(raw, overrides, where)))
