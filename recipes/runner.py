@@ -316,7 +316,7 @@ def _expand_like(stages: dict[str, Any], where: str) -> dict[str, Any]:
         like = body.get("like")
         if like is None:
             return dict(body)
-        if like not in stages:
+        if not isinstance(like, str) or like not in stages:
             raise ConfigError(f"{where}: stages.{name}.like: {like!r} is not a stage of this recipe")
         if like in chain:
             raise ConfigError(f"{where}: stages.{name}.like: {like!r} refers back to itself")

@@ -205,6 +205,14 @@ def test_vars_that_is_not_a_mapping_is_a_config_error(tmp_path, count_kind, valu
         runner.make_plan(recipe, [])
 
 
+@pytest.mark.parametrize("like", ["{a: 1}", "[first]", "3"])
+def test_like_that_is_not_a_stage_name_is_a_config_error(tmp_path, count_kind, like):
+    """Fuzz escape (recipe-yaml, 10k cases): `like:` holding a mapping raised TypeError (unhashable) while planning."""
+    recipe = _chain(tmp_path, f"  third:\n    like: {like}\n")
+    with pytest.raises(ConfigError, match=r"chain.yaml: stages.third.like: .* is not a stage of this recipe"):
+        runner.make_plan(recipe, [])
+
+
 def test_a_backbone_in_no_cache_is_refused_offline(tmp_path, capsys, monkeypatch):
     data = tmp_path / "episodes"
     data.mkdir()

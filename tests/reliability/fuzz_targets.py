@@ -874,10 +874,12 @@ def recipe_run(fx: Fixtures, case: tuple[str, str, list[str]]) -> None:
 
     name, text, overrides = case
     folder = fx.work("recipes")
-    for path in _recipes():  # `extends:` names a sibling recipe
+    for path in _recipes():  # `extends:` names a sibling recipe or one under templates/
         target = folder / path.name
         if not target.exists():
             shutil.copyfile(path, target)
+    if not (folder / "templates").exists():
+        shutil.copytree(PROJECT / "recipes" / "templates", folder / "templates")
     with replaced(folder / name, text.encode()):
         plan = make_plan(folder / name, overrides)
         dry_run(plan, [s.name for s in plan.stages], set())
