@@ -353,7 +353,12 @@ def _plan_stage(name: str, raw_body: Any, recipe_launch: Any, where: str) -> Pla
         config_class = spec.config_class()
     except ImportError as exc:
         raise ConfigError(f"{where}: stages.{name}: stage kind {kind_name!r} is not available here ({exc})") from exc
-    config = build_config(config_class, body, where=f"{where}: stages.{name}")
+    try:
+        config = build_config(config_class, body, where=f"{where}: stages.{name}")
+    except ConfigError as exc:  # a config class's own check (__post_init__) does not know the recipe
+        if str(exc).startswith(where):
+            raise
+        raise ConfigError(f"{where}: stages.{name}: {exc}") from exc
     launch = None
     if spec.training:
         launch = _launch_config(recipe_launch, stage_launch, f"{where}: stages.{name}")

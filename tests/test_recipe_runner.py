@@ -213,6 +213,14 @@ def test_like_that_is_not_a_stage_name_is_a_config_error(tmp_path, count_kind, l
         runner.make_plan(recipe, [])
 
 
+def test_tiny_model_ids_that_are_not_text_are_a_config_error(tmp_path):
+    """Fuzz escape (recipe-yaml, 10k cases): `ids: [{a: 1}]` in a tiny_models stage raised an unhashable TypeError."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"stages:\n  tiny_models:\n    hf_home: {tmp_path}/hf\n    ids: [{{a: 1}}]\n")
+    with pytest.raises(ConfigError, match=r"r.yaml: stages.tiny_models: ids: must be a list of strings"):
+        runner.make_plan(recipe, [])
+
+
 def test_a_backbone_in_no_cache_is_refused_offline(tmp_path, capsys, monkeypatch):
     data = tmp_path / "episodes"
     data.mkdir()
