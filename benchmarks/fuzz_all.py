@@ -13,9 +13,16 @@ import resource
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.reliability.fuzz_targets import TARGETS, fixtures_in, fuzz
+
+
+def memory_mb() -> tuple[int, int]:
+    """This process's address space and resident set in MB now (the cap applies to the former; Linux only)."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return int(fields.get("VmSize", "0 kB").split()[0]) >> 10, int(fields.get("VmRSS", "0 kB").split()[0]) >> 10
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,21 +44,25 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--only: unknown target(s) {sorted(unknown)}")
     # a case that makes a reader allocate without bound shows up as a MemoryError escape, not as the OOM killer
     resource.setrlimit(resource.RLIMIT_AS, (args.memory_gb << 30, args.memory_gb << 30))
-    rows = []
-    print(f"{'target':<20}{'cases':>8}{'refused':>9}{'escapes':>9}{'seconds':>9}", flush=True)
+    rows: list[dict[str, Any]] = []
+    print(f"{'target':<20}{'cases':>8}{'refused':>9}{'escapes':>9}{'seconds':>9}{'vm MB':>8}{'rss MB':>8}", flush=True)
     with fixtures_in() as fx:
         for target in chosen:
             started = time.perf_counter()
             report = fuzz(target, fx, args.cases, args.seed)
             seconds = time.perf_counter() - started
+            vm_mb, rss_mb = memory_mb()
             print(
-                f"{target.name:<20}{report.cases:>8}{report.refused:>9}{report.escaped:>9}{seconds:>9.1f}", flush=True
+                f"{target.name:<20}{report.cases:>8}{report.refused:>9}{report.escaped:>9}{seconds:>9.1f}"
+                f"{vm_mb:>8}{rss_mb:>8}",
+                flush=True,
             )
             for signature, (count, example, trace) in report.escapes.items():
                 print(f"  ESCAPE x{count}: {signature}\n    case: {example}\n" + trace.rstrip()[-1500:], flush=True)
             rows.append(
                 {"target": target.name, "cases": report.cases, "refused": report.refused, "escapes": report.escaped,
-                 "escape_sites": sorted(report.escapes), "seconds": round(seconds, 1)}
+                 "escape_sites": sorted(report.escapes), "seconds": round(seconds, 1), "vm_mb_after": vm_mb,
+                 "rss_mb_after": rss_mb}
             )  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps({"seed": args.seed, "targets": rows}, indent=2) + "\n")

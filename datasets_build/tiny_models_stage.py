@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from datasets_build.errors import ConfigError
+
 
 @dataclass
 class TinyModelsConfig:
@@ -13,6 +15,13 @@ class TinyModelsConfig:
     ids: list[str] | None = None  # None = all nine paper backbones
     families: list[str] | None = None
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Hub ids and family names must be text (a mapping here broke planning with an unhashable TypeError)."""
+        for name in ("ids", "families"):
+            values = getattr(self, name)
+            if values is not None and not all(isinstance(v, str) for v in values):
+                raise ConfigError(f"{name}: must be a list of strings, got {values!r}")
 
 
 def install_tiny_models(cfg: TinyModelsConfig) -> dict[str, str]:

@@ -285,6 +285,8 @@ def make_plan(path: Path, overrides: list[str], profile: str | None = None) -> P
     if not isinstance(raw.get("stages"), dict) or not raw["stages"]:
         raise ConfigError(f"{where}: stages: must be a non-empty mapping of stage name -> config")
     raw["stages"] = _expand_like(raw["stages"], where)
+    if not isinstance(raw.get("vars") or {}, dict):
+        raise ConfigError(f"{where}: vars: must be a mapping of names to values, got {type(raw['vars']).__name__}")
     raw["vars"] = {"recipe": path.stem, **(raw.get("vars") or {})}  # ${vars.recipe}: this recipe's name
     try:
         merged = OmegaConf.merge(OmegaConf.create(raw), OmegaConf.create(_route_overrides(raw, overrides, where)))
@@ -314,7 +316,7 @@ def _expand_like(stages: dict[str, Any], where: str) -> dict[str, Any]:
         like = body.get("like")
         if like is None:
             return dict(body)
-        if like not in stages:
+        if not isinstance(like, str) or like not in stages:
             raise ConfigError(f"{where}: stages.{name}.like: {like!r} is not a stage of this recipe")
         if like in chain:
             raise ConfigError(f"{where}: stages.{name}.like: {like!r} refers back to itself")
@@ -351,7 +353,12 @@ def _plan_stage(name: str, raw_body: Any, recipe_launch: Any, where: str) -> Pla
         config_class = spec.config_class()
     except ImportError as exc:
         raise ConfigError(f"{where}: stages.{name}: stage kind {kind_name!r} is not available here ({exc})") from exc
-    config = build_config(config_class, body, where=f"{where}: stages.{name}")
+    try:
+        config = build_config(config_class, body, where=f"{where}: stages.{name}")
+    except ConfigError as exc:  # a config class's own check (__post_init__) does not know the recipe
+        if str(exc).startswith(where):
+            raise
+        raise ConfigError(f"{where}: stages.{name}: {exc}") from exc
     launch = None
     if spec.training:
         launch = _launch_config(recipe_launch, stage_launch, f"{where}: stages.{name}")

@@ -113,3 +113,23 @@ def test_reader_errors_name_the_file(tmp_path):
         open_source("lerobot", root)
     with pytest.raises(DataError, match="not a LeRobot dataset"):
         open_source("lerobot", tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["name-not-utf8", "no-index-columns", "column-without-name"])
+def test_tasks_table_with_corrupt_schema_is_a_data_error(tmp_path, damage):
+    """Fuzz escapes (lerobot-meta, 10k cases): a non-UTF-8 column name and corrupt pandas index metadata in
+    meta/tasks.parquet raised UnicodeDecodeError/KeyError from pyarrow instead of naming the file."""
+    root = _write(tmp_path / "ds", [synthetic_episode()])
+    path = root / "meta/tasks.parquet"
+    if damage == "name-not-utf8":  # same length, so the parquet footer stays well-formed
+        path.write_bytes(path.read_bytes().replace(b"task_index", b"task\x9a_ndex"))
+    else:
+        table = pq.read_table(path)
+        pandas_meta = json.loads(table.schema.metadata[b"pandas"])
+        if damage == "no-index-columns":
+            del pandas_meta["index_columns"]
+        else:
+            del pandas_meta["columns"][0]["name"]
+        pq.write_table(table.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()}), path)
+    with pytest.raises(DataError, match=r"tasks.parquet: task_index: cannot read the tasks table"):
+        open_source("lerobot", root)

@@ -196,6 +196,31 @@ def test_bad_inputs_are_one_line_errors_before_anything_runs(tmp_path, count_kin
         assert "\n" not in err
 
 
+@pytest.mark.parametrize("value", ["'{'", "[1, 2]", "3"])
+def test_vars_that_is_not_a_mapping_is_a_config_error(tmp_path, count_kind, value):
+    """Fuzz escape (recipe-yaml, 10k cases): `vars: '{'` raised a bare TypeError while planning."""
+    recipe = _chain(tmp_path)
+    recipe.write_text(recipe.read_text().replace(f"vars:\n  run_dir: {tmp_path}/run", f"vars: {value}"))
+    with pytest.raises(ConfigError, match=r"chain.yaml: vars: must be a mapping of names to values"):
+        runner.make_plan(recipe, [])
+
+
+@pytest.mark.parametrize("like", ["{a: 1}", "[first]", "3"])
+def test_like_that_is_not_a_stage_name_is_a_config_error(tmp_path, count_kind, like):
+    """Fuzz escape (recipe-yaml, 10k cases): `like:` holding a mapping raised TypeError (unhashable) while planning."""
+    recipe = _chain(tmp_path, f"  third:\n    like: {like}\n")
+    with pytest.raises(ConfigError, match=r"chain.yaml: stages.third.like: .* is not a stage of this recipe"):
+        runner.make_plan(recipe, [])
+
+
+def test_tiny_model_ids_that_are_not_text_are_a_config_error(tmp_path):
+    """Fuzz escape (recipe-yaml, 10k cases): `ids: [{a: 1}]` in a tiny_models stage raised an unhashable TypeError."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"stages:\n  tiny_models:\n    hf_home: {tmp_path}/hf\n    ids: [{{a: 1}}]\n")
+    with pytest.raises(ConfigError, match=r"r.yaml: stages.tiny_models: ids: must be a list of strings"):
+        runner.make_plan(recipe, [])
+
+
 def test_a_backbone_in_no_cache_is_refused_offline(tmp_path, capsys, monkeypatch):
     data = tmp_path / "episodes"
     data.mkdir()

@@ -233,14 +233,17 @@ class LeRobotSource(Source):
         if not path.is_file():
             raise DataError("missing tasks table", path)
         table = _read_parquet(path)
-        if "task_index" not in table.column_names:
-            raise DataError("missing column", path, "task_index")
-        try:
-            frame = table.to_pandas()
-            return {int(i): task_text(task, path) for task, i in zip(frame.index, frame["task_index"], strict=True)}
-        except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
+        try:  # a column name that is not UTF-8, or corrupt pandas index metadata, fails here and not at read time
+            if "task_index" in table.column_names:
+                frame = table.to_pandas()
+                pairs = zip(frame.index, frame["task_index"], strict=True)
+                return {int(i): task_text(task, path) for task, i in pairs}
+        except DataError:
+            raise
+        except (pa.ArrowException, ValueError, TypeError, OverflowError, KeyError) as exc:
             message = f"cannot read the tasks table ({type(exc).__name__}: {one_line(exc)})"
             raise DataError(message, path, "task_index") from exc
+        raise DataError("missing column", path, "task_index")
 
     def _file_path(self, template_key: str, row: dict[str, Any], prefix: str, video_key: str = "") -> Path:
         """Fill info.json's `data_path`/`video_path`, whichever version's placeholders it uses."""

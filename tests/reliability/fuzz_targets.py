@@ -474,7 +474,7 @@ def _h5_layout(draw: st.DrawFn) -> dict[str, Any]:
     attrs = draw(
         st.dictionaries(
             st.sampled_from(["problem_info", "macros_image_convention", "env_args"]),
-            st.text(st.characters(blacklist_characters="\x00"), max_size=30)
+            st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=30)  # h5py stores UTF-8
             | json_values.map(json.dumps)
             | st.integers(-(2**63), 2**63 - 1)
             | st.binary(min_size=1, max_size=8).map(np.void),
@@ -874,10 +874,12 @@ def recipe_run(fx: Fixtures, case: tuple[str, str, list[str]]) -> None:
 
     name, text, overrides = case
     folder = fx.work("recipes")
-    for path in _recipes():  # `extends:` names a sibling recipe
+    for path in _recipes():  # `extends:` names a sibling recipe or one under templates/
         target = folder / path.name
         if not target.exists():
             shutil.copyfile(path, target)
+    if not (folder / "templates").exists():
+        shutil.copytree(PROJECT / "recipes" / "templates", folder / "templates")
     with replaced(folder / name, text.encode()):
         plan = make_plan(folder / name, overrides)
         dry_run(plan, [s.name for s in plan.stages], set())
