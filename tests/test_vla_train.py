@@ -309,7 +309,8 @@ def test_standardised_head_statistics_refresh_save_and_reload(
     # the plain average of the two batches' unbiased variances, as BatchNorm's cumulative mode keeps them
     expected_var = (states[:4].var(0) + states[4:].var(0)) / 2
     torch.testing.assert_close(norm.running_var, expected_var, rtol=1e-4, atol=1e-7)
-    assert norm.momentum == 0.1 and norm.training
+    assert norm.momentum == 0.1
+    assert norm.training
     model.eval()
     with torch.no_grad():
         raw = model.predict(inputs).numpy()
