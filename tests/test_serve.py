@@ -239,11 +239,15 @@ def test_served_checkpoint_matches_in_process_act(checkpoint: Path) -> None:
 
 
 @pytest.mark.slow
-def test_vla_serve_cli(checkpoint: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_vla_serve_cli(checkpoint: Path, stop: signal.Signals) -> None:
+    """Served, then stopped cleanly by Ctrl-C or SIGTERM, even started as a background job would be (SIGINT
+    inherited ignored: the suite itself may run under `nohup ... &`)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SERVE_KEY": "k-123"}
     command = [sys.executable, "-m", "vla", "serve", str(checkpoint), "--port", "0", "--api-key-env", "SERVE_KEY",
                "--device", "cpu"]  # fmt: skip
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    background = ["sh", "-c", "trap '' INT; exec \"$@\"", "sh", *command]  # SIGINT ignored, as under `cmd &`
+    process = subprocess.Popen(background, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
         line = process.stdout.readline()
@@ -256,8 +260,12 @@ def test_vla_serve_cli(checkpoint: Path) -> None:
         assert client.act(frames(1)[0:1], "pick").shape == (2, 7)
         client.close()
     finally:
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=60)
+        process.send_signal(stop)
+        try:
+            out, err = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
     assert process.returncode == 0, err
     assert "served 1 requests in 1 batches" in out
 

@@ -20,6 +20,7 @@ import hmac
 import http
 import logging
 import os
+import signal
 import threading
 import time
 import traceback
@@ -384,6 +385,23 @@ class PolicyServer:
         return actions
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_on_signals() -> dict[int, Any]:
+    """Make Ctrl-C and SIGTERM (what `kill` and cluster schedulers send) stop the server; the previous handlers.
+
+    A process started as a background job (`cmd &`, nohup, some launchers) inherits SIGINT *ignored* (POSIX), and
+    Python then installs no KeyboardInterrupt handler: without this, such a server could only be killed."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous: dict[int, Any] = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # asyncio.run then turns it into a clean shutdown
+    signal.signal(signal.SIGTERM, _interrupt)
+    return previous
+
+
 def serve_policy(cfg: ServeConfig) -> None:
     """Load `cfg.policy` (a VLA checkpoint folder or Hub id) and serve it until interrupted."""
     if not cfg.policy:
@@ -412,11 +430,14 @@ def serve_policy(cfg: ServeConfig) -> None:
             flush=True,
         )
 
+    restore = _stop_on_signals()
     try:
         server.serve_forever(on_ready=ready)
     except KeyboardInterrupt:
         pass
     finally:
+        for signum, handler in restore.items():
+            signal.signal(signum, handler)
         stats = server.stats
         mean = stats["requests"] / stats["batches"] if stats["batches"] else 0.0
         print(
