@@ -106,9 +106,11 @@ def vla_fit(
     targets[:, 0, 6] = torch.from_numpy(np.array([s.actions[0, 6] for s in samples]))
     mask = torch.ones(len(samples), 1, dtype=torch.bool)
 
+    def model_inputs(index: list[int]) -> dict[str, torch.Tensor]:
+        return backbone.encode([samples[i].image for i in index], [samples[i].instruction for i in index])
+
     def batch(index: list[int]) -> dict[str, torch.Tensor]:
-        encoded = backbone.encode([samples[i].image for i in index], [samples[i].instruction for i in index])
-        return {**encoded, "actions": targets[index], "action_mask": mask[index]}
+        return {**model_inputs(index), "actions": targets[index], "action_mask": mask[index]}
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr)
@@ -129,20 +131,18 @@ def vla_fit(
                 f"  step {step}/{args.steps} loss {loss.item():.4f} ({time.perf_counter() - started:.0f} s)", flush=True
             )
     seconds = time.perf_counter() - started
-    train_states = []
     with torch.no_grad():  # a standardised head's statistics from the train frames, as `vla train` refreshes them
-        for start in range(0, len(train_index), 32):
-            inputs = {k: v for k, v in batch(train_index[start : start + 32].tolist()).items() if k != "actions"}
-            inputs.pop("action_mask")
-            train_states.append(model.query_states(inputs))
+        train_states = [
+            model.query_states(model_inputs(train_index[start : start + 32].tolist()))
+            for start in range(0, len(train_index), 32)
+        ]
     refresh_input_statistics(model.head, train_states)
     model.eval()
     pred = np.zeros_like(y)
     with torch.no_grad():
         for start in range(0, len(samples), 32):
             index = list(range(start, min(start + 32, len(samples))))
-            inputs = {k: v for k, v in batch(index).items() if k not in ("actions", "action_mask")}
-            pred[index] = model.predict(inputs)[:, 0, :3].float().numpy()
+            pred[index] = model.predict(model_inputs(index))[:, 0, :3].float().numpy()
     return _r2(pred[train], y[train]), _r2(pred[~train], y[~train]), seconds
 
 
