@@ -7,6 +7,7 @@ corpora's bytes did not change when they got faster)."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -21,6 +22,7 @@ from datasets_build.geometry.ground_truth import (
     ground_truth_support,
 )
 from datasets_build.geometry.scene import (
+    ObjectGeometry,
     _world_to_canonical,
     apply,
     canonical_camera,
@@ -343,3 +345,27 @@ def test_single_pixel_clouds_and_a_one_pixel_support_keep_their_own_paths() -> N
     rows = (model.unproject(depth, np.array([[4.5, 3.5]])) @ w2c[:3, :3].T + w2c[:3, 3]).astype(np.float32)
     assert np.array_equal(geometry.objects["red block"].points, rows)
     assert repr(geometry.support_height) == repr(_plain_support_height(model, depth, np.array([5 * 32 + 6])))
+
+
+def test_object_facts_are_the_plain_facts() -> None:
+    rng = np.random.default_rng(12)
+    for i in range(500):
+        n = int(rng.integers(0 if i % 50 == 0 else 1, 3000))
+        cloud = (rng.normal(size=(n, 3)) * rng.uniform(1e-3, 3)).astype(np.float32)
+        if i % 7 == 0 and n:
+            cloud[int(rng.integers(n)), int(rng.integers(3))] = np.nan
+        obj = ObjectGeometry("block", np.ones((2, 2), bool), cloud, (0, 0, 2, 2))
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            if n == 0:  # np.percentile refuses an empty cloud: so do the facts
+                with pytest.raises(IndexError):
+                    obj.facts()
+                continue
+            facts = obj.facts()
+            bounds = np.percentile(cloud, [2, 98], axis=0)
+            centroid = cloud.mean(axis=0)
+        assert repr(facts["centroid"]) == repr([round(v, 5) for v in centroid.tolist()])
+        assert repr(facts["lower"]) == repr([round(v, 5) for v in bounds[0].tolist()])
+        assert repr(facts["upper"]) == repr([round(v, 5) for v in bounds[1].tolist()])
+        assert np.array_equal(np.stack([obj.lower, obj.upper]), bounds, equal_nan=True)
+        assert obj.lower.dtype == bounds.dtype

@@ -29,6 +29,7 @@ import numpy as np
 from datasets_build.camera import CameraModel, _pixel_rays
 
 _RELATIVE_ERROR = 2.0**-40  # of `_HeightTable.scale`: the bound on |approximation - exact height|
+_MAX_SCALE = 1e300  # larger magnitudes could overflow: the exact path takes them
 
 
 @dataclass(frozen=True)
@@ -82,12 +83,13 @@ def approximate_heights(
     if table is None:
         return None
     depths = depth.reshape(-1)[flat]
-    approx = np.multiply(depths, table.factor[flat], dtype=np.float64)
-    approx += table.offset
-    depth_max = float(np.abs(depths).max())
-    if not (math.isfinite(depth_max) and np.isfinite(approx).all()):
+    depth_max = max(float(depths.max()), -float(depths.min()))  # NaN if there is one
+    scale = table.scale(depth_max)
+    if not scale < _MAX_SCALE:  # NaN or inf depth, or magnitudes where the products could overflow
         return None
-    return approx, _RELATIVE_ERROR * table.scale(depth_max)
+    approx = np.multiply(depths, table.factor[flat], dtype=np.float64)  # finite: |depth * factor| < scale
+    approx += table.offset
+    return approx, _RELATIVE_ERROR * scale
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,7 @@ def median_band(approx: np.ndarray, error: float) -> MedianBand | None:
     ks = (half,) if n % 2 else (half - 1, half)
     part = np.partition(approx, ks)
     low, high = float(part[ks[0]]) - 2 * error, float(part[ks[-1]]) + 2 * error
-    below = int(np.count_nonzero(approx < low))
+    below = int(np.count_nonzero(part[: ks[0]] < low))  # every value below low < approx_lo is left of ks[0]
     positions = np.flatnonzero((approx >= low) & (approx <= high))
     ranks = tuple(k - below for k in ks)
     if not all(0 <= r < len(positions) for r in ranks):  # cannot happen with a true bound; be safe
