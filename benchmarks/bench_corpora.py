@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, not an installed one
 from datasets_build.corpora import available_corpora
 from datasets_build.corpora.base import EpisodeContext, episode_rng, make_builder
 from datasets_build.episode import Episode

@@ -16,9 +16,12 @@ from datasets_build.corpora.bridgevqa import (
     COMPARATIVE,
     QUANTITATIVE,
     RELATIONS,
+    RENDERING,
+    UNIT_METRES,
     format_length,
     parse_length,
     parse_length_step,
+    quantity,
 )
 from datasets_build.errors import ConfigError
 from datasets_build.geometry.ground_truth import rotation_from_quaternion
@@ -293,6 +296,29 @@ def test_unit_systems_and_options(demo_episodes):
     ]:
         with pytest.raises(ConfigError):
             make_builder("bridgevqa", bad)
+
+
+def test_quantities_and_lengths_are_the_plain_computations():
+    """The answers' numbers and words as first written (numpy arrays for the centroid differences, the unit's
+    metres looked up by its singular name), value for value."""
+    rng = np.random.default_rng(0)
+    for _ in range(3000):
+        centroids = np.round(rng.normal(size=(2, 3)) * rng.uniform(0.01, 3), 5).tolist()
+        facts = [{"centroid": c} for c in centroids]
+        d = np.asarray(centroids[0], dtype=np.float64) - np.asarray(centroids[1], dtype=np.float64)
+        plain = {
+            "distance": float(np.linalg.norm(d)),
+            "vertical_distance": abs(float(d[2])),
+            "horizontal_distance": float(np.hypot(d[0], d[1])),
+        }
+        for qtype, value in plain.items():
+            assert repr(quantity(qtype, facts)) == repr(value)
+            for system, (switch, small, large) in RENDERING.items():
+                unit, decimals = large if value >= switch else small
+                metres = UNIT_METRES[unit[:-1] if unit.endswith("s") and unit[:-1] in UNIT_METRES else unit]
+                assert format_length(value, system) == f"{value / metres:.{decimals}f} {unit}"
+    with pytest.raises(ValueError):
+        quantity("distance", [{"centroid": [0.0, 0.0, 0.0]}] * 3)  # two objects or none
 
 
 def test_skips_are_counted(demo_episodes):

@@ -1,11 +1,13 @@
 """The fast paths of the geometry that corpus builders take give bit for bit what the plain computations give:
 pixel counts without a geometry, the support-only geometry, boxes from pixel lists, the cached world->canonical
 transform and camera inverse, depth converted where read, back-projection of flat pixel indices, the shared
-canonical camera, the robust bounds (np.percentile's formula), the column means, the median, the strided subsample
-and vica's support area (so the corpora's bytes did not change when they got faster)."""
+canonical camera, the robust bounds (np.percentile's formula), the column means, the median, the strided subsample,
+vica's support area, the support height from its median band and back-projections batched per frame (so the
+corpora's bytes did not change when they got faster)."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -14,11 +16,13 @@ import pytest
 from datasets_build.camera import CameraModel, transform_rows
 from datasets_build.corpora.vica import support_area
 from datasets_build.geometry.ground_truth import (
+    GroundTruthOptions,
     ground_truth_geometry,
     ground_truth_pixel_counts,
     ground_truth_support,
 )
 from datasets_build.geometry.scene import (
+    ObjectGeometry,
     _world_to_canonical,
     apply,
     canonical_camera,
@@ -30,6 +34,7 @@ from datasets_build.geometry.scene import (
     robust_bounds,
     subsample,
 )
+from datasets_build.geometry.support_height import approximate_heights, median_band
 from tests.helpers import synthetic_episode
 
 
@@ -246,3 +251,121 @@ def test_column_means_are_numpys_means() -> None:
         got, expected = mean_rows(points), points.mean(axis=0)
         assert got.dtype == expected.dtype
         assert np.array_equal(got, expected)
+
+
+def test_transformed_rows_do_not_depend_on_the_product_size() -> None:
+    """What batching back-projections relies on: BLAS gives a row the same floats in a product of any size."""
+    rng = np.random.default_rng(10)
+    for _ in range(300):
+        h, w = (int(v) for v in rng.integers(2, 120, 2))
+        camera = _random_camera(rng, w, h)
+        w2c = canonical_from_world(camera)
+        depth = rng.uniform(0.05, 4.0, (h, w)).astype(np.float32)
+        flat = np.sort(rng.choice(h * w, size=int(rng.integers(2, h * w + 1)), replace=False))
+        whole = apply(w2c, camera.unproject_flat(depth, flat))
+        for _ in range(4):
+            start = int(rng.integers(0, len(flat) - 1))
+            stop = int(rng.integers(start + 2, len(flat) + 1))
+            assert np.array_equal(apply(w2c, camera.unproject_flat(depth, flat[start:stop])), whole[start:stop])
+            picked = np.sort(rng.choice(len(flat), size=int(rng.integers(2, len(flat) + 1)), replace=False))
+            assert np.array_equal(apply(w2c, camera.unproject_flat(depth, flat[picked])), whole[picked])
+
+
+def _plain_support_height(camera: CameraModel, depth: np.ndarray, flat: np.ndarray) -> float:
+    """The support height as first written: the median canonical z of the sampled pixels, all back-projected."""
+    rows, cols = np.divmod(flat, depth.shape[1])
+    world = camera.unproject(depth, np.stack([cols + 0.5, rows + 0.5], axis=1))
+    w2c = canonical_from_world(camera)
+    return float(np.median((world @ w2c[:3, :3].T + w2c[:3, 3])[:, 2]))
+
+
+def _band_support_height(camera: CameraModel, depth: np.ndarray, flat: np.ndarray) -> float | None:
+    w2c = canonical_from_world(camera)
+    approx = approximate_heights(camera, w2c, depth, flat)
+    assert approx is not None
+    band = median_band(*approx)
+    if band is None:
+        return None
+    return band.median(apply(w2c, camera.unproject_flat(depth, flat[band.positions]))[:, 2])
+
+
+def test_support_height_from_the_median_band_is_the_median_of_every_exact_height() -> None:
+    rng = np.random.default_rng(11)
+    for i in range(400):
+        h, w = (int(v) for v in rng.integers(2, 100, 2))
+        camera = _random_camera(rng, w, h)
+        if i % 3 == 0:  # a flat table seen from the camera: heights within rounding of each other, many near-ties
+            v, u = np.mgrid[0:h, 0:w] + 0.5
+            k = camera.intrinsics
+            rays = np.stack([(u - k[0, 2]) / k[0, 0], (v - k[1, 2]) / k[1, 1], np.ones_like(u)], axis=-1)
+            rays_world = rays @ camera.camera_to_world[:3, :3].T
+            centre = camera.camera_to_world[:3, 3]
+            table = float(rng.uniform(-0.5, 0.5))
+            with np.errstate(divide="ignore"):
+                depth = np.where(rays_world[..., 2] < -1e-3, (table - centre[2]) / rays_world[..., 2], 1.0)
+            depth = np.clip(depth, 0.05, 50).astype(np.float32)
+        elif i % 3 == 1:
+            depth = np.round(rng.uniform(0.3, 3.0, (h, w)), int(rng.integers(0, 3))).astype(np.float32)  # exact ties
+        else:
+            depth = rng.uniform(0.05, 6.0, (h, w)).astype(np.float32 if i % 2 else np.float64)
+        flat = np.sort(rng.choice(h * w, size=int(rng.integers(1, h * w + 1)), replace=False))
+        got = _band_support_height(camera, depth, flat)
+        expected = _plain_support_height(camera, depth, flat)
+        if got is None:
+            assert len(flat) < 2 or expected == 0
+        else:
+            assert repr(got) == repr(expected)
+
+
+def test_ground_truth_support_height_is_the_plain_median(demo_episodes) -> None:
+    for episode in demo_episodes[:3]:
+        model = episode.camera["static"]
+        for step in range(len(episode)):
+            geometry = ground_truth_geometry(episode, "static", step)
+            assert not isinstance(geometry, str)
+            assert geometry.support is not None
+            depth = np.asarray(episode.depth["static"][step])
+            flat = np.flatnonzero(geometry.support)
+            if len(flat) > 8192:
+                flat = flat[np.linspace(0, len(flat) - 1, 8192).astype(int)]
+            assert repr(geometry.support_height) == repr(_plain_support_height(model, depth, flat))
+
+
+def test_single_pixel_clouds_and_a_one_pixel_support_keep_their_own_paths() -> None:
+    episode = synthetic_episode(length=2, size=32)
+    seg = episode.segmentation["static"]
+    seg[:, 10:20, 10:20] = 0
+    seg[:, 3, 4] = 3  # a one-pixel object: one row takes numpy's vector path, not the batch
+    seg[:, 5, 6] = 2  # a one-pixel support
+    episode.meta["support_segmentation_id"] = 2
+    geometry = ground_truth_geometry(episode, "static", 1, GroundTruthOptions(min_pixels=1))
+    assert not isinstance(geometry, str)
+    model, depth = episode.camera["static"], np.asarray(episode.depth["static"][1])
+    w2c = canonical_from_world(model)
+    rows = (model.unproject(depth, np.array([[4.5, 3.5]])) @ w2c[:3, :3].T + w2c[:3, 3]).astype(np.float32)
+    assert np.array_equal(geometry.objects["red block"].points, rows)
+    assert repr(geometry.support_height) == repr(_plain_support_height(model, depth, np.array([5 * 32 + 6])))
+
+
+def test_object_facts_are_the_plain_facts() -> None:
+    rng = np.random.default_rng(12)
+    for i in range(500):
+        n = int(rng.integers(0 if i % 50 == 0 else 1, 3000))
+        cloud = (rng.normal(size=(n, 3)) * rng.uniform(1e-3, 3)).astype(np.float32)
+        if i % 7 == 0 and n:
+            cloud[int(rng.integers(n)), int(rng.integers(3))] = np.nan
+        obj = ObjectGeometry("block", np.ones((2, 2), bool), cloud, (0, 0, 2, 2))
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            if n == 0:  # np.percentile refuses an empty cloud: so do the facts
+                with pytest.raises(IndexError):
+                    obj.facts()
+                continue
+            facts = obj.facts()
+            bounds = np.percentile(cloud, [2, 98], axis=0)
+            centroid = cloud.mean(axis=0)
+        assert repr(facts["centroid"]) == repr([round(v, 5) for v in centroid.tolist()])
+        assert repr(facts["lower"]) == repr([round(v, 5) for v in bounds[0].tolist()])
+        assert repr(facts["upper"]) == repr([round(v, 5) for v in bounds[1].tolist()])
+        assert np.array_equal(np.stack([obj.lower, obj.upper]), bounds, equal_nan=True)
+        assert obj.lower.dtype == bounds.dtype

@@ -36,6 +36,7 @@ answer from `meta["geometry"]` and the question text alone.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -148,13 +149,17 @@ def format_length(metres: float, system: str) -> str:
     """A length as VQASynth renders it for people: "12.5 centimeters", "1.25 meters", "4.9 inches", "3.28 feet"."""
     switch, small, large = RENDERING[system]
     unit, decimals = large if metres >= switch else small
-    value = metres / UNIT_METRES[_unit_key(unit)]
+    value = metres / _RENDERED_METRES[unit]
     return f"{value:.{decimals}f} {unit}"
 
 
 def _unit_key(word: str) -> str:
     word = word.lower()
     return word[:-1] if word.endswith("s") and word[:-1] in UNIT_METRES else word
+
+
+# metres per rendered unit word ("centimeters" -> 0.01), looked up once
+_RENDERED_METRES = {unit: UNIT_METRES[_unit_key(unit)] for _, *units in RENDERING.values() for unit, _ in units}
 
 
 def parse_length_step(text: str) -> tuple[float, float]:
@@ -208,12 +213,14 @@ def quantity(qtype: str, facts: list[dict[str, Any]]) -> float:
     if qtype in SINGLE_OBJECT:
         axis = 0 if qtype == "width" else 2
         return float(facts[0]["upper"][axis]) - float(facts[0]["lower"][axis])
-    a, b = (np.asarray(f["centroid"], dtype=np.float64) for f in facts)
-    d = a - b
+    # the differences in float64 as numpy's a - b makes them; the norm is np.linalg.norm's sqrt(d . d)
+    a, b = (f["centroid"] for f in facts)
+    d = [float(x) - float(y) for x, y in zip(a, b, strict=True)]
     if qtype == "distance":
-        return float(np.linalg.norm(d))
+        vector = np.array(d, dtype=np.float64)
+        return math.sqrt(float(vector.dot(vector)))
     if qtype == "vertical_distance":
-        return abs(float(d[2]))
+        return abs(d[2])
     if qtype == "horizontal_distance":
         return float(np.hypot(d[0], d[1]))
     raise ValueError(f"not a quantitative question type: {qtype}")

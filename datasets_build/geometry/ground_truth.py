@@ -25,8 +25,12 @@ from datasets_build.geometry.scene import (
     median,
     subsample,
 )
+from datasets_build.geometry.support_height import MedianBand, approximate_heights, median_band
 
 _SUPPORT_SAMPLE = 8192  # support pixels (evenly strided) whose median height is the support height
+_EMPTY = np.zeros((0, 3), np.float32)  # read-only placeholder of a cloud made in the frame's batch
+_EMPTY.flags.writeable = False
+_EMPTY_INDEX = np.zeros(0, dtype=np.intp)
 
 
 @dataclass
@@ -200,6 +204,7 @@ def ground_truth_geometry(
         return apply(w2c, model.unproject_flat(depth, flat))
 
     objects: dict[str, ObjectGeometry] = {}
+    batched: list[tuple[ObjectGeometry, np.ndarray]] = []  # clouds made in one back-projection, below
     for name in wanted:
         info = episode.objects.get(name)
         if info is None:
@@ -215,13 +220,14 @@ def ground_truth_geometry(
             continue
         mask2d = mask.reshape(h, w)
         kept = subsample(flat, opts.max_points)  # evenly strided pixel indices
-        obj = ObjectGeometry(
-            name=name,
-            mask=mask2d,
-            points=canonical_at(kept).astype(np.float32) if points else np.zeros((0, 3), np.float32),
-            box=flat_box(flat, w),
-            category=info.category,
-        )
+        batch = points and canonical is None and len(kept) >= 2  # one row would take numpy's vector path
+        if not points:
+            cloud = np.zeros((0, 3), np.float32)
+        else:
+            cloud = _EMPTY if batch else canonical_at(kept).astype(np.float32)
+        obj = ObjectGeometry(name=name, mask=mask2d, points=cloud, box=flat_box(flat, w), category=info.category)
+        if batch:
+            batched.append((obj, kept))
         vars(obj)["pixels"] = len(flat)  # the cached `pixels`: the mask's count, known here
         objects[name] = obj
     maskable = [o for o in episode.objects.values() if o.size is not None or o.segmentation_id is not None]
@@ -229,6 +235,8 @@ def ground_truth_geometry(
         return "no_masks"
     support = None
     support_height = None
+    band: MedianBand | None = None
+    sample = _EMPTY_INDEX
     if not points:
         pass
     elif seg_frame is not None and support_id is not None:
@@ -237,7 +245,23 @@ def ground_truth_geometry(
         if len(support_pixels):
             support = support_flat.reshape(h, w)
             sample = subsample(support_pixels, _SUPPORT_SAMPLE)
-            support_height = median(canonical_at(sample)[:, 2])
+            approx = approximate_heights(model, w2c, depth, sample) if canonical is None else None
+            band = median_band(*approx) if approx is not None else None
+            if band is None:
+                support_height = median(canonical_at(sample)[:, 2])
+    if batched or band is not None:
+        # every batched cloud and the support's band in one back-projection: BLAS gives each row the same
+        # floats whatever the product's size (tests/test_geometry_exact.py), the rest is elementwise
+        parts = [kept for _, kept in batched] + ([sample[band.positions]] if band is not None else [])
+        rows = apply(w2c, model.unproject_flat(depth, np.concatenate(parts) if len(parts) > 1 else parts[0]))
+        start = 0
+        for obj, kept in batched:
+            obj.points = rows[start : start + len(kept)].astype(np.float32)
+            start += len(kept)
+        if band is not None:
+            support_height = band.median(rows[start:, 2])
+            if support_height is None:  # a NaN or a zero: np.median over every exact height decides
+                support_height = median(canonical_at(sample)[:, 2])
     if support is None and points:
         if canonical is None:
             canonical = apply(w2c, model.unproject(depth))

@@ -119,8 +119,12 @@ class ObjectGeometry:
         return mean_rows(self.points)
 
     @cached_property
+    def _bound_lists(self) -> list[list[float]]:
+        return robust_bound_lists(self.points)
+
+    @cached_property
     def _bounds(self) -> np.ndarray:
-        return robust_bounds(self.points)
+        return np.array(self._bound_lists, dtype=np.float64)
 
     @cached_property
     def pixels(self) -> int:
@@ -144,11 +148,12 @@ class ObjectGeometry:
 
     def facts(self) -> dict[str, Any]:
         """JSON-serialisable facts a sample's `meta` records and `verify` re-derives answers from."""
+        lower, upper = self._bound_lists  # the bounds' floats, without a round trip through an array
         return {
             "name": self.name,
             "centroid": [round(v, 5) for v in self.centroid.tolist()],
-            "lower": [round(v, 5) for v in self.lower.tolist()],
-            "upper": [round(v, 5) for v in self.upper.tolist()],
+            "lower": [round(v, 5) for v in lower],
+            "upper": [round(v, 5) for v in upper],
             "box": [int(v) for v in self.box],
             "pixels": self.pixels,
             "score": round(float(self.score), 4),
@@ -223,23 +228,32 @@ def robust_bounds(points: np.ndarray) -> np.ndarray:
     gamma 0.5 up) and dtypes (the difference in the input's dtype, the rest in float64, which Python's
     floats are); a cloud with fewer than 2 points, with NaNs or of another dtype takes np.percentile itself.
     """
-    n = len(points)
-    if n < 2 or points.ndim != 2 or points.dtype not in (np.float32, np.float64):
+    if _percentile_only(points):
         return np.percentile(points, [2, 98], axis=0)
-    rows, gammas = _bounds_weights(n)
+    return np.array(robust_bound_lists(points), dtype=np.float64)
+
+
+def _percentile_only(points: np.ndarray) -> bool:
+    return len(points) < 2 or points.ndim != 2 or points.dtype not in (np.float32, np.float64)
+
+
+def robust_bound_lists(points: np.ndarray) -> list[list[float]]:
+    """`robust_bounds(points).tolist()`: [lower, upper] as lists of Python floats (what `facts` records)."""
+    if _percentile_only(points):
+        return np.percentile(points, [2, 98], axis=0).tolist()
+    rows, gammas = _bounds_weights(len(points))
     ordered = np.sort(points, axis=0)  # NaNs sort last
     if any(math.isnan(v) for v in ordered[-1].tolist()):
-        return np.percentile(points, [2, 98], axis=0)
+        return np.percentile(points, [2, 98], axis=0).tolist()
     around = ordered[rows]  # the order statistics below each quantile, then those above
     below, above = around[:2], around[2:]
     diffs = (above - below).tolist()  # in the input's dtype, as numpy's interpolation takes it
-    out = [
+    return [
         [b - d * (1 - g) for b, d in zip(high, diff, strict=True)]
         if g >= 0.5
         else [a + d * g for a, d in zip(low, diff, strict=True)]
         for low, high, diff, g in zip(below.tolist(), above.tolist(), diffs, gammas, strict=True)
     ]
-    return np.array(out, dtype=np.float64)
 
 
 def mean_rows(points: np.ndarray) -> np.ndarray:
