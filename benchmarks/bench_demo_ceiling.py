@@ -23,10 +23,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import argparse
-import json
-import platform
 import re
-import sys
 import time
 import zlib
 from collections.abc import Sequence
@@ -35,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from run_record import write_result
 from torch import nn
 from torch.nn import functional as F
 
@@ -218,11 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         "vla": {"steps": vla_cfg.steps, "batch": vla_cfg.batch_size, "success": vla_rate},
         "cnn": {"steps": cnn_steps, "batch": args.cnn_batch, "lr": args.cnn_lr, "success": cnn_rate},
         "ratio_vla_to_cnn": ratio,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
     }
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.json, result, argv)
     return 0
 
 

@@ -24,9 +24,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import argparse
-import json
-import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from run_record import write_result
 
 from datasets_build.episode import Episode
 from datasets_build.sources import open_source
@@ -205,11 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         "lr": args.lr,
         "baseline_heldout_r2": baseline,
         "vla": fits,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
     }
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.json, result, argv)
     return 0
 
 
