@@ -122,14 +122,19 @@ class CNNPolicy:
 
 
 def train_cnn(
-    folder: Path, camera: str, chunk: int, cpu_seconds: float, batch: int, lr: float, seed: int
+    folder: Path,
+    normalizer: ActionNormalizer,
+    camera: str,
+    chunk: int,
+    cpu_seconds: float,
+    batch: int,
+    lr: float,
+    seed: int,
 ) -> tuple[CNNPolicy, int]:
-    """Train the CNN on the episodes' samples (the VLA's targets) until `cpu_seconds` of process CPU time."""
+    """Train the CNN on the episodes' samples, normalised by the VLA's own `normalizer` (the VLA's targets), until
+    `cpu_seconds` of process CPU time."""
     torch.manual_seed(seed)
     episodes = list(open_source("demo", folder).episodes())
-    flat = np.concatenate([ep.actions for ep in episodes])
-    quantiles = {key: np.quantile(flat, q, axis=0).tolist() for key, q in (("q01", 0.01), ("q99", 0.99))}
-    normalizer = ActionNormalizer.from_stats({"action": quantiles})
     samples = [s for ep in episodes for s in episode_samples(ep, chunk, normalizer, camera=camera)]
     images = torch.from_numpy(np.stack([s.image for s in samples])).permute(0, 3, 1, 2).float() / 255.0
     words = _word_batch([s.instruction for s in samples])
@@ -193,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
 
     policy, cnn_steps = train_cnn(
         Path(record_cfg.out),
+        ActionNormalizer.load(checkpoint),
         vla_cfg.data.camera,
         vla_cfg.model.chunk_size,
         vla_seconds,

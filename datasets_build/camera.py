@@ -114,7 +114,7 @@ class CameraModel:
         depth = np.asarray(depth)
         h, w = depth.shape
         flat = np.asarray(flat)
-        across, down = _pixel_rays(self.intrinsics.tobytes(), w, h)
+        across, down = pixel_rays(self.intrinsics.tobytes(), w, h)
         columns = np.empty((3, len(flat)))  # cam = columns.T, (N, 3) in column-major order
         z = columns[2]
         z[:] = depth.reshape(-1)[flat]  # float64 where read
@@ -151,7 +151,7 @@ def _ray_factors(intrinsics: bytes, width: int, height: int) -> tuple[np.ndarray
 
 
 @functools.lru_cache(maxsize=16)
-def _pixel_rays(intrinsics: bytes, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+def pixel_rays(intrinsics: bytes, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     """`_ray_factors` per pixel, row-major (height * width,): the column's factor and the row's, read-only."""
     across, down = _ray_factors(intrinsics, width, height)
     per_pixel = np.tile(across, height), np.repeat(down, width)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datasets_build.camera import CameraModel, _pixel_rays
+from datasets_build.camera import CameraModel, pixel_rays
 
 _RELATIVE_ERROR = 2.0**-40  # of `_HeightTable.scale`: the bound on |approximation - exact height|
 _MAX_SCALE = 1e300  # larger magnitudes could overflow: the exact path takes them
@@ -51,7 +51,7 @@ class _HeightTable:
 @functools.lru_cache(maxsize=64)
 def _height_table(intrinsics: bytes, c2w: bytes, w2c: bytes, width: int, height: int) -> _HeightTable | None:
     """The `_HeightTable` of one camera pose, or None when its numbers are not finite."""
-    across, down = _pixel_rays(intrinsics, width, height)
+    across, down = pixel_rays(intrinsics, width, height)
     to_world = np.frombuffer(c2w, dtype=np.float64).reshape(4, 4)
     row = np.frombuffer(w2c, dtype=np.float64).reshape(4, 4)[2]
     gain = [sum(float(row[j]) * float(to_world[j, k]) for j in range(3)) for k in range(3)]
