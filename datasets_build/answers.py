@@ -252,12 +252,15 @@ def _image_scale(meta: dict[str, Any]) -> np.ndarray:
 
 
 def _score_choice(prediction: str, reference: str, meta: dict[str, Any]) -> dict[str, float]:
-    del meta
     letter = parse_choice(prediction)
-    return {
+    scores = {
         "parsed": float(letter is not None),
         "accuracy": float(letter is not None and letter == parse_choice(reference)),
     }
+    options = meta.get("options")
+    if isinstance(options, list) and len(options) >= 2:  # the accuracy of a uniform guess among them
+        scores["chance"] = 1.0 / len(options)
+    return scores
 
 
 def _score_yes_no(prediction: str, reference: str, meta: dict[str, Any]) -> dict[str, float]:
@@ -266,6 +269,7 @@ def _score_yes_no(prediction: str, reference: str, meta: dict[str, Any]) -> dict
     return {
         "parsed": float(answer is not None),
         "accuracy": float(answer is not None and answer == parse_yes_no(reference)),
+        "chance": 0.5,
     }
 
 
@@ -364,7 +368,8 @@ def score_answer(
     """Metrics of a model's `prediction` against a reference answer and its sample `meta`.
 
     FAST-token answers are scored by `score_fast_answer` against `meta["actions"]` through `fast_tokenizer`
-    (the `FastTokenizer` the answers were encoded with); without one, by exact match only.
+    (the `FastTokenizer` the answers were encoded with); without one, by exact match only. Multiple-choice and
+    yes/no answers also carry `chance`, the accuracy of a uniform guess, so a per-task mean reads against it.
     """
     meta = meta or {}
     kind = answer_kind(reference, meta)

@@ -104,21 +104,42 @@ def read_sft_eval(spec: str) -> tuple[str, dict[str, dict[str, float]]]:
 
 
 def sft_table(evals: list[tuple[str, dict[str, dict[str, float]]]]) -> tuple[list[str], list[list[str]]]:
-    """One row per task, one column per evaluated checkpoint: its main score (accuracy, else the first one)."""
+    """One row per task, one column per evaluated checkpoint: its main score (accuracy, else the first one), and a
+    last column with the accuracy of a uniform guess where the answers are choices (`chance`)."""
     tasks = sorted({t for _, per_task in evals for t in per_task}, key=lambda t: (t == "all", t))
-    header = ["Task", *(f"{name}" for name, _ in evals)]
+    with_chance = any("chance" in scores for _, per_task in evals for scores in per_task.values())
+    header = ["Task", *(f"{name}" for name, _ in evals), *(["chance"] if with_chance else [])]
     body = []
     for task in tasks:
         cells = []
         for _, per_task in evals:
             scores = per_task.get(task)
             cells.append("-" if scores is None else _score_text(scores))
+        if with_chance:
+            chance = next((c for _, per_task in evals if (c := _chance(per_task, task)) is not None), None)
+            cells.append("-" if chance is None else f"{100 * chance:.0f} %")
         body.append([task, *cells])
     return header, body
 
 
+def _chance(per_task: dict[str, dict[str, float]], task: str) -> float | None:
+    """A task's chance accuracy; for `all` only when every task has one (else it would average a subset)."""
+    if task == "all" and any("chance" not in scores for name, scores in per_task.items() if name != "all"):
+        return None
+    value = per_task.get(task, {}).get("chance")
+    return None if value is None else float(value)
+
+
+SFT_NOTE = (
+    "Accuracy of each checkpoint's greedy answers to the samples `sft evaluate` scored; chance is the accuracy of a "
+    "uniform guess among each question's options, and an answer that names no option counts as wrong."
+)
+
+
 def _score_text(scores: dict[str, float]) -> str:
-    metric = "accuracy" if "accuracy" in scores else next((k for k in scores if k not in ("count", "parsed")), "")
+    metric = (
+        "accuracy" if "accuracy" in scores else next((k for k in scores if k not in ("count", "parsed", "chance")), "")
+    )
     if not metric:
         return "-"
     value = float(scores[metric])
@@ -192,6 +213,8 @@ def write_readme(
         evals = [read_sft_eval(spec) for spec in sft]
         lines += [
             "## SFT evaluation: per-task scores",
+            "",
+            SFT_NOTE,
             "",
             markdown_table(*sft_table(evals)),
         ]

@@ -108,6 +108,14 @@ def test_score_answer_dispatch():
     assert traj["mean_pixel_distance"] == pytest.approx(10.0)
     assert score_answer("junk", "B", {})["parsed"] == 0.0
     assert answer_kind("<fast_1><fast_2>", {}) == "fast"
+
+
+def test_choice_answers_carry_the_accuracy_of_a_uniform_guess():
+    three = {"options": ["left", "right", "up"], "question_type": "direction"}
+    assert score_answer("C", "A", three) == {"parsed": 1.0, "accuracy": 0.0, "chance": pytest.approx(1 / 3)}
+    assert "chance" not in score_answer("B", "B", {})  # options unknown: no chance claimed
+    assert score_answer("yes", "Yes", {})["chance"] == 0.5
+    assert "chance" not in score_answer("It is 10 cm away.", "12 cm", {})
     assert answer_kind("a free-form plan", {}) == "text"
 
 

@@ -127,3 +127,23 @@ def test_cli_report_and_bad_inputs(tmp_path: Path, demo_result: Path, capsys: py
     assert code == 2
     assert "model,score" in err
     assert "\n" not in err
+
+
+def test_sft_table_shows_chance_beside_the_scores() -> None:
+    """Choice tasks get a chance column; `all` gets one only when every task has a chance to average."""
+    from evaluation.readme import sft_table
+
+    base = {
+        "mc/a": {"accuracy": 0.0, "parsed": 0.0, "chance": 0.5, "count": 4.0},
+        "all": {"accuracy": 0.0, "count": 4.0},
+    }
+    tuned = {
+        "mc/a": {"accuracy": 0.75, "parsed": 1.0, "chance": 0.5, "count": 4.0},
+        "all": {"accuracy": 0.75, "parsed": 1.0, "chance": 0.5, "count": 4.0},
+    }
+    header, rows = sft_table([("before", base), ("after", tuned)])
+    assert header == ["Task", "before", "after", "chance"]
+    assert rows == [["mc/a", "0 % (n=4)", "75 % (n=4)", "50 %"], ["all", "0 % (n=4)", "75 % (n=4)", "50 %"]]
+    mixed = {**tuned, "points/b": {"point_accuracy": 0.5, "parsed": 1.0, "count": 2.0}}
+    assert sft_table([("after", mixed)])[1][-1] == ["all", "75 % (n=4)", "-"]  # a chance over part of `all`: none
+    assert sft_table([("after", {"points/b": {"point_accuracy": 0.5, "count": 2.0}})])[0] == ["Task", "after"]
