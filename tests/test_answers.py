@@ -108,6 +108,7 @@ def test_score_answer_dispatch():
     assert traj["mean_pixel_distance"] == pytest.approx(10.0)
     assert score_answer("junk", "B", {})["parsed"] == 0.0
     assert answer_kind("<fast_1><fast_2>", {}) == "fast"
+    assert answer_kind("a free-form plan", {}) == "text"
 
 
 def test_choice_answers_carry_the_accuracy_of_a_uniform_guess():
@@ -116,7 +117,6 @@ def test_choice_answers_carry_the_accuracy_of_a_uniform_guess():
     assert "chance" not in score_answer("B", "B", {})  # options unknown: no chance claimed
     assert score_answer("yes", "Yes", {})["chance"] == 0.5
     assert "chance" not in score_answer("It is 10 cm away.", "12 cm", {})
-    assert answer_kind("a free-form plan", {}) == "text"
 
 
 def test_score_fast_counts_invalid_answers():
