@@ -40,12 +40,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from datasets_build.actions import ACTION_DIM, GRIPPER, GRIPPER_CLOSED, GRIPPER_OPEN
-from datasets_build.demo_episodes import record_demo_episodes
+from datasets_build.demo_episodes import DemoEpisodesConfig, record_demo_episodes
 from datasets_build.sources import open_source
 from datasets_build.tiny_models import install_tiny_backbones
+from evaluation.run import RunConfig
 from evaluation.run import run as run_evaluation
 from recipes.runner import make_plan, recipe_path
 from vla.data import episode_samples
+from vla.loss import action_loss
 from vla.normalization import ActionNormalizer
 from vla.train import train as train_vla
 
@@ -149,9 +151,7 @@ def train_cnn(
     while time.process_time() - start < cpu_seconds:
         index = torch.randint(0, len(samples), (batch,))
         pred = model(images[index], words[index])
-        arm = F.huber_loss(pred[..., :GRIPPER], target[index, :, :GRIPPER], reduction="none").mean(-1)
-        grip = F.binary_cross_entropy_with_logits(pred[..., GRIPPER], target[index, :, GRIPPER], reduction="none")
-        loss = ((arm + 0.1 * grip) * mask[index]).sum() / mask[index].sum()
+        loss = action_loss(pred, target[index], mask[index], gripper_weight=0.1)["loss"]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -163,13 +163,13 @@ def _success(result: dict[str, Any]) -> float:
     return float(result["metrics"]["success_rate"])
 
 
-def _on_training_layouts(eval_cfg: Any, record_cfg: Any, policy: Any = None) -> float:
+def _on_training_layouts(eval_cfg: RunConfig, record_cfg: DemoEpisodesConfig, policy: CNNPolicy | None = None) -> float:
     """Success on the first layouts the recording used (as many as the evaluation's trials, at most all)."""
     cfg = copy.deepcopy(eval_cfg)
     cfg.trials = min(eval_cfg.trials, record_cfg.episodes)
     cfg.sim_options = {**eval_cfg.sim_options, "seed": record_cfg.seed}
     cfg.out = str(Path(eval_cfg.out).with_name(f"{Path(eval_cfg.out).name}_recorded"))
-    return _success(run_evaluation(cfg) if policy is None else run_evaluation(cfg, policy=policy))
+    return _success(run_evaluation(cfg, policy=policy))
 
 
 def main(argv: list[str] | None = None) -> int:
