@@ -24,16 +24,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, not an installed one
 from benchmarks.run_record import machine_summary, write_result
 from datasets_build.episode import Episode
-from datasets_build.geometry.ground_truth import GroundTruthOptions, ground_truth_geometry
+from datasets_build.geometry.ground_truth import SUPPORT_SAMPLE, GroundTruthOptions, ground_truth_geometry
+from datasets_build.geometry.scene import subsample
 from datasets_build.sim import expert_episodes
 
 CAMERA = "static"
-SUPPORT_SAMPLE = 8192  # as ground_truth_geometry samples the support
-
-
-@functools.cache
-def _strided(n: int, limit: int) -> np.ndarray:
-    return np.linspace(0, n - 1, limit).astype(int) if n > limit else np.arange(n)
 
 
 @functools.cache
@@ -55,11 +50,11 @@ def bare_passes(episode: Episode, step: int, ids: list[int], support_id: int, ma
     labels = flat[candidates]
     pixels = [candidates[labels == i] for i in ids]
     support = index[flat == support_id]
-    sample = support[_strided(len(support), SUPPORT_SAMPLE)]
+    sample = subsample(support, SUPPORT_SAMPLE)
     heights = depth[sample] * factor[sample]
     heights += 0.5
     np.partition(heights, len(heights) // 2)
-    kept = np.concatenate([p[_strided(len(p), max_points)] for p in pixels])
+    kept = np.concatenate([subsample(p, max_points) for p in pixels])
     z = depth[kept].astype(np.float64)
     cloud = np.stack([across[kept] * z, down[kept] * z, z], axis=1) @ np.eye(3)
     cloud.astype(np.float32)

@@ -27,7 +27,7 @@ from datasets_build.geometry.scene import (
 )
 from datasets_build.geometry.support_height import MedianBand, approximate_heights, median_band
 
-_SUPPORT_SAMPLE = 8192  # support pixels (evenly strided) whose median height is the support height
+SUPPORT_SAMPLE = 8192  # support pixels (evenly strided) whose median height is the support height
 _EMPTY = np.zeros((0, 3), np.float32)  # read-only placeholder of a cloud made in the frame's batch
 _EMPTY.flags.writeable = False
 _EMPTY_INDEX = np.zeros(0, dtype=np.intp)
@@ -244,7 +244,7 @@ def ground_truth_geometry(
         support_pixels = np.flatnonzero(support_flat)
         if len(support_pixels):
             support = support_flat.reshape(h, w)
-            sample = subsample(support_pixels, _SUPPORT_SAMPLE)
+            sample = subsample(support_pixels, SUPPORT_SAMPLE)
             approx = approximate_heights(model, w2c, depth, sample) if canonical is None else None
             band = median_band(*approx) if approx is not None else None
             if band is None:
